@@ -1,0 +1,239 @@
+"""The parameter schema of one tenant, validated before anything is sent or written.
+
+A parameter file never holds a secret value: fields that would (``secret``, ``password``,
+``token`` ...) must be *references*, ``{env: NAME}``, ``{file: PATH}`` or ``{keyring: SERVICE/USER}``.
+papermill copies every parameter into the archived notebook twice, so this rule is what keeps
+secrets out of the change record.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import webex
+from .endpoints import CLOUDS
+from .errors import ParamsError
+
+GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$", re.IGNORECASE)
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+SECRET_WORDS = re.compile(r"secret|password|passwd|token|credential", re.IGNORECASE)
+
+#: The "Microsoft Graph Command Line Tools" public client: preauthorized for dynamic Graph scopes.
+GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
+
+Mode = Literal["replay", "live", "record"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """Where a secret lives. Exactly one of the three."""
+
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = None
+    keyring: str | None = Field(None, pattern=r"^[^/]+/[^/]+$")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SecretRef":
+        given = [k for k in ("env", "file", "keyring") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of env, file or keyring")
+        return self
+
+    def describe(self) -> str:
+        kind = next(k for k in ("env", "file", "keyring") if getattr(self, k))
+        return f"{kind}:{getattr(self, kind)}"
+
+
+def _https_url(value: str | None) -> str | None:
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"{value!r} must be an https:// URL")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials")
+    return value.rstrip("/")
+
+
+class Endpoints(_Strict):
+    """Overrides of the cloud's endpoints, for sovereign or test deployments and corporate proxies."""
+
+    authority_host: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+(:[0-9]+)?$")
+    graph_url: str | None = None
+    exchange_url: str | None = None
+    smtp_host: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+$")
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    ca_bundle: str | None = None
+    proxy: str | None = None
+
+    _urls = field_validator("graph_url", "exchange_url")(_https_url)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} must be an http:// or https:// proxy URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials (put none in a parameter file)")
+        return value
+
+
+class WebexValues(_Strict):
+    """Step 1: what Webex Connect showed the operator."""
+
+    asset_name: str
+    email_id: str
+    forwarding_address: str
+    callback_url: str
+
+    @field_validator("asset_name", "email_id", "forwarding_address", "callback_url")
+    @classmethod
+    def _shape(cls, value: str, info: Any) -> str:
+        why = webex.problem(info.field_name, value)
+        if why:
+            raise ValueError(why)
+        return value
+
+
+class Application(_Strict):
+    """Step 2: the Entra ID application registration."""
+
+    display_name: str = Field("Webex Connect Email", min_length=1, max_length=120)
+    app_id: str | None = Field(None, pattern=GUID_RE.pattern)
+    secret_lifetime_days: int = Field(180, ge=1, le=730)
+    secret_renew_days: int = Field(30, ge=0, le=365)
+    remove_expired_secrets: bool = False
+
+
+class Operator(_Strict):
+    """Who signs in to make the changes: a person by device code, or automation by client credentials."""
+
+    sign_in: Literal["device_code", "client_credentials"] = "device_code"
+    client_id: str = Field(GRAPH_CLI_CLIENT_ID, pattern=GUID_RE.pattern)
+    secret: SecretRef | None = None
+
+    @model_validator(mode="after")
+    def _secret_for_automation(self) -> "Operator":
+        if self.sign_in == "client_credentials":
+            if self.secret is None:
+                raise ValueError("client_credentials sign-in needs secret: {env|file|keyring: ...}")
+            if self.client_id == GRAPH_CLI_CLIENT_ID:
+                raise ValueError("client_credentials sign-in needs the automation application's client_id")
+        return self
+
+
+class Params(_Strict):
+    """One tenant's parameters: the same keys as the notebooks' ``parameters`` cells."""
+
+    tenant: str = Field(pattern=SLUG_RE.pattern)
+    tenant_id: str
+    cloud: Literal["global", "usgov", "usgov-dod", "china"] = "global"
+    endpoints: Endpoints = Endpoints()
+    mode: Mode = "replay"
+    apply: bool = True
+    recordings: str = ""
+    webex: WebexValues
+    application: Application = Application()
+    secret_store: SecretRef
+    operator: Operator = Operator()
+    consent: Literal["user", "admin"] = "user"
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_id(cls, value: str) -> str:
+        if not (GUID_RE.match(value) or DOMAIN_RE.match(value)):
+            raise ValueError(f"{value!r} is neither a tenant GUID nor a verified domain such as contoso.onmicrosoft.com")
+        return value
+
+    @model_validator(mode="after")
+    def _default_recordings(self) -> "Params":
+        if not self.recordings:
+            object.__setattr__(self, "recordings", f"recordings/{self.tenant}")
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """The parameters as plain data: safe to archive, since they hold references only."""
+        return self.model_dump(mode="json")
+
+
+assert set(CLOUDS) == {"global", "usgov", "usgov-dod", "china"}, "clouds.yaml and Params.cloud disagree"
+
+
+def _secret_values(data: Any, model: type[BaseModel] | None, path: str = "") -> dict[str, str]:
+    """Secret *values* where only references belong: a reference field given a plain value, or an
+    unknown key whose name says secret. Checked on the raw data so the message is about secrets."""
+    found: dict[str, str] = {}
+    if not isinstance(data, Mapping):
+        return found
+    fields = model.model_fields if model else {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        field = fields.get(str(key))
+        annotation = getattr(field, "annotation", None)
+        is_ref = annotation is not None and SecretRef in (getattr(annotation, "__args__", ()) or (annotation,))
+        looks_secret = field is None and SECRET_WORDS.search(str(key))
+        if (is_ref or looks_secret) and value is not None and not isinstance(value, Mapping):
+            found[where] = ("holds a secret value; a parameter file may only give a reference "
+                            "such as {env: NAME}, {file: PATH} or {keyring: SERVICE/USER}")
+        elif isinstance(value, Mapping):
+            sub = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            found.update(_secret_values(value, sub, where))
+    return found
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    loc = ".".join(str(part) for part in error["loc"]) or "(file)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return loc, "unknown key"
+    if kind == "missing":
+        return loc, "required but missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return loc, message
+
+
+def validate(data: Any, source: str = "parameters") -> Params:
+    """Validate raw parameter data; raise one :class:`ParamsError` naming every bad field."""
+    if not isinstance(data, Mapping):
+        raise ParamsError(source, {"(file)": "must be a mapping of parameter names to values"})
+    problems = _secret_values(data, Params)
+    try:
+        params = Params.model_validate(dict(data))
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc, why = _describe(error)
+            if not any(loc == bad or loc.startswith(bad + ".") for bad in problems):
+                problems.setdefault(loc, why)
+        raise ParamsError(source, problems) from None
+    if problems:
+        raise ParamsError(source, problems)
+    return params
+
+
+def load(path: str | Path) -> Params:
+    """Read and validate a tenant's parameter file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(str(path), {"(file)": "does not exist"}) from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(str(path), {"(file)": f"is not valid YAML ({exc.__class__.__name__})"}) from None
+    return validate(data, str(path))
+
+
+def from_namespace(namespace: Mapping[str, Any], source: str = "notebook parameters") -> Params:
+    """Validate the parameters a notebook holds as variables (its ``parameters`` cell, or papermill's)."""
+    return validate({k: namespace[k] for k in Params.model_fields if k in namespace}, source)

@@ -1,0 +1,28 @@
+"""Where the kit's folders are. The kit runs from its checkout (installed editable), so the
+project root is the folder above this package unless ``RUNBOOK_HOME`` says otherwise."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The checkout that holds ``notebooks/``, ``params/`` and ``recordings/``."""
+    home = os.environ.get("RUNBOOK_HOME")
+    return Path(home).resolve() if home else Path(__file__).resolve().parent.parent
+
+
+def resolve(path: str | Path) -> Path:
+    """A parameter's relative path is relative to the project root, wherever the kernel runs."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else project_root() / p
+
+
+def state_dir() -> Path:
+    """Private per-checkout state (token caches, demo secret files): never archived, never committed."""
+    return project_root() / ".runbook"
+
+
+def token_cache(tenant: str) -> Path:
+    """The live-mode msal token cache of one tenant (mode 0600; cleared around each run)."""
+    return state_dir() / "cache" / f"{tenant}.json"

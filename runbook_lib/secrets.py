@@ -1,0 +1,75 @@
+"""Secret stores: where a client secret lives, named in the parameters by reference only.
+
+* ``env``: an environment variable. Readable; a new secret can only be set for this process,
+  so the operator is told to move it somewhere durable.
+* ``file``: a file with mode 0600 (created so, parents 0700); relative to the project root.
+* ``keyring``: ``SERVICE/USERNAME`` in the operating system's keyring.
+
+Notebooks show a secret's hint (its first three characters, as Entra ID does) and a fingerprint,
+never its value.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from . import paths
+from .errors import RunbookError
+from .params import SecretRef
+
+
+def fingerprint(value: str) -> str:
+    """A short, non-reversible identifier to tell two secrets apart in a record."""
+    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
+
+
+def _file(ref: SecretRef) -> Path:
+    return paths.resolve(ref.file or "")
+
+
+def read(ref: SecretRef) -> str | None:
+    """The secret's value, or None when the store holds none yet."""
+    if ref.env:
+        return os.environ.get(ref.env) or None
+    if ref.file:
+        path = _file(ref)
+        if not path.exists():
+            return None
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise RunbookError(f"secret file {ref.file} is readable by others (mode {mode:o})",
+                               fix=f"chmod 600 {ref.file}")
+        return path.read_text(encoding="utf-8").strip() or None
+    import keyring
+
+    service, username = (ref.keyring or "").split("/", 1)
+    return keyring.get_password(service, username)
+
+
+def write(ref: SecretRef, value: str) -> str:
+    """Store a new secret; returns a sentence for the operator saying where it went."""
+    if ref.env:
+        os.environ[ref.env] = value
+        return (f"stored in environment variable {ref.env} for this process only: copy it into your "
+                "password manager now, it cannot be read from Entra ID again")
+    if ref.file:
+        path = _file(ref)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(value)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return f"stored in file {ref.file} (mode 0600)"
+    import keyring
+
+    service, username = (ref.keyring or "").split("/", 1)
+    keyring.set_password(service, username, value)
+    return f"stored in the keyring as {ref.keyring}"

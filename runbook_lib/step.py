@@ -1,0 +1,115 @@
+"""What a notebook's setup cell starts: the validated parameters, transport, sign-in and Graph client
+of one step, and the step's record.
+
+The step publishes its record (status, changes, request counts, facts) as an output of the
+notebook, under the MIME type :data:`STEP_MIME`, when it finishes or fails. ``runbook run`` reads
+it back from the executed notebook, so the notebook file is the whole truth of what the step did.
+Errors of the kit are shown as their message and fix, without a stack trace.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from . import endpoints, params as params_mod
+from .auth import OperatorSignIn
+from .errors import RunbookError
+from .graph import Graph
+from .records import Change, StepRecord, changes_frame
+from .transport import Transport
+
+STEP_MIME = "application/vnd.runbook.step+json"
+_current: "Step | None" = None
+
+
+class Step:
+    """One notebook's run against one tenant."""
+
+    def __init__(self, name: str, params: params_mod.Params) -> None:
+        self.name = name
+        self.params = params
+        self.endpoints = endpoints.for_params(params)
+        self.transport = Transport(params, name)
+        self.clock = self.transport.clock
+        self.record_ = StepRecord(name)
+        self.facts = self.record_.facts
+        self.created: set[str] = set()
+        self._signin: OperatorSignIn | None = None
+        self._graph: Graph | None = None
+
+    @property
+    def signin(self) -> OperatorSignIn:
+        if self._signin is None:
+            self._signin = OperatorSignIn(self.params, self.endpoints, self.transport)
+        return self._signin
+
+    @property
+    def graph(self) -> Graph:
+        """Graph as the operator; the first call signs in (device code or client credentials)."""
+        if self._graph is None:
+            self._graph = Graph(self.endpoints.graph, self.signin.token, self.transport)
+        return self._graph
+
+    def record(self, change: Change) -> Change:
+        """Add a change to the step's record; returns it so a cell can show it."""
+        self.record_.changes.append(change.as_dict())
+        return change
+
+    def changes(self) -> Any:
+        """The step's changes so far, as a table."""
+        return changes_frame(self.record_.changes)
+
+    def finish(self) -> StepRecord:
+        """Close the transport (writing a recording in record mode) and publish the record."""
+        self._close("ok")
+        return self.record_
+
+    def fail(self, error: BaseException) -> None:
+        self.record_.error = error.explain() if isinstance(error, RunbookError) else f"{type(error).__name__}: {error}"
+        self._close("failed")
+
+    def _close(self, status: str) -> None:
+        if self.record_.status != "running":
+            return
+        self.record_.status = status
+        try:
+            self.transport.close()
+        finally:
+            self.record_.counts = self.transport.counts.as_dict()
+            _publish(self.record_)
+
+
+def _publish(record: StepRecord) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # outside Jupyter: nothing to publish to
+        return
+    data = {"text/plain": record.summary(), STEP_MIME: json.loads(json.dumps(record.__dict__, default=str))}
+    display(data, raw=True)
+
+
+def _show_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+    """IPython custom exception handler: record the failure, show a kit error as message and fix."""
+    if _current is not None:
+        _current.fail(value)
+    if isinstance(value, RunbookError):
+        return [f"{etype.__name__}: {value.explain()}"]
+    return shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+
+
+def start(name: str, namespace: Mapping[str, Any]) -> Step:
+    """Validate the notebook's parameters and switch the transport on; call from the setup cell."""
+    global _current
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    if shell is not None:
+        shell.set_custom_exc((Exception,), _show_error)
+    if _current is not None:
+        _current.finish()  # the setup cell was run again: close the previous step first
+        _current = None
+    _current = Step(name, params_mod.from_namespace(namespace))
+    return _current

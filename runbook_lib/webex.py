@@ -1,0 +1,62 @@
+"""Webex Connect values: the step 1 fields the operator copies from the Webex Connect UI.
+
+The kit never invents these values; it checks their shape so that a typo is caught before it
+becomes a redirect-URI mismatch (AADSTS50011) or mail forwarded into the void.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+FORWARDING_RE = re.compile(r"^[0-9a-f]{32}@mail-[a-z0-9]+\.imiconnect\.io$", re.IGNORECASE)
+CALLBACK_DOMAINS = (".webexconnect.io", ".imiconnect.io")
+
+#: field -> the expected form, in the words shown to the operator
+EXPECTED = {
+    "asset_name": "a non-empty name of at most 100 characters",
+    "email_id": "the mailbox's email address (its user principal name), e.g. support@contoso.com",
+    "forwarding_address": "32 hexadecimal characters @ mail-<region>.imiconnect.io, copied from Webex Connect",
+    "callback_url": "https://<tenant>.<region>.webexconnect.io/callback (or a legacy "
+                    "https://<pod>.imiconnect.io/callback), copied from Webex Connect",
+}
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    field: str
+    value: str
+    ok: bool
+    expected: str
+
+
+def _callback_ok(url: str) -> bool:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return (
+        parts.scheme == "https"
+        and host.endswith(CALLBACK_DOMAINS)
+        and parts.path == "/callback"
+        and not parts.query
+        and not parts.fragment
+        and parts.port is None
+    )
+
+
+RULES = {
+    "asset_name": lambda v: 0 < len(v.strip()) <= 100,
+    "email_id": lambda v: bool(EMAIL_RE.match(v)),
+    "forwarding_address": lambda v: bool(FORWARDING_RE.match(v)),
+    "callback_url": _callback_ok,
+}
+
+
+def problem(field: str, value: str) -> str | None:
+    """Why ``value`` is not a valid ``field``, or None when it is."""
+    return None if RULES[field](value) else f"{value!r} is not {EXPECTED[field]}"
+
+
+def check_values(values: dict[str, str]) -> list[FieldCheck]:
+    """One row per Webex Connect field: the value, whether it is well formed, the expected form."""
+    return [FieldCheck(f, values[f], RULES[f](values[f]), EXPECTED[f]) for f in RULES]
