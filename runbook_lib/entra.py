@@ -293,7 +293,7 @@ def ensure_secret(step: "Step", app: dict[str, Any] | None) -> Change:
         step.facts["secret"] = facts
         return step.record(Change("client secret", store.describe(), "unchanged",
                                   f"valid until {cred['expires']}; value is in the store", facts, facts))
-    reason = "the store holds no secret" if not stored else "no valid secret matches the one in the store"
+    reason = "the secret store holds no secret that is valid in Entra ID"
     if app is None or not step.params.apply:
         return step.record(Change("client secret", store.describe(), "planned", f"add a new secret ({reason})"))
     lifetime = timedelta(days=step.params.application.secret_lifetime_days)
@@ -307,3 +307,55 @@ def ensure_secret(step: "Step", app: dict[str, Any] | None) -> Change:
     step.facts["secret"] = facts
     return step.record(Change("client secret", store.describe(), "created", f"added a new secret ({reason}); {where}",
                               None, facts))
+
+
+# --- the operator, delegated consent and the summary ---------------------------------------------
+
+def needed_permissions(step: "Step") -> dict[str, str]:
+    """The Graph permissions this step's writes need, with why; read-only ones fail later with a clear 403."""
+    from .auth import OPERATOR_SCOPES
+
+    names = ["Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All", "Policy.Read.All"]
+    if step.params.consent == "admin":
+        names.append("DelegatedPermissionGrant.ReadWrite.All")
+    return {name: OPERATOR_SCOPES[name] for name in names}
+
+
+def check_operator(step: "Step") -> pd.DataFrame:
+    """Sign in, then stop before any change if the token lacks a permission a write will need."""
+    granted = step.signin.granted()
+    needed = needed_permissions(step)
+    table = pd.DataFrame([{"permission": n, "needed to": why, "granted": n in granted} for n, why in needed.items()])
+    missing = [n for n in needed if n not in granted]
+    if missing:
+        raise StepFailed(f"the signed-in operator lacks {', '.join(missing)}; nothing was changed",
+                         fix="sign in as an account holding Application Administrator (Cloud Application "
+                         "Administrator suffices without consent: admin) and accept the consent prompt for these "
+                         "scopes, or have a Global Administrator grant them to the operator client", step=STEP)
+    return table
+
+
+def ensure_delegated_consent(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline,
+                             consent: UserConsent) -> Change | str:
+    """consent: admin grants SMTP.Send tenant-wide; consent: user leaves it to Generate Token."""
+    if step.params.consent == "admin":
+        return ensure_smtp_send_grant(step, sp, exo)
+    return ("consent: user, so the mailbox user consents to SMTP.Send at Webex Connect's Generate Token "
+            f"(user consent policy: {consent.policy}); no tenant-wide grant is made")
+
+
+def summary(step: "Step", app: dict[str, Any] | None, consent: UserConsent) -> pd.DataFrame:
+    """What step 4 will need, and whether the mailbox user can consent: recorded as the step's facts."""
+    secret = step.facts.get("secret", {})
+    rows = {
+        "Directory (tenant) ID": step.params.tenant_id,
+        "Application (client) ID": (app or {}).get("appId", "(planned)"),
+        "Object ID": (app or {}).get("id", "(planned)"),
+        "Redirect URI": step.params.webex.callback_url,
+        "Client secret": f"hint {secret['hint']}..., expires {secret['expires']}, in {secret['store']}"
+                         if secret else "(planned)",
+        "User consent": consent.policy + (" (admin consent granted instead)" if step.params.consent == "admin" else ""),
+    }
+    step.facts.update({"client_id": rows["Application (client) ID"], "object_id": rows["Object ID"],
+                       "user_consent": consent.policy})
+    return pd.DataFrame({"value": rows})

@@ -89,12 +89,17 @@ def _publish(record: StepRecord) -> None:
 
 
 def _show_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
-    """IPython custom exception handler: record the failure, show a kit error as message and fix."""
+    """IPython custom exception handler: record the failure, show a kit error as message and fix.
+
+    IPython discards what a handler returns when a cell raises, so the handler shows it itself."""
     if _current is not None:
         _current.fail(value)
     if isinstance(value, RunbookError):
-        return [f"{etype.__name__}: {value.explain()}"]
-    return shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+        stb = [f"{etype.__name__}: {value.explain()}"]
+    else:
+        stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+    shell._showtraceback(etype, value, stb)
+    return stb
 
 
 def start(name: str, namespace: Mapping[str, Any]) -> Step:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
+
+import pandas as pd
 
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 FORWARDING_RE = re.compile(r"^[0-9a-f]{32}@mail-[a-z0-9]+\.imiconnect\.io$", re.IGNORECASE)
@@ -60,3 +63,27 @@ def problem(field: str, value: str) -> str | None:
 def check_values(values: dict[str, str]) -> list[FieldCheck]:
     """One row per Webex Connect field: the value, whether it is well formed, the expected form."""
     return [FieldCheck(f, values[f], RULES[f](values[f]), EXPECTED[f]) for f in RULES]
+
+
+#: where each step 1 value is used later: (field, used as, step)
+CARRIED_FORWARD = [
+    ("callback_url", "Web redirect URI of the Entra ID application", "02_azure_app_registration"),
+    ("email_id", "the mailbox: SMTP AUTH and forwarding are set on it", "03_office365_mailbox"),
+    ("forwarding_address", "the mailbox forwards every message here", "03_office365_mailbox"),
+    ("email_id", "Username in the Webex Connect form; the account that signs in at Generate Token",
+     "04_webex_connect_email_app"),
+    ("asset_name", "Asset Name in the Webex Connect form", "04_webex_connect_email_app"),
+]
+
+
+def values_table(values: Any) -> pd.DataFrame:
+    """The step 1 values with their checks, as a table."""
+    rows = check_values(values.model_dump() if hasattr(values, "model_dump") else dict(values))
+    return pd.DataFrame([{"field": r.field, "value": r.value, "well formed": r.ok, "expected form": r.expected}
+                         for r in rows])
+
+
+def carried_forward(values: Any) -> pd.DataFrame:
+    """Where each value is typed or applied in the later steps."""
+    data = values.model_dump() if hasattr(values, "model_dump") else dict(values)
+    return pd.DataFrame([{"value": data[f], "used as": use, "in": step} for f, use, step in CARRIED_FORWARD])

@@ -1,0 +1,67 @@
+"""Regenerating the demo recordings: one command, ``runbook record-demos`` (``make recordings``).
+
+Each demo tenant (``params/demo/<tenant>.yaml``) has a seed, ``recordings/<tenant>/tenant.yaml``,
+describing the simulated tenant its recordings come from. Regeneration serves that tenant on
+loopback, runs the tenant's notebooks in ``record`` mode through it (the live code path: msal,
+requests, vcrpy with scrubbing), then re-executes the notebooks in replay to refresh the outputs
+that nbval compares. Nothing is edited by hand.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+from nbclient import NotebookClient
+
+from . import params as params_mod
+from . import paths, runner
+from .sandbox.server import serve
+from .sandbox.tenant import SimulatedTenant
+
+
+def demo_files() -> list[Path]:
+    return sorted((paths.project_root() / "params" / "demo").glob("*.yaml"))
+
+
+def seed_file(params: params_mod.Params) -> Path:
+    return paths.resolve(params.recordings) / "tenant.yaml"
+
+
+def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
+           overrides: dict[str, Any] | None = None) -> runner.RunResult:
+    """Run a demo tenant in record mode against its simulated tenant; returns the (throwaway) run."""
+    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    raw.update(overrides or {})
+    seed = yaml.safe_load(seed_file(params_mod.validate(raw, str(params_file))).read_text(encoding="utf-8"))
+    with serve(SimulatedTenant(seed, canary=canary)) as sandbox, tempfile.TemporaryDirectory() as tmp:
+        raw.update(mode="record", endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()})
+        return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp))
+
+
+def refresh_outputs() -> None:
+    """Re-execute every notebook on its default parameters (the contoso demo, replay) and save it."""
+    for path in sorted((paths.project_root() / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, kernel_name=runner.kernel_name(), timeout=runner.CELL_TIMEOUT, record_timing=False,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        nbformat.write(nb, path)
+        print(f"refreshed outputs of {path.name}")
+
+
+def regenerate(tenants: list[str] | None = None) -> bool:
+    """Record every demo tenant (or those named) and refresh the notebooks' stored outputs."""
+    ok = True
+    for params_file in demo_files():
+        if tenants and params_file.stem not in tenants:
+            continue
+        result = record(params_file)
+        expected = yaml.safe_load(seed_file(params_mod.load(params_file)).read_text()).get("expect", "ok")
+        outcome = "ok" if result.ok else "failed"
+        print(f"{params_file.stem}: recorded ({outcome}, expected {expected}); steps "
+              + ", ".join(f"{s.step} {s.status}" for s in result.steps))
+        ok &= outcome == expected
+    refresh_outputs()
+    return ok

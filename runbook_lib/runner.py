@@ -1,0 +1,119 @@
+"""``runbook run``: execute a tenant's notebooks headlessly with papermill and archive the record.
+
+A record is ``archive/<tenant>/<UTC timestamp>/``: each executed notebook, an HTML rendering of
+each, and ``manifest.json`` (kit version and commit, parameters, operator, times, each step's status,
+changes and request counts, sha256 of every file). It is written to a temporary folder and renamed,
+so it appears whole or not at all, and an existing record is never overwritten.
+"""
+from __future__ import annotations
+
+import getpass
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from jupyter_client.kernelspec import find_kernel_specs
+from nbconvert import HTMLExporter
+
+from . import __version__, auth, paths, records
+from . import params as params_mod
+from .records import StepRecord
+from .step import STEP_MIME
+
+#: the procedure's notebooks, in order
+STEPS = ["01_webex_connect_app", "02_azure_app_registration"]
+KERNEL = "runbook-kit"
+CELL_TIMEOUT = 600
+
+
+@dataclass
+class RunResult:
+    record: Path
+    steps: list[StepRecord]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "ok" for s in self.steps)
+
+    @property
+    def writes(self) -> int:
+        return sum(s.counts.get("writes", 0) for s in self.steps)
+
+
+def kernel_name() -> str:
+    """The kit's kernel when installed (``make``), else the environment's own python3."""
+    return KERNEL if KERNEL in find_kernel_specs() else "python3"
+
+
+def step_record(notebook: Path, name: str) -> StepRecord:
+    """The record a step published into its executed notebook (the last one, if re-run)."""
+    nb = nbformat.read(notebook, as_version=4)
+    found = [out["data"][STEP_MIME] for cell in nb.cells if cell.cell_type == "code"
+             for out in cell.get("outputs", []) if STEP_MIME in out.get("data", {})]
+    if not found:
+        return StepRecord(name, status="failed", error="the notebook stopped before its step started "
+                                                        "(see the executed notebook)")
+    data = found[-1]
+    return StepRecord(data["step"], data["status"], data["changes"], data["counts"], data["facts"], data["error"])
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.project_root(), capture_output=True,
+                             text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _html(notebook: Path) -> str:
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_filename(str(notebook))
+    return body
+
+
+def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[str] | None = None,
+        progress: Any = print) -> RunResult:
+    """Run the steps for one tenant and archive the record. Parameters are validated already."""
+    archive = archive or paths.project_root() / "archive"
+    notebooks = paths.project_root() / "notebooks"
+    tmp, final = records.new_record_dir(archive, params.tenant)
+    started = datetime.now(timezone.utc)
+    results: list[StepRecord] = []
+    auth.clear_cache(params)
+    try:
+        for name in steps or STEPS:
+            if results and results[-1].status != "ok":
+                results.append(StepRecord(name, status="skipped", error="an earlier step failed"))
+                continue
+            output = tmp / f"{name}.ipynb"
+            try:
+                papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(output), parameters=params.public(),
+                                           kernel_name=kernel_name(), cwd=str(notebooks), progress_bar=False,
+                                           execution_timeout=CELL_TIMEOUT, log_output=False)
+            except papermill.PapermillExecutionError:
+                pass  # the step published its failure into the notebook; read it below
+            result = step_record(output, name)
+            results.append(result)
+            (tmp / f"{name}.html").write_text(_html(output), encoding="utf-8")
+            progress(result.summary())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written record behind
+        raise
+    finally:
+        auth.clear_cache(params)
+    manifest = {
+        "kit_version": __version__, "git_commit": _git_commit(), "tenant": params.tenant,
+        "parameters": params.public(), "operator": getpass.getuser(),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "ok" if all(r.status == "ok" for r in results) else "failed",
+        "steps": [{**r.__dict__, "notebook": f"{r.step}.ipynb" if r.status != "skipped" else None} for r in results],
+        "totals": {k: sum(r.counts.get(k, 0) for r in results) for k in ("reads", "writes", "auth", "retries")},
+    }
+    return RunResult(records.seal(tmp, final, manifest), results)
