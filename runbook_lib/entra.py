@@ -329,9 +329,9 @@ def check_operator(step: "Step") -> pd.DataFrame:
     missing = [n for n in needed if n not in granted]
     if missing:
         raise StepFailed(f"the signed-in operator lacks {', '.join(missing)}; nothing was changed",
-                         fix="sign in as an account holding Application Administrator (Cloud Application "
-                         "Administrator suffices without consent: admin) and accept the consent prompt for these "
-                         "scopes, or have a Global Administrator grant them to the operator client", step=STEP)
+                         fix="sign in as an Application Administrator or Cloud Application Administrator and "
+                         "accept the consent prompt for these scopes, or have a Global Administrator grant them "
+                         "to the operator client", step=STEP)
     return table
 
 

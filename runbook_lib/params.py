@@ -165,7 +165,7 @@ class Params(_Strict):
 
     def public(self) -> dict[str, Any]:
         """The parameters as plain data: safe to archive, since they hold references only."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 assert set(CLOUDS) == {"global", "usgov", "usgov-dod", "china"}, "clouds.yaml and Params.cloud disagree"

@@ -69,6 +69,7 @@ class SimulatedTenant:
         self.domains = {seed["domain"].lower(), self.tenant_id}
         self.operator = seed.get("operator", {})
         self.faults: list[dict[str, Any]] = [dict(f) for f in seed.get("faults", [])]
+        self.requests: list[str] = []   # every request served, for tests and the benchmark
         self.pending_devices: dict[str, int] = {}
         self.refresh_tokens: dict[str, list[str]] = {}
         self.exchange = self._exchange_sp() if seed.get("exchange_online", True) else None
@@ -145,6 +146,7 @@ class SimulatedTenant:
 
     def handle(self, method: str, host: str, target: str, headers: dict[str, str], body: bytes) -> Response:
         path, _, query_string = target.partition("?")
+        self.requests.append(f"{method} {host}{path}")
         query = {k: v[0] for k, v in parse_qs(query_string).items()}
         fault = self._fault(method, path)
         if fault:

@@ -1,0 +1,52 @@
+"""Shared fixtures: the demo parameters, and a simulated tenant served on loopback."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from runbook_lib import paths
+from runbook_lib.sandbox.server import Sandbox, serve
+from runbook_lib.sandbox.tenant import SimulatedTenant
+
+ROOT = paths.project_root()
+DEMO = ROOT / "params" / "demo" / "contoso.yaml"
+CANARY = "CANARYz7Q"
+
+
+@pytest.fixture
+def demo_raw() -> dict[str, Any]:
+    return yaml.safe_load(DEMO.read_text())
+
+
+@pytest.fixture
+def seed() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "recordings" / "contoso" / "tenant.yaml").read_text())
+
+
+@pytest.fixture
+def sandbox(seed: dict[str, Any]) -> Iterator[Sandbox]:
+    with serve(SimulatedTenant(seed, canary=CANARY)) as running:
+        yield running
+
+
+@pytest.fixture
+def live_raw(demo_raw: dict[str, Any], sandbox: Sandbox, tmp_path: Path) -> dict[str, Any]:
+    """The demo tenant's parameters in live mode against the sandbox, with private stores."""
+    raw = copy.deepcopy(demo_raw)
+    raw.update(mode="live", endpoints=sandbox.endpoints(), recordings=str(tmp_path / "recordings"),
+               secret_store={"file": str(tmp_path / "secrets" / "client.secret")})
+    return raw
+
+
+def scan(folder: Path, needles: list[str]) -> list[str]:
+    """Files under ``folder`` that contain any of ``needles`` (as text)."""
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            hits += [f"{path.name}: {n}" for n in needles if n in text]
+    return hits

@@ -1,0 +1,37 @@
+"""The two ways to install the kit list the same packages."""
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from conftest import ROOT
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0].lower()
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {r for r in project["dependencies"]} | {r for r in project["optional-dependencies"]["dev"]}
+    conda = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    listed = {d for d in conda if isinstance(d, str) and _name(d) not in ("python", "pip")}
+    assert {_name(r): r.replace(" ", "") for r in wanted} == {_name(d): d.replace(" ", "") for d in listed}
+
+
+def test_notebook_parameters_match_the_demo_tenant():
+    """JupyterLab opens each notebook ready to run the demo: its parameters cell is the demo file."""
+    import nbformat
+
+    from runbook_lib import params
+
+    demo = params.load(ROOT / "params" / "demo" / "contoso.yaml")
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        [cell] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        namespace: dict = {}
+        exec(cell.source, namespace)
+        assert params.from_namespace(namespace) == demo, path.name
+        assert nb.metadata.kernelspec.name == "runbook-kit" and nb.metadata.language_info.name == "python"

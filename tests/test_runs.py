@@ -1,0 +1,118 @@
+"""Headless runs through ``runbook run``: papermill, the notebooks and the archive, as an operator runs them."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from runbook_lib import cli, demos, records
+from runbook_lib.sandbox.server import serve
+from runbook_lib.sandbox.tenant import SimulatedTenant
+
+from conftest import CANARY, DEMO, scan
+
+
+def run_cli(tmp_path: Path, raw: dict, *extra: str, command: str = "run") -> tuple[int, Path]:
+    params_file = tmp_path / f"{raw['tenant']}.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    archive = tmp_path / "archive"
+    return cli.main([command, str(params_file), "--archive", str(archive), *extra]), archive
+
+
+def manifest(archive: Path, tenant: str = "contoso") -> list[dict]:
+    return [json.loads((d / "manifest.json").read_text()) for d in sorted((archive / tenant).iterdir())]
+
+
+def test_demo_replay_run_archives_a_complete_record(tmp_path, demo_raw, capsys):
+    code, archive = run_cli(tmp_path, demo_raw)
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Record:" in out and "client secret" in out
+    [record_dir] = list((archive / "contoso").iterdir())
+    names = {p.name for p in record_dir.iterdir()}
+    assert names == {"01_webex_connect_app.ipynb", "01_webex_connect_app.html", "02_azure_app_registration.ipynb",
+                     "02_azure_app_registration.html", "manifest.json"}
+    [m] = manifest(archive)
+    assert m["status"] == "ok" and m["kit_version"] and m["parameters"]["secret_store"] == demo_raw["secret_store"]
+    assert [s["status"] for s in m["steps"]] == ["ok", "ok"]
+    step2 = m["steps"][1]
+    assert [c["action"] for c in step2["changes"]] == ["created"] * 4
+    assert step2["counts"]["writes"] == 4 and step2["counts"]["reads"] == 3
+    for name, digest in m["files"].items():
+        assert records.sha256(record_dir / name) == digest
+    html = (record_dir / "02_azure_app_registration.html").read_text()
+    assert "Service principal and admin consent" in html and "entra.ensure_secret" not in html
+
+
+def test_plan_sends_no_write(tmp_path, demo_raw):
+    code, archive = run_cli(tmp_path, demo_raw, command="plan")
+    assert code == 0
+    [m] = manifest(archive)
+    step2 = m["steps"][1]
+    assert step2["counts"]["writes"] == 0
+    assert {c["action"] for c in step2["changes"]} == {"planned"}
+
+
+def test_second_live_run_makes_no_change(tmp_path, live_raw, sandbox):
+    assert run_cli(tmp_path, live_raw)[0] == 0
+    code, archive = run_cli(tmp_path, live_raw)
+    assert code == 0
+    first, second = manifest(archive)
+    assert first["totals"]["writes"] == 4
+    assert second["totals"]["writes"] == 0
+    assert {c["action"] for c in second["steps"][1]["changes"]} == {"unchanged"}
+    writes = [r for r in sandbox.tenant.requests if not r.startswith("GET") and "login." not in r]
+    assert len(writes) == 4
+
+
+def test_bad_parameter_file_sends_and_writes_nothing(tmp_path, live_raw, sandbox, capsys):
+    live_raw["tenant_id"] = "nope"
+    live_raw["webex"]["callback_url"] = "https://contoso.us.webexconnect.io/callbak"
+    live_raw["application"]["secret_lifetime_days"] = 0
+    code, archive = run_cli(tmp_path, live_raw)
+    err = capsys.readouterr().err
+    assert code == 2
+    for field in ("tenant_id", "webex.callback_url", "application.secret_lifetime_days"):
+        assert field in err
+    assert not archive.exists()
+    assert sandbox.tenant.requests == []
+
+
+def test_canary_secrets_reach_no_recording_record_or_manifest(tmp_path, demo_raw):
+    """Record against a tenant whose secrets and tokens carry a canary, then replay that recording."""
+    raw = copy.deepcopy(demo_raw)
+    raw.update(recordings=str(tmp_path / "recordings"), secret_store={"file": str(tmp_path / "store" / "secret")})
+    params_file = tmp_path / "contoso.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    # the seed is found through the recordings folder: give it one
+    (tmp_path / "recordings").mkdir()
+    (tmp_path / "recordings" / "tenant.yaml").write_text(
+        (Path(DEMO).parent.parent.parent / "recordings" / "contoso" / "tenant.yaml").read_text())
+    recorded = demos.record(params_file, canary=CANARY, archive=tmp_path / "record-archive")
+    assert recorded.ok
+    stored_secret = (tmp_path / "store" / "secret").read_text()
+    assert CANARY in stored_secret                      # the store has the real value ...
+    replay_code, archive = run_cli(tmp_path, raw)
+    assert replay_code == 0
+    needles = [CANARY, stored_secret]
+    for folder in (tmp_path / "recordings", tmp_path / "record-archive", archive):
+        assert scan(folder, needles) == [], folder     # ... and nothing else does
+    nb = nbformat.read(next((archive / "contoso").glob("*/02_azure_app_registration.ipynb")), as_version=4)
+    assert "parameters" in nb.metadata.papermill and any("injected-parameters" in c.metadata.get("tags", [])
+                                                           for c in nb.cells)
+
+
+def test_replay_without_a_recording_fails_naming_the_request(tmp_path, demo_raw, capsys):
+    demo_raw["recordings"] = str(tmp_path / "empty")
+    code, archive = run_cli(tmp_path, demo_raw)
+    assert code == 1
+    [m] = manifest(archive)
+    assert [s["status"] for s in m["steps"]] == ["ok", "failed"]
+    error = m["steps"][1]["error"]
+    assert "no recorded answer for GET https://login.microsoftonline.com/" in error
+    assert "02_azure_app_registration.yaml" in error and "make recordings" in error
+    assert "Traceback" not in (next((archive / "contoso").glob("*/02_azure_app_registration.html")).read_text())
