@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := runbook-kit
 
-.PHONY: demo test recordings lab bench clean
+.PHONY: demo test recordings lab bench clean demo-secrets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.installed
+# Git keeps no file modes: the demo tenants' fake secret stores must be 0600 to be read.
+demo-secrets:
+	@chmod 600 params/demo/secrets/*.secret
+
+demo: $(VENV)/.installed demo-secrets
 	$(BIN)/runbook run params/demo/contoso.yaml
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev demo-secrets
 	$(BIN)/python -m pytest
 
 # Regenerate every recording from the simulated tenants, then refresh the notebooks' stored outputs.
-recordings: $(VENV)/.installed
+recordings: $(VENV)/.installed demo-secrets
 	$(BIN)/runbook record-demos
 
 lab: $(VENV)/.installed

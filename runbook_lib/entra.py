@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import secrets
 from .endpoints import EXCHANGE_APP_ID
-from .errors import StepFailed
+from .errors import GraphError, StepFailed
 from .graph import key_segment, odata_quote
 from .records import Change
 
@@ -33,6 +33,28 @@ MAIL_SEND = "Mail.Send"
 SMTP_SEND = "SMTP.Send"
 REPLICATION_CODES = ("NoBackingApplicationObject", "Request_ResourceNotFound")
 STEP = "02_azure_app_registration"
+#: what each kind of write needs when Graph answers 403: the scope, and the directory roles that may do it
+WRITE_NEEDS = {
+    "application": "Application.ReadWrite.All and the Application Administrator or Cloud Application Administrator role",
+    "service principal": "Application.ReadWrite.All and the Application Administrator or Cloud Application Administrator role",
+    "admin consent": "AppRoleAssignment.ReadWrite.All with Application.Read.All, and a role that may grant admin "
+                     "consent (Cloud Application Administrator, Application Administrator or Global Administrator)",
+    "tenant-wide consent": "DelegatedPermissionGrant.ReadWrite.All and a role that may grant admin consent "
+                           "(Cloud Application Administrator, Application Administrator or Global Administrator)",
+    "client secret": "Application.ReadWrite.All, or ownership of the application",
+}
+
+
+def _write(step: "Step", resource: str, method: str, path: str, body: Any, **kwargs: Any) -> Any:
+    """A Graph write whose 403 names exactly the permission and role this kind of change needs."""
+    try:
+        return step.graph.request(method, path, body=body, **kwargs)
+    except GraphError as error:
+        if error.status != 403:
+            raise
+        raise StepFailed(f"Graph refused to change the {resource}: {error.message}",
+                         fix=f"this change needs {WRITE_NEEDS[resource]}; sign in with an account that has it",
+                         step=STEP) from error
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,7 @@ def ensure_application(step: "Step", exo: ExchangeOnline, current: dict[str, Any
         if not step.params.apply:
             return step.record(Change("application", name, "planned", "create with redirect URI, implicit-grant "
                                       "access tokens and Exchange Online permissions", None, body)), None
-        created = step.graph.post("/applications", body)
+        created = _write(step, "application", "POST", "/applications", body)
         step.created.add("application")
         return step.record(Change("application", name, "created", "created with redirect URI, implicit-grant access "
                                   "tokens and Exchange Online permissions", None,
@@ -200,7 +222,7 @@ def ensure_application(step: "Step", exo: ExchangeOnline, current: dict[str, Any
     before = {k: current.get(k) for k in patch}
     if not step.params.apply:
         return step.record(Change("application", name, "planned", "; ".join(why), before, patch)), current
-    step.graph.patch(f"/applications/{current['id']}", patch)
+    _write(step, "application", "PATCH", f"/applications/{current['id']}", patch)
     return step.record(Change("application", name, "updated", "; ".join(why), before, patch)), {**current, **patch}
 
 
@@ -219,7 +241,8 @@ def ensure_service_principal(step: "Step", app: dict[str, Any] | None) -> dict[s
     if not step.params.apply:
         step.record(Change("service principal", name, "planned", "create", None, {"appId": app["appId"]}))
         return None
-    sp = step.graph.post("/servicePrincipals", {"appId": app["appId"]}, retry_codes=REPLICATION_CODES)
+    sp = _write(step, "service principal", "POST", "/servicePrincipals", {"appId": app["appId"]},
+                retry_codes=REPLICATION_CODES)
     step.created.add("service principal")
     step.record(Change("service principal", name, "created", "created", None, {"id": sp["id"], "appId": app["appId"]}))
     return sp
@@ -234,7 +257,8 @@ def ensure_mail_send_consent(step: "Step", sp: dict[str, Any] | None, exo: Excha
             return step.record(Change("admin consent", MAIL_SEND, "unchanged", "granted", wanted, wanted))
     if sp is None or not step.params.apply:
         return step.record(Change("admin consent", MAIL_SEND, "planned", "grant admin consent", None, wanted))
-    step.graph.post(f"/servicePrincipals/{exo.sp_id}/appRoleAssignedTo", wanted, retry_codes=REPLICATION_CODES)
+    _write(step, "admin consent", "POST", f"/servicePrincipals/{exo.sp_id}/appRoleAssignedTo", wanted,
+           retry_codes=REPLICATION_CODES)
     return step.record(Change("admin consent", MAIL_SEND, "created", "granted admin consent", None, wanted))
 
 
@@ -256,9 +280,10 @@ def ensure_smtp_send_grant(step: "Step", sp: dict[str, Any] | None, exo: Exchang
     if sp is None or not step.params.apply:
         return step.record(Change("tenant-wide consent", SMTP_SEND, "planned", summary, before, {**wanted, "scope": scope}))
     if grant:
-        step.graph.patch(f"/oauth2PermissionGrants/{grant['id']}", {"scope": scope})
+        _write(step, "tenant-wide consent", "PATCH", f"/oauth2PermissionGrants/{grant['id']}", {"scope": scope})
         return step.record(Change("tenant-wide consent", SMTP_SEND, "updated", summary, before, {"scope": scope}))
-    step.graph.post("/oauth2PermissionGrants", {**wanted, "scope": scope}, retry_codes=REPLICATION_CODES)
+    _write(step, "tenant-wide consent", "POST", "/oauth2PermissionGrants", {**wanted, "scope": scope},
+           retry_codes=REPLICATION_CODES)
     return step.record(Change("tenant-wide consent", SMTP_SEND, "created", summary, None, {**wanted, "scope": scope}))
 
 
@@ -281,6 +306,24 @@ def secrets_table(step: "Step", app: dict[str, Any] | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["hint", "description", "expires", "state", "keyId"])
 
 
+def prune_expired_secrets(step: "Step", app: dict[str, Any] | None) -> list[Change]:
+    """Remove expired secrets, only when ``application.remove_expired_secrets`` says so."""
+    table = secrets_table(step, app)
+    expired = table[table["state"] == "expired"]
+    if app is None or expired.empty or not step.params.application.remove_expired_secrets:
+        return []
+    changes = []
+    for _, cred in expired.iterrows():
+        what = {"hint": cred["hint"], "expired": cred["expires"], "keyId": cred["keyId"]}
+        if step.params.apply:
+            _write(step, "client secret", "POST", f"/applications/{app['id']}/removePassword", {"keyId": cred["keyId"]})
+            app["passwordCredentials"] = [c for c in app["passwordCredentials"] if c["keyId"] != cred["keyId"]]
+        changes.append(step.record(Change("expired client secret", f"hint {cred['hint']}",
+                                          "updated" if step.params.apply else "planned", "removed" if
+                                          step.params.apply else "remove", what, None)))
+    return changes
+
+
 def ensure_secret(step: "Step", app: dict[str, Any] | None) -> Change:
     """A valid client secret whose value is in the secret store; a new one only when needed."""
     store = step.params.secret_store
@@ -300,8 +343,10 @@ def ensure_secret(step: "Step", app: dict[str, Any] | None) -> Change:
     now = step.clock.now()
     body = {"passwordCredential": {"displayName": f"Webex Connect (runbook {now.date().isoformat()})",
                                    "endDateTime": (now + lifetime).strftime("%Y-%m-%dT%H:%M:%SZ")}}
-    created = step.graph.post(f"/applications/{app['id']}/addPassword", body, retry_codes=REPLICATION_CODES)
+    created = _write(step, "client secret", "POST", f"/applications/{app['id']}/addPassword", body,
+                     retry_codes=REPLICATION_CODES)
     where = secrets.write(store, created["secretText"])
+    app.setdefault("passwordCredentials", []).append({k: v for k, v in created.items() if k != "secretText"})
     facts = {"hint": created["hint"], "expires": _parse_time(created["endDateTime"]).date().isoformat(),
              "keyId": created["keyId"], "store": store.describe(), "fingerprint": secrets.fingerprint(created["secretText"])}
     step.facts["secret"] = facts

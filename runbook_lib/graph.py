@@ -91,7 +91,7 @@ class Graph:
         status = response.status_code
         retry_after = response.headers.get("Retry-After")
         throttled = status == 429 or (status == 503 and retry_after is not None)
-        transient = status >= 500 and (method in IDEMPOTENT or status == 503)
+        transient = status >= 500 and method in IDEMPOTENT
         replicating = bool(retry_codes & error.codes)
         if not (throttled or transient or replicating):
             return None

@@ -12,11 +12,13 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-#: response/request fields whose value is a credential; JWTs among them keep their claims
-SECRET_FIELDS = {
-    "access_token", "refresh_token", "id_token", "secretText", "device_code", "client_secret",
-    "client_assertion", "assertion", "code", "password", "refresh_token_secret",
-}
+#: JSON fields whose value is a credential (token responses, addPassword); JWTs among them keep their claims
+JSON_SECRET_FIELDS = {"access_token", "refresh_token", "id_token", "secretText", "device_code", "client_secret",
+                      "password"}
+#: form fields of token requests whose value is a credential (``code`` is an authorization code here,
+#: while in a JSON error body it is an error code and must stay)
+FORM_SECRET_FIELDS = {"client_secret", "client_assertion", "assertion", "code", "code_verifier", "device_code",
+                      "refresh_token", "password"}
 JWT_FIELDS = {"access_token", "id_token", "token"}
 JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
 SCRUBBED_SIGNATURE = "scrubbed-signature"
@@ -44,7 +46,7 @@ class Scrubber:
 
     def scrub_data(self, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: self.placeholder(k, v) if k in SECRET_FIELDS and isinstance(v, str)
+            return {k: self.placeholder(k, v) if k in JSON_SECRET_FIELDS and isinstance(v, str)
                     else self.scrub_data(v) for k, v in data.items()}
         if isinstance(data, list):
             return [self.scrub_data(v) for v in data]
@@ -63,7 +65,7 @@ class Scrubber:
                 scrubbed = text
         elif "x-www-form-urlencoded" in content_type or "=" in text:
             pairs = parse_qsl(text, keep_blank_values=True)
-            scrubbed = urlencode([(k, self.placeholder(k, v) if k in SECRET_FIELDS else v) for k, v in pairs])
+            scrubbed = urlencode([(k, self.placeholder(k, v) if k in FORM_SECRET_FIELDS else v) for k, v in pairs])
         else:
             scrubbed = text
         return scrubbed.encode("utf-8") if isinstance(body, bytes) else scrubbed

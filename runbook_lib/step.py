@@ -65,8 +65,21 @@ class Step:
         return self.record_
 
     def fail(self, error: BaseException) -> None:
-        self.record_.error = error.explain() if isinstance(error, RunbookError) else f"{type(error).__name__}: {error}"
+        """Record the failure, saying which changes were already made, so the operator knows where things stand."""
+        text = error.explain() if isinstance(error, RunbookError) else f"{type(error).__name__}: {error}"
+        made = [f"{c['resource']} {c['name']} ({c['action']})" for c in self.record_.changes
+                if c["action"] in ("created", "updated")]
+        text += ("\nAlready changed before the failure: " + "; ".join(made) +
+                 ". Running the step again after the fix continues from there.") if made else \
+            "\nNothing was changed in the tenant."
+        self.record_.error = text
         self._close("failed")
+
+    def retries(self) -> Any:
+        """Each retry of this step so far (throttling, replication delays) and how long it waited."""
+        import pandas as pd
+
+        return pd.DataFrame(self.transport.counts.waits, columns=["request", "status", "code", "wait_seconds", "attempt"])
 
     def _close(self, status: str) -> None:
         if self.record_.status != "running":

@@ -47,3 +47,9 @@ def test_scrubbing_twice_is_stable():
     once = scrubber.scrub_data({"secretText": "Abc8Q~verysecretvalue"})
     assert scrubber.scrub_data(once) == once
     assert scrubber.leaks(json.dumps(once)) == []
+
+
+def test_error_codes_in_json_bodies_are_kept():
+    scrubber = Scrubber()
+    body = {"error": {"code": "Request_BadRequest", "details": [{"code": "NoBackingApplicationObject"}]}}
+    assert scrubber.scrub_data(body) == body

@@ -129,8 +129,9 @@ class SimulatedTenant:
         for other in spec.get("other_resource_access", []):
             app["requiredResourceAccess"].append(other)
         self.applications.append(app)
-        for days in spec.get("secrets_expiring_in_days", []):
-            self._add_password(app, "seeded secret", now + timedelta(days=days))
+        for secret in spec.get("secrets", []):
+            self._add_password(app, secret.get("description", "added by hand"),
+                               now + timedelta(days=secret["expires_in_days"]), secret.get("value"))
         if spec.get("service_principal"):
             sp = self._new_sp(app)
             for role in spec.get("granted_roles", []):
@@ -436,8 +437,8 @@ class SimulatedTenant:
                 app[key] = copy.deepcopy(value)
         return Response(204)
 
-    def _add_password(self, app: dict[str, Any], name: str, end: datetime) -> dict[str, Any]:
-        text = self._secret_text()
+    def _add_password(self, app: dict[str, Any], name: str, end: datetime, text: str | None = None) -> dict[str, Any]:
+        text = text or self._secret_text()
         cred = {"customKeyIdentifier": None, "displayName": name, "endDateTime": _iso(end), "hint": text[:3],
                 "keyId": self.new_id(), "startDateTime": _iso(self.now()), "secretText": None}
         self.secret_values[cred["keyId"]] = text

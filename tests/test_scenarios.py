@@ -1,0 +1,102 @@
+"""Step 2 in every tenant state an engineer meets: each demo tenant replayed headlessly with its outcome."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from runbook_lib import params, runner
+
+from conftest import ROOT
+
+STEP2 = "02_azure_app_registration"
+
+
+@dataclass
+class Expected:
+    status: str
+    actions: list[str] = field(default_factory=list)
+    writes: int = 0
+    retries: int = 0
+    error: list[str] = field(default_factory=list)
+    plan_status: str = ""      # the outcome of a plan run when it differs (a refusal only a write can meet)
+
+
+SCENARIOS = {
+    "contoso": Expected("ok", ["created"] * 4, writes=4),
+    "fabrikam": Expected("ok", ["unchanged"] * 4),
+    "northwind": Expected("ok", ["updated", "unchanged", "created", "created"], writes=3),
+    "tailspin": Expected("failed", error=["2 applications are named 'Webex Connect Email'", "application.app_id",
+                                          "Nothing was changed"]),
+    "tailspin-pick": Expected("ok", ["updated", "created", "created", "created"], writes=4),
+    "wingtip": Expected("failed", error=["user consent is turned off", "consent: admin", "Nothing was changed"]),
+    "wingtip-admin": Expected("ok", ["unchanged", "unchanged", "unchanged", "updated", "created"], writes=2),
+    "adatum": Expected("ok", ["created"] * 4, writes=4 + 5, retries=6),
+    "litware": Expected("failed", error=["lacks AppRoleAssignment.ReadWrite.All", "Nothing was changed"]),
+    "woodgrove": Expected("failed", ["created", "created"], writes=3, plan_status="ok",
+                          error=["Graph refused to change the admin consent", "AppRoleAssignment.ReadWrite.All",
+                                 "request-id", "Already changed before the failure: application Webex Connect Email "
+                                 "(created); service principal Webex Connect Email (created)"]),
+    "proseware": Expected("failed", error=["no Exchange Online licence", "Nothing was changed"]),
+}
+
+
+def run_step2(tenant: str, tmp_path, **overrides):
+    raw = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public()
+    if "secrets/" not in raw["secret_store"].get("file", "") or tenant != "fabrikam":
+        raw["secret_store"] = {"file": str(tmp_path / "store" / f"{tenant}.secret")}
+    raw.update(overrides)
+    result = runner.run(params.validate(raw), archive=tmp_path / "archive", steps=[STEP2], progress=lambda _: None)
+    return result.steps[0]
+
+
+def test_every_demo_tenant_has_a_scenario():
+    assert {p.stem for p in (ROOT / "params" / "demo").glob("*.yaml")} == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("tenant", sorted(SCENARIOS))
+def test_scenario_outcome(tenant, tmp_path):
+    expected = SCENARIOS[tenant]
+    step = run_step2(tenant, tmp_path)
+    assert step.status == expected.status, step.error
+    assert [c["action"] for c in step.changes] == expected.actions
+    assert step.counts["writes"] == expected.writes
+    assert step.counts["retries"] == expected.retries
+    for text in expected.error:
+        assert text in (step.error or ""), step.error
+
+
+@pytest.mark.parametrize("tenant", sorted(SCENARIOS))
+def test_plan_sends_no_write_in_any_scenario(tenant, tmp_path):
+    step = run_step2(tenant, tmp_path, apply=False)
+    assert step.counts["writes"] == 0
+    assert all(c["action"] in ("planned", "unchanged") for c in step.changes)
+    expected = SCENARIOS[tenant]
+    assert step.status == (expected.plan_status or expected.status)
+
+
+def test_drifted_tenant_keeps_what_it_had(tmp_path):
+    step = run_step2("northwind", tmp_path)
+    app = step.changes[0]
+    uris = app["after"]["web"]["redirectUris"]
+    assert uris == ["https://intranet.northwind.example/signin", "https://localhost:5001/callback",
+                    "https://northwind.us.webexconnect.io/callback"]
+    assert app["after"]["web"]["implicitGrantSettings"]["enableAccessTokenIssuance"] is True
+    resources = [r["resourceAppId"] for r in app["after"]["requiredResourceAccess"]]
+    assert resources == ["00000003-0000-0000-c000-000000000000", "00000002-0000-0ff1-ce00-000000000000"]
+    assert "turn on implicit-grant access tokens" in app["summary"]
+
+
+def test_throttled_tenant_records_each_retry_and_wait(tmp_path):
+    step = run_step2("adatum", tmp_path)
+    waits = [(w["status"], w["code"], w["wait_seconds"]) for w in step.counts["waits"]]
+    assert waits == [(429, "TooManyRequests", 3), (503, "serviceNotAvailable", 2),
+                     (400, "Request_BadRequest", 2.0), (400, "Request_BadRequest", 4.0),
+                     (404, "Request_ResourceNotFound", 2.0), (404, "Request_ResourceNotFound", 2.0)]
+
+
+def test_admin_consent_patches_the_existing_grant(tmp_path):
+    step = run_step2("wingtip-admin", tmp_path)
+    grant = next(c for c in step.changes if c["resource"] == "tenant-wide consent")
+    assert grant["before"] == {"scope": "IMAP.AccessAsUser.All"}
+    assert grant["after"] == {"scope": "IMAP.AccessAsUser.All SMTP.Send"}
