@@ -19,8 +19,9 @@ def resolve(path: str | Path) -> Path:
 
 
 def state_dir() -> Path:
-    """Private per-checkout state (token caches, demo secret files): never archived, never committed."""
-    return project_root() / ".runbook"
+    """Private state (live token caches): never archived, never committed. ``RUNBOOK_STATE`` moves it."""
+    override = os.environ.get("RUNBOOK_STATE")
+    return Path(override).resolve() if override else project_root() / ".runbook"
 
 
 def token_cache(tenant: str) -> Path:

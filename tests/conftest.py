@@ -17,6 +17,15 @@ DEMO = ROOT / "params" / "demo" / "contoso.yaml"
 CANARY = "CANARYz7Q"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Live-mode token caches of the tests go to a temporary folder, not the checkout."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RUNBOOK_STATE", str(tmp_path_factory.mktemp("state")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def demo_raw() -> dict[str, Any]:
     return yaml.safe_load(DEMO.read_text())
@@ -29,7 +38,7 @@ def seed() -> dict[str, Any]:
 
 @pytest.fixture
 def sandbox(seed: dict[str, Any]) -> Iterator[Sandbox]:
-    with serve(SimulatedTenant(seed, canary=CANARY)) as running:
+    with serve(SimulatedTenant(seed, canary=CANARY, pending_polls=0)) as running:
         yield running
 
 

@@ -57,10 +57,13 @@ def _iso(moment: datetime) -> str:
 
 
 class SimulatedTenant:
-    """One tenant. ``canary`` is embedded in every secret it issues, for leak tests."""
+    """One tenant. ``canary`` is embedded in every secret it issues, for leak tests; ``pending_polls=0``
+    completes device-code sign-ins at once, so live-mode tests do not wait out the polling interval."""
 
-    def __init__(self, seed: dict[str, Any], *, canary: str = "", now: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, seed: dict[str, Any], *, canary: str = "", now: Callable[[], datetime] | None = None,
+                 pending_polls: int = 1) -> None:
         self.seed = copy.deepcopy(seed)
+        self.pending_polls = pending_polls   # device-code polls answered "pending" before the sign-in completes
         self.rng = random.Random(seed.get("seed", seed["tenant_id"]))
         self.canary = canary
         self.now = now or (lambda: datetime.now(timezone.utc))
@@ -221,7 +224,7 @@ class SimulatedTenant:
     def _device_code(self, client_id: str) -> Response:
         user_code = "".join(self.rng.choice(string.ascii_uppercase + string.digits) for _ in range(9))
         device_code = f"DAQABAAEAAAD{self.canary}" + pysecrets.token_urlsafe(48)
-        self.pending_devices[device_code] = 1   # answer "pending" once, as a person takes a moment
+        self.pending_devices[device_code] = self.pending_polls
         return Response(200, {"user_code": user_code, "device_code": device_code,
                               "verification_uri": "https://microsoft.com/devicelogin", "expires_in": 900, "interval": 5,
                               "message": f"To sign in, use a web browser to open the page https://microsoft.com/devicelogin "
@@ -273,6 +276,12 @@ class SimulatedTenant:
                               "refresh_token": refresh, "id_token": id_token, "client_info": client_info})
 
     def _app_token(self, client_id: str, secret: str, scope: str) -> Response:
+        automation = self.operator.get("automation") or {}
+        if client_id == automation.get("client_id") and scope.startswith(f"https://{GRAPH_HOST}/"):
+            if secret != automation.get("secret"):
+                return self._aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
+            return self._signed_app_token(client_id, f"https://{GRAPH_HOST}",
+                                          self.operator.get("scopes", ALL_OPERATOR_SCOPES))
         app = next((a for a in self.applications if a["appId"] == client_id), None)
         if app is None:
             return self._aad_error(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' "
@@ -292,6 +301,9 @@ class SimulatedTenant:
         if sp and resource == EXCHANGE_RESOURCE and self.exchange:
             ids = {a["appRoleId"] for a in self.assignments if a["principalId"] == sp["id"]}
             roles = [r["value"] for r in self.exchange["appRoles"] if r["id"] in ids]
+        return self._signed_app_token(client_id, resource, roles)
+
+    def _signed_app_token(self, client_id: str, resource: str, roles: list[str]) -> Response:
         now = int(self.now().timestamp())
         access = tokens.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.tenant_id}/", "iat": now,
                               "nbf": now, "exp": now + 3599, "appid": client_id, "roles": roles,

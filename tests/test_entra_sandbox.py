@@ -1,0 +1,89 @@
+"""Step 2's functions against a simulated tenant in live mode, without a kernel: the fine-grained cases."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runbook_lib import auth, entra, params
+from runbook_lib.errors import AuthError, GraphError
+from runbook_lib.sandbox.server import serve
+from runbook_lib.sandbox.tenant import SimulatedTenant
+from runbook_lib.step import Step
+
+from conftest import ROOT
+
+AUTOMATION = "9a1f0c3e-5b7d-4e2a-8c6f-1d3b5a7e9f00"
+
+
+def seed_of(tenant: str) -> dict:
+    return yaml.safe_load((ROOT / "recordings" / tenant / "tenant.yaml").read_text())
+
+
+def step_for(tenant: str, sandbox, tmp_path: Path, **overrides) -> Step:
+    raw = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public()
+    raw.update(mode="live", endpoints=sandbox.endpoints(), recordings=str(tmp_path / "rec"),
+               secret_store={"file": str(tmp_path / "store.secret")})
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        else:
+            raw[key] = value
+    return Step("02_azure_app_registration", params.validate(raw))
+
+
+def test_expired_secrets_are_removed_only_when_asked(tmp_path):
+    with serve(SimulatedTenant(seed_of("northwind"), pending_polls=0)) as sandbox:
+        step = step_for("northwind", sandbox, tmp_path)
+        app = entra.find_application(step)
+        assert entra.prune_expired_secrets(step, app) == []
+        assert list(entra.secrets_table(step, app)["state"]) == ["expired", "expiring soon"]
+        step = step_for("northwind", sandbox, tmp_path, application={"remove_expired_secrets": True})
+        app = entra.find_application(step)
+        [removed] = entra.prune_expired_secrets(step, app)
+        assert removed.summary == "removed" and removed.before["expired"] < step.clock.now().date().isoformat()
+        assert list(entra.secrets_table(step, entra.find_application(step))["state"]) == ["expiring soon"]
+
+
+def test_a_fault_that_persists_fails_bounded_with_its_request_id(tmp_path):
+    seed = seed_of("contoso")
+    seed["faults"] = [{"method": "POST", "path": "^/v1.0/servicePrincipals$", "status": 400, "times": 99,
+                       "code": "Request_BadRequest", "detail": "NoBackingApplicationObject"}]
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        step = step_for("contoso", sandbox, tmp_path)
+        step.transport.clock.sleep = lambda seconds: None      # the waits are asserted, not slept
+        exo = entra.exchange_online(step)
+        _, app = entra.ensure_application(step, exo, entra.find_application(step))
+        with pytest.raises(GraphError) as caught:
+            entra.ensure_service_principal(step, app)
+    assert "NoBackingApplicationObject" in caught.value.codes and caught.value.request_id
+    assert "request-id" in str(caught.value) and "run the step again" in caught.value.fix
+    assert step.transport.counts.retries == 5
+
+
+def test_automation_signs_in_with_client_credentials_from_a_secret_reference(tmp_path, monkeypatch):
+    seed = seed_of("contoso")
+    seed["operator"]["automation"] = {"client_id": AUTOMATION, "secret": "Auto8Q~automation-secret-value"}
+    operator = {"sign_in": "client_credentials", "client_id": AUTOMATION, "secret": {"env": "RUNBOOK_TEST_OPERATOR"}}
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        monkeypatch.setenv("RUNBOOK_TEST_OPERATOR", "Auto8Q~automation-secret-value")
+        step = step_for("contoso", sandbox, tmp_path, operator=operator)
+        assert "AppRoleAssignment.ReadWrite.All" in set(entra.check_operator(step)["permission"])
+        monkeypatch.setenv("RUNBOOK_TEST_OPERATOR", "wrong-value")
+        auth.clear_cache(step.params)    # as `runbook run` does at the start of every run
+        step = step_for("contoso", sandbox, tmp_path, operator=operator)
+        with pytest.raises(AuthError) as caught:
+            step.signin.token()
+    assert caught.value.codes == [7000215] and "Value, not its Secret ID" in caught.value.fix
+    assert "wrong-value" not in str(caught.value)
+
+
+def test_a_finished_step_sends_nothing_more(tmp_path):
+    with serve(SimulatedTenant(seed_of("contoso"), pending_polls=0)) as sandbox:
+        step = step_for("contoso", sandbox, tmp_path)
+        step.finish()
+        with pytest.raises(Exception, match="has finished"):
+            entra.exchange_online(step)
+        assert sandbox.tenant.requests == []
