@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import papermill
 import yaml
 from nbclient import NotebookClient
 
@@ -41,14 +42,31 @@ def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
         return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp))
 
 
+#: (notebook, demo tenant): executed copies that nbval also checks, beside the default (contoso) outputs
+SCENARIO_NOTEBOOKS = [("02_azure_app_registration", "northwind")]
+
+
+def scenario_notebook(step: str, tenant: str) -> Path:
+    return paths.project_root() / "tests" / "nbval" / f"{step}.{tenant}.ipynb"
+
+
 def refresh_outputs() -> None:
-    """Re-execute every notebook on its default parameters (the contoso demo, replay) and save it."""
-    for path in sorted((paths.project_root() / "notebooks").glob("*.ipynb")):
+    """Re-execute every notebook on its default parameters (the contoso demo, replay) and save it; then
+    the scenario copies, parameterized by papermill, for nbval."""
+    notebooks = paths.project_root() / "notebooks"
+    for path in sorted(notebooks.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, kernel_name=runner.kernel_name(), timeout=runner.CELL_TIMEOUT, record_timing=False,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
         nbformat.write(nb, path)
         print(f"refreshed outputs of {path.name}")
+    for step, tenant in SCENARIO_NOTEBOOKS:
+        target = scenario_notebook(step, tenant)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tenant_params = params_mod.load(paths.project_root() / "params" / "demo" / f"{tenant}.yaml")
+        papermill.execute_notebook(str(notebooks / f"{step}.ipynb"), str(target), parameters=tenant_params.public(),
+                                   kernel_name=runner.kernel_name(), cwd=str(target.parent), progress_bar=False)
+        print(f"refreshed {target.relative_to(paths.project_root())}")
 
 
 def regenerate(tenants: list[str] | None = None) -> bool:
