@@ -9,23 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import params as params_mod
 from .errors import ParamsError, RunbookError
 from .records import changes_frame
 
 
-def _load(path: str, overrides: dict[str, Any] | None = None) -> params_mod.Params:
-    if not overrides:
-        return params_mod.load(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return params_mod.load(path)  # reports the file problem
-    if isinstance(data, dict):
-        data.update(overrides)
-    return params_mod.validate(data, path)
+def _load(path: str, overrides: dict[str, Any]) -> params_mod.Params:
+    """The validated file, with command-line overrides validated on top."""
+    params = params_mod.load(path)
+    return params_mod.validate({**params.public(), **overrides}, path) if overrides else params
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

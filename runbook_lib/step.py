@@ -31,8 +31,8 @@ class Step:
         self.endpoints = endpoints.for_params(params)
         self.transport = Transport(params, name)
         self.clock = self.transport.clock
-        self.record_ = StepRecord(name)
-        self.facts = self.record_.facts
+        self.result = StepRecord(name)
+        self.facts = self.result.facts
         self.created: set[str] = set()
         self._signin: OperatorSignIn | None = None
         self._graph: Graph | None = None
@@ -52,27 +52,27 @@ class Step:
 
     def record(self, change: Change) -> Change:
         """Add a change to the step's record; returns it so a cell can show it."""
-        self.record_.changes.append(change.as_dict())
+        self.result.changes.append(change.as_dict())
         return change
 
     def changes(self) -> Any:
         """The step's changes so far, as a table."""
-        return changes_frame(self.record_.changes)
+        return changes_frame(self.result.changes)
 
     def finish(self) -> StepRecord:
         """Close the transport (writing a recording in record mode) and publish the record."""
         self._close("ok")
-        return self.record_
+        return self.result
 
     def fail(self, error: BaseException) -> None:
         """Record the failure, saying which changes were already made, so the operator knows where things stand."""
         text = error.explain() if isinstance(error, RunbookError) else f"{type(error).__name__}: {error}"
-        made = [f"{c['resource']} {c['name']} ({c['action']})" for c in self.record_.changes
+        made = [f"{c['resource']} {c['name']} ({c['action']})" for c in self.result.changes
                 if c["action"] in ("created", "updated")]
         text += ("\nAlready changed before the failure: " + "; ".join(made) +
                  ". Running the step again after the fix continues from there.") if made else \
             "\nNothing was changed in the tenant."
-        self.record_.error = text
+        self.result.error = text
         self._close("failed")
 
     def retries(self) -> Any:
@@ -82,14 +82,14 @@ class Step:
         return pd.DataFrame(self.transport.counts.waits, columns=["request", "status", "code", "wait_seconds", "attempt"])
 
     def _close(self, status: str) -> None:
-        if self.record_.status != "running":
+        if self.result.status != "running":
             return
-        self.record_.status = status
+        self.result.status = status
         try:
             self.transport.close()
         finally:
-            self.record_.counts = self.transport.counts.as_dict()
-            _publish(self.record_)
+            self.result.counts = self.transport.counts.as_dict()
+            _publish(self.result)
 
 
 def _publish(record: StepRecord) -> None:
