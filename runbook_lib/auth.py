@@ -37,6 +37,8 @@ OPERATOR_SCOPES = {
     "MailboxSettings.Read": "check the user has an Exchange Online mailbox",
 }
 PENDING = {"authorization_pending", "slow_down"}
+#: the public client Exchange Online PowerShell signs in with; preauthorized for Exchange's admin API
+EXCHANGE_POWERSHELL_CLIENT_ID = "fb78d390-0c51-40cd-8e17-fdbfab77341b"
 
 
 def clear_cache(params: Params) -> None:
@@ -78,10 +80,11 @@ class _Cache(msal.SerializableTokenCache):
 
 
 class OperatorSignIn:
-    """Gets Graph tokens for the operator; ``show`` receives the device-code instructions."""
+    """Gets the operator's tokens for one resource, ``graph`` or ``exchange`` (Exchange Online's admin API);
+    ``show`` receives the device-code instructions."""
 
     def __init__(self, params: Params, endpoints: Endpoints, transport: Transport,
-                 show: Callable[[str], None] = print) -> None:
+                 show: Callable[[str], None] = print, resource: str = "graph") -> None:
         self.params = params
         self.endpoints = endpoints
         self.transport = transport
@@ -92,14 +95,19 @@ class OperatorSignIn:
                        instance_discovery=False)
         operator = params.operator
         if operator.sign_in == "device_code":
-            self.scopes = [endpoints.graph_scope(s) for s in OPERATOR_SCOPES]
-            self.app: msal.ClientApplication = msal.PublicClientApplication(operator.client_id, **options)
+            if resource == "graph":
+                self.scopes = [endpoints.graph_scope(s) for s in OPERATOR_SCOPES]
+                client_id = operator.client_id
+            else:
+                self.scopes = [endpoints.exchange_scope]
+                client_id = EXCHANGE_POWERSHELL_CLIENT_ID
+            self.app: msal.ClientApplication = msal.PublicClientApplication(client_id, **options)
         else:
             secret = secrets.read(operator.secret) if operator.secret else None
             if not secret:
                 raise RunbookError(f"the operator secret ({operator.secret.describe() if operator.secret else 'none'}) is empty",
                                    fix="put the automation application's secret in the store the parameters name")
-            self.scopes = [endpoints.graph_scope(".default")]
+            self.scopes = [endpoints.graph_scope(".default") if resource == "graph" else endpoints.exchange_scope]
             self.app = msal.ConfidentialClientApplication(operator.client_id, client_credential=secret, **options)
 
     def token(self) -> str:

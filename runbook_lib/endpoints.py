@@ -47,6 +47,11 @@ class Endpoints:
         return f"{self.exchange_url}/.default"
 
     @property
+    def exchange_admin(self) -> str:
+        """Exchange Online's admin REST endpoint (undocumented; what ExchangeOnlineManagement v3 uses)."""
+        return f"{self.exchange_url}/adminapi/beta/{self.tenant_id}"
+
+    @property
     def smtp_scope(self) -> str:
         return f"{self.smtp_scope_resource}/SMTP.Send"
 

@@ -61,8 +61,10 @@ class GraphError(RunbookError):
     """Microsoft Graph answered with an error body; branch on ``code``, quote ``request_id``."""
 
     def __init__(self, status: int, code: str, message: str, request_id: str, method: str, url: str,
-                 *, codes: frozenset[str] = frozenset(), fix: str = "", step: str = "") -> None:
+                 *, codes: frozenset[str] = frozenset(), body: dict | None = None, fix: str = "",
+                 step: str = "") -> None:
         self.status = status
+        self.body = body or {}   # the parsed error body (error bodies carry no secrets)
         self.code = code
         self.codes = codes | {code}
         self.request_id = request_id

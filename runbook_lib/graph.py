@@ -111,6 +111,7 @@ class Graph:
         entry = next((knowledge.lookup("graph", c) for c in [code, *sorted(codes)] if knowledge.lookup("graph", c)), None)
         return GraphError(response.status_code, code or f"HTTP{response.status_code}", message or response.reason or "",
                           request_id, method, path.split("?")[0], codes=frozenset(codes),
+                          body=body if isinstance(body, dict) else {},
                           fix=entry.fix if entry else "", step=entry.notebook if entry else "")
 
     def get(self, path: str, **kwargs: Any) -> Any:

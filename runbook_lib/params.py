@@ -98,12 +98,20 @@ class WebexValues(_Strict):
     forwarding_address: str
     callback_url: str
 
-    @field_validator("asset_name", "email_id", "forwarding_address", "callback_url")
+    @field_validator("asset_name", "email_id", "callback_url")
     @classmethod
     def _shape(cls, value: str, info: Any) -> str:
         why = webex.problem(info.field_name, value)
         if why:
             raise ValueError(why)
+        return value
+
+    @field_validator("forwarding_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        """Any address here; the Webex Connect shape is required in :func:`_non_webex_forwarding`."""
+        if not webex.EMAIL_RE.match(value):
+            raise ValueError(f"{value!r} is not {webex.EXPECTED['forwarding_address']}")
         return value
 
 
@@ -115,6 +123,17 @@ class Application(_Strict):
     secret_lifetime_days: int = Field(180, ge=1, le=730)
     secret_renew_days: int = Field(30, ge=0, le=365)
     remove_expired_secrets: bool = False
+
+
+class Mailbox(_Strict):
+    """Step 3: how the mailbox settings are applied."""
+
+    apply_with: Literal["powershell", "adminapi"] = "powershell"
+    keep_copy: bool = True
+    forwarding_policy: str = Field("Webex Connect forwarding", min_length=1, max_length=64,
+                                   pattern=r"^[^\x00-\x1f\x7f]+$")
+    use_default_policy: bool = False
+    allow_non_webex_forwarding: bool = False
 
 
 class Operator(_Strict):
@@ -147,6 +166,7 @@ class Params(_Strict):
     webex: WebexValues
     application: Application = Application()
     secret_store: SecretRef
+    mailbox: Mailbox = Mailbox()
     operator: Operator = Operator()
     consent: Literal["user", "admin"] = "user"
 
@@ -193,6 +213,20 @@ def _secret_values(data: Any, model: type[BaseModel] | None, path: str = "") -> 
     return found
 
 
+def _non_webex_forwarding(data: Mapping[str, Any]) -> dict[str, str]:
+    """Forwarding to anything but Webex Connect's address is refused unless the file says it is meant."""
+    values = data.get("webex")
+    mailbox = data.get("mailbox")
+    address = values.get("forwarding_address") if isinstance(values, Mapping) else None
+    allowed = isinstance(mailbox, Mapping) and mailbox.get("allow_non_webex_forwarding") is True
+    if isinstance(address, str) and webex.EMAIL_RE.match(address) and not allowed:
+        why = webex.problem("forwarding_address", address)
+        if why:
+            return {"webex.forwarding_address": why + "; if mail really must go elsewhere, set "
+                    "mailbox.allow_non_webex_forwarding: true"}
+    return {}
+
+
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
     loc = ".".join(str(part) for part in error["loc"]) or "(file)"
     kind = error["type"]
@@ -208,7 +242,7 @@ def validate(data: Any, source: str = "parameters") -> Params:
     """Validate raw parameter data; raise one :class:`ParamsError` naming every bad field."""
     if not isinstance(data, Mapping):
         raise ParamsError(source, {"(file)": "must be a mapping of parameter names to values"})
-    problems = _secret_values(data, Params)
+    problems = _secret_values(data, Params) | _non_webex_forwarding(data)
     try:
         params = Params.model_validate(dict(data))
     except ValidationError as exc:

@@ -61,6 +61,7 @@ class StepRecord:
     counts: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)   # file name -> text, written into the record
 
     def summary(self) -> str:
         c = self.counts

@@ -26,7 +26,7 @@ from .records import StepRecord
 from .step import STEP_MIME
 
 #: the procedure's notebooks, in order
-STEPS = ["01_webex_connect_app", "02_azure_app_registration"]
+STEPS = ["01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox"]
 KERNEL = "runbook-kit"
 CELL_TIMEOUT = 600
 
@@ -58,8 +58,7 @@ def step_record(notebook: Path, name: str) -> StepRecord:
     if not found:
         return StepRecord(name, status="failed", error="the notebook stopped before its step started "
                                                         "(see the executed notebook)")
-    data = found[-1]
-    return StepRecord(data["step"], data["status"], data["changes"], data["counts"], data["facts"], data["error"])
+    return StepRecord(**found[-1])
 
 
 def _git_commit() -> str | None:
@@ -100,6 +99,8 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
                 pass  # the step published its failure into the notebook; read it below
             result = step_record(output, name)
             results.append(result)
+            for artifact, text in result.artifacts.items():
+                (tmp / f"{name}.{artifact}").write_text(text, encoding="utf-8")
             (tmp / f"{name}.html").write_text(_html(output), encoding="utf-8")
             progress(result.summary())
     except BaseException:
@@ -113,7 +114,9 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": "ok" if all(r.status == "ok" for r in results) else "failed",
-        "steps": [{**r.__dict__, "notebook": f"{r.step}.ipynb" if r.status != "skipped" else None} for r in results],
+        "steps": [{**{k: v for k, v in r.__dict__.items() if k != "artifacts"},
+                   "notebook": f"{r.step}.ipynb" if r.status != "skipped" else None,
+                   "files": [f"{r.step}.{a}" for a in r.artifacts]} for r in results],
         "totals": {k: sum(r.counts.get(k, 0) for r in results) for k in ("reads", "writes", "auth", "retries")},
     }
     return RunResult(records.seal(tmp, final, manifest), results)

@@ -36,6 +36,7 @@ class Step:
         self.created: set[str] = set()
         self._signin: OperatorSignIn | None = None
         self._graph: Graph | None = None
+        self._exchange: Graph | None = None
 
     @property
     def signin(self) -> OperatorSignIn:
@@ -50,19 +51,37 @@ class Step:
             self._graph = Graph(self.endpoints.graph, self.signin.token, self.transport)
         return self._graph
 
+    @property
+    def exchange(self) -> Graph:
+        """Exchange Online's admin API as the operator (a second sign-in, for that resource)."""
+        if self._exchange is None:
+            signin = OperatorSignIn(self.params, self.endpoints, self.transport, resource="exchange")
+            self._exchange = Graph(self.endpoints.exchange_admin, signin.token, self.transport)
+        return self._exchange
+
     def record(self, change: Change) -> Change:
         """Add a change to the step's record; returns it so a cell can show it."""
         self.result.changes.append(change.as_dict())
         return change
 
+    def artifact(self, name: str, text: str) -> None:
+        """Keep a file (a script, a values sheet) with the step's record."""
+        self.result.artifacts[name] = text
+
+    def view(self, name: str) -> Any:
+        """A kept file, shown in the notebook."""
+        from IPython.display import Markdown
+
+        language = {"ps1": "powershell", "json": "json"}.get(name.rsplit(".", 1)[-1], "")
+        return Markdown(f"`{name}`, saved with the record:\n\n```{language}\n{self.result.artifacts[name]}\n```")
+
     def changes(self) -> Any:
         """The step's changes so far, as a table."""
         return changes_frame(self.result.changes)
 
-    def finish(self) -> StepRecord:
+    def finish(self) -> None:
         """Close the transport (writing a recording in record mode) and publish the record."""
         self._close("ok")
-        return self.result
 
     def fail(self, error: BaseException) -> None:
         """Record the failure, saying which changes were already made, so the operator knows where things stand."""

@@ -47,11 +47,11 @@ class Counts:
     waits: list[dict[str, Any]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
 
-    def count(self, method: str, url: str) -> None:
+    def count(self, method: str, url: str, body: bytes | str | None = None) -> None:
         path = urlsplit(url).path
         if path.endswith(AUTH_PATHS):
             self.auth += 1
-        elif method == "GET":
+        elif method == "GET" or _tunnelled_read(path, body):
             self.reads += 1
         else:
             self.writes += 1
@@ -60,6 +60,14 @@ class Counts:
     def as_dict(self) -> dict[str, Any]:
         return {"reads": self.reads, "writes": self.writes, "auth": self.auth,
                 "retries": self.retries, "waits": self.waits}
+
+
+def _tunnelled_read(path: str, body: bytes | str | None) -> bool:
+    """Exchange's admin API tunnels every cmdlet through POST .../InvokeCommand: Get-* ones are reads."""
+    if not path.endswith("/InvokeCommand") or not body:
+        return False
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return '"CmdletName": "Get-' in text or '"CmdletName":"Get-' in text
 
 
 class Clock:
@@ -99,7 +107,7 @@ class _Session(requests.Session):
         if self.finished:  # never fall through to the network once replay or record is switched off
             raise RunbookError("this step has finished and sends no more requests",
                                fix="run the notebook's setup cell again to start the step anew")
-        self.counts.count(request.method or "GET", request.url or "")
+        self.counts.count(request.method or "GET", request.url or "", request.body)
         try:
             return super().send(request, **kwargs)
         except CannotOverwriteExistingCassetteException:

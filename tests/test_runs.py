@@ -34,11 +34,14 @@ def test_demo_replay_run_archives_a_complete_record(tmp_path, demo_raw, capsys):
     assert "Record:" in out and "client secret" in out
     [record_dir] = list((archive / "contoso").iterdir())
     names = {p.name for p in record_dir.iterdir()}
-    assert names == {"01_webex_connect_app.ipynb", "01_webex_connect_app.html", "02_azure_app_registration.ipynb",
-                     "02_azure_app_registration.html", "manifest.json"}
+    steps = ["01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox"]
+    assert names == {f"{s}.{ext}" for s in steps for ext in ("ipynb", "html")} | {
+        "03_office365_mailbox.mailbox.ps1", "manifest.json"}
     [m] = manifest(archive)
     assert m["status"] == "ok" and m["kit_version"] and m["parameters"]["secret_store"] == demo_raw["secret_store"]
-    assert [s["status"] for s in m["steps"]] == ["ok", "ok"]
+    assert [s["status"] for s in m["steps"]] == ["ok", "ok", "ok"]
+    assert m["steps"][2]["files"] == ["03_office365_mailbox.mailbox.ps1"]
+    assert [c["action"] for c in m["steps"][2]["changes"]] == ["planned"] * 3
     step2 = m["steps"][1]
     assert [c["action"] for c in step2["changes"]] == ["created"] * 4
     assert step2["counts"]["writes"] == 4 and step2["counts"]["reads"] == 3
@@ -111,7 +114,7 @@ def test_replay_without_a_recording_fails_naming_the_request(tmp_path, demo_raw,
     code, archive = run_cli(tmp_path, demo_raw)
     assert code == 1
     [m] = manifest(archive)
-    assert [s["status"] for s in m["steps"]] == ["ok", "failed"]
+    assert [s["status"] for s in m["steps"]] == ["ok", "failed", "skipped"]
     error = m["steps"][1]["error"]
     assert "no recorded answer for GET https://login.microsoftonline.com/" in error
     assert "02_azure_app_registration.yaml" in error and "make recordings" in error

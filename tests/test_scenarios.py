@@ -10,6 +10,7 @@ from runbook_lib import params, runner
 from conftest import ROOT
 
 STEP2 = "02_azure_app_registration"
+STEP3 = "03_office365_mailbox"
 
 
 @dataclass
@@ -38,16 +39,32 @@ SCENARIOS = {
                                  "request-id", "Already changed before the failure: application Webex Connect Email "
                                  "(created); service principal Webex Connect Email (created)"]),
     "proseware": Expected("failed", error=["no Exchange Online licence", "Nothing was changed"]),
+    "relecloud": Expected("ok", ["created"] * 4, writes=4),
+}
+
+#: step 3 where its recordings exist (tenants whose step 2 succeeded)
+MAILBOX = {
+    "contoso": Expected("ok", ["planned"] * 3),                       # powershell: the script applies them
+    "adatum": Expected("ok", ["planned"] * 3),
+    "tailspin-pick": Expected("ok", ["planned"] * 3),
+    "fabrikam": Expected("ok", ["unchanged"] * 3),                    # adminapi, configured
+    "northwind": Expected("ok", ["updated", "updated", "created"], writes=4),
+    "wingtip-admin": Expected("ok", ["updated", "updated", "created"], writes=4),
+    "relecloud": Expected("failed", error=["has no Exchange Online mailbox", "licence", "Nothing was changed"]),
 }
 
 
-def run_step2(tenant: str, tmp_path, **overrides):
+def run_step(step: str, tenant: str, tmp_path, **overrides):
     raw = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public()
-    if "secrets/" not in raw["secret_store"].get("file", "") or tenant != "fabrikam":
+    if tenant != "fabrikam":     # fabrikam's store holds the secret its tenant already has
         raw["secret_store"] = {"file": str(tmp_path / "store" / f"{tenant}.secret")}
     raw.update(overrides)
-    result = runner.run(params.validate(raw), archive=tmp_path / "archive", steps=[STEP2], progress=lambda _: None)
+    result = runner.run(params.validate(raw), archive=tmp_path / "archive", steps=[step], progress=lambda _: None)
     return result.steps[0]
+
+
+def run_step2(tenant: str, tmp_path, **overrides):
+    return run_step(STEP2, tenant, tmp_path, **overrides)
 
 
 def test_every_demo_tenant_has_a_scenario():
@@ -100,3 +117,41 @@ def test_admin_consent_patches_the_existing_grant(tmp_path):
     grant = next(c for c in step.changes if c["resource"] == "tenant-wide consent")
     assert grant["before"] == {"scope": "IMAP.AccessAsUser.All"}
     assert grant["after"] == {"scope": "IMAP.AccessAsUser.All SMTP.Send"}
+
+
+@pytest.mark.parametrize("tenant", sorted(MAILBOX))
+def test_mailbox_scenario(tenant, tmp_path):
+    expected = MAILBOX[tenant]
+    step = run_step(STEP3, tenant, tmp_path)
+    assert step.status == expected.status, step.error
+    assert [c["action"] for c in step.changes] == expected.actions
+    assert step.counts["writes"] == expected.writes
+    for text in expected.error:
+        assert text in (step.error or ""), step.error
+    if expected.status == "ok":
+        [script] = list((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1"))
+        assert "Connect-ExchangeOnline" in script.read_text()
+
+
+@pytest.mark.parametrize("tenant", ["fabrikam", "northwind", "wingtip-admin"])
+def test_mailbox_plan_sends_no_write(tenant, tmp_path):
+    step = run_step(STEP3, tenant, tmp_path, apply=False)
+    assert step.counts["writes"] == 0 and step.counts["reads"] == 8
+    assert {c["action"] for c in step.changes} <= {"planned", "unchanged"}
+
+
+def test_forwarding_elsewhere_is_replaced_with_the_old_value_recorded(tmp_path):
+    step = run_step(STEP3, "northwind", tmp_path)
+    forwarding = step.changes[1]
+    assert forwarding["before"] == {"ForwardingSmtpAddress": "smtp:helpdesk@northwind-partner.example",
+                                    "DeliverToMailboxAndForward": False}
+    assert "replace forwarding to helpdesk@northwind-partner.example" in forwarding["summary"]
+    script = next((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1")).read_text()
+    assert "Set-Mailbox -Identity $mailbox -ForwardingSmtpAddress $forward -DeliverToMailboxAndForward $true" in script
+
+
+def test_configured_mailbox_script_changes_nothing(tmp_path):
+    run_step(STEP3, "fabrikam", tmp_path)
+    script = next((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1")).read_text()
+    assert "Set-" not in script and "New-" not in script
+    assert script.count("already as desired when the kit read it") == 3

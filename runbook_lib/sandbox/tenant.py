@@ -37,6 +37,7 @@ CONSENT_POLICIES = {
             "ManagePermissionGrantsForOwnedResource.DeveloperConsent"],
     "off": ["ManagePermissionGrantsForOwnedResource.DeveloperConsent"],
 }
+MAILBOX_FIELDS = {"mailbox", "SmtpClientAuthenticationDisabled", "ForwardingSmtpAddress", "DeliverToMailboxAndForward"}
 JSON_GRAPH = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 
 
@@ -45,8 +46,11 @@ class Response:
     status: int
     body: Any = None
     headers: dict[str, str] | None = None
+    raw: bytes | None = None
 
     def encode(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
         if self.body is None:
             return b""
         return json.dumps(self.body).encode("utf-8")
@@ -74,16 +78,26 @@ class SimulatedTenant:
         self.faults: list[dict[str, Any]] = [dict(f) for f in seed.get("faults", [])]
         self.requests: list[str] = []   # every request served, for tests and the benchmark
         self.pending_devices: dict[str, int] = {}
-        self.refresh_tokens: dict[str, list[str]] = {}
+        self.device_scopes: dict[str, str] = {}
+        self.refresh_tokens: dict[str, tuple[list[str], str]] = {}
         self.exchange = self._exchange_sp() if seed.get("exchange_online", True) else None
         self.service_principals: list[dict[str, Any]] = [self.exchange] if self.exchange else []
         self.applications: list[dict[str, Any]] = []
         self.secret_values: dict[str, str] = {}
         self.assignments: list[dict[str, Any]] = []
         self.grants: list[dict[str, Any]] = []
-        self.users = {u["upn"].lower(): {"id": self.new_id(), "userPrincipalName": u["upn"], "mail": u["upn"],
-                                        "accountEnabled": u.get("enabled", True), "mailbox": u.get("mailbox", True)}
+        self.users = {u["upn"].lower(): {"id": self.new_id(), "userPrincipalName": u["upn"],
+                                        "mail": u.get("mail", u["upn"]), "accountEnabled": u.get("enabled", True),
+                                        "mailbox": u.get("mailbox", True),
+                                        "SmtpClientAuthenticationDisabled": u.get("smtp_auth_disabled"),
+                                        "ForwardingSmtpAddress": u.get("forwarding"),
+                                        "DeliverToMailboxAndForward": u.get("keep_copy", False)}
                       for u in seed.get("users", [])}
+        self.transport_smtp_auth_disabled = seed.get("tenant_smtp_auth_disabled", True)
+        self.outbound_policies = [{"Name": "Default", "IsDefault": True,
+                                   "AutoForwardingMode": seed.get("default_forwarding_mode", "Automatic")}]
+        self.outbound_policies += [dict(p, IsDefault=False) for p in seed.get("outbound_policies", [])]
+        self.outbound_rules = [dict(r) for r in seed.get("outbound_rules", [])]
         for app in seed.get("applications", []):
             self._seed_application(app)
 
@@ -159,6 +173,8 @@ class SimulatedTenant:
             response = self._identity(method, path, parse_qs(body.decode() if body else ""))
         elif host == GRAPH_HOST:
             response = self._graph(method, unquote(path), query, headers, body)
+        elif f"https://{host}" == EXCHANGE_RESOURCE:
+            response = self._exchange(method, unquote(path), headers, body)
         else:
             response = Response(404, {"error": "unknown host"})
         return self._finish(response, host, headers)
@@ -206,7 +222,7 @@ class SimulatedTenant:
         if method == "GET" and rest == "v2.0/.well-known/openid-configuration":
             return Response(200, self._openid_configuration())
         if method == "POST" and rest == "oauth2/v2.0/devicecode":
-            return self._device_code(field("client_id"))
+            return self._device_code(field("client_id"), field("scope"))
         if method == "POST" and rest == "oauth2/v2.0/token":
             return self._token(field("grant_type"), field)
         return Response(404, {"error": "not_found"})
@@ -221,10 +237,11 @@ class SimulatedTenant:
                 "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
                 "tenant_region_scope": "EU", "cloud_instance_name": "microsoftonline.com"}
 
-    def _device_code(self, client_id: str) -> Response:
+    def _device_code(self, client_id: str, scope: str) -> Response:
         user_code = "".join(self.rng.choice(string.ascii_uppercase + string.digits) for _ in range(9))
         device_code = f"DAQABAAEAAAD{self.canary}" + pysecrets.token_urlsafe(48)
         self.pending_devices[device_code] = self.pending_polls
+        self.device_scopes[device_code] = scope
         return Response(200, {"user_code": user_code, "device_code": device_code,
                               "verification_uri": "https://microsoft.com/devicelogin", "expires_in": 900, "interval": 5,
                               "message": f"To sign in, use a web browser to open the page https://microsoft.com/devicelogin "
@@ -247,21 +264,23 @@ class SimulatedTenant:
                 return self._aad_error(400, "authorization_pending", 70016, "OAuth 2.0 device flow error. "
                                        "Authorization is pending. Continue polling.")
             del self.pending_devices[code]
+            if EXCHANGE_RESOURCE in self.device_scopes.pop(code, ""):
+                return self._user_tokens(field("client_id"), ["Exchange.Manage"], EXCHANGE_RESOURCE)
             return self._user_tokens(field("client_id"), self.operator.get("scopes", ALL_OPERATOR_SCOPES))
         if grant == "refresh_token":
-            scopes = self.refresh_tokens.pop(field("refresh_token"), None)
-            if scopes is None:
+            grant = self.refresh_tokens.pop(field("refresh_token"), None)
+            if grant is None:
                 return self._aad_error(400, "invalid_grant", 700082, "The refresh token has expired due to inactivity.")
-            return self._user_tokens(field("client_id"), scopes)
+            return self._user_tokens(field("client_id"), *grant)
         if grant == "client_credentials":
             return self._app_token(field("client_id"), field("client_secret"), field("scope"))
         return self._aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
 
-    def _user_tokens(self, client_id: str, scopes: list[str]) -> Response:
+    def _user_tokens(self, client_id: str, scopes: list[str], resource: str = f"https://{GRAPH_HOST}") -> Response:
         upn = self.operator.get("upn", f"admin@{self.seed['domain']}")
         oid = str(uuid.uuid5(uuid.NAMESPACE_URL, upn))
         now = int(self.now().timestamp())
-        access = tokens.sign({"aud": f"https://{GRAPH_HOST}", "iss": f"https://sts.windows.net/{self.tenant_id}/",
+        access = tokens.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.tenant_id}/",
                               "iat": now, "nbf": now, "exp": now + 3599, "appid": client_id, "oid": oid,
                               "scp": " ".join(scopes), "tid": self.tenant_id, "upn": upn, "ver": "1.0"},
                              self.key + self.canary)
@@ -269,9 +288,9 @@ class SimulatedTenant:
                                 "nbf": now, "exp": now + 3599, "name": "Tenant Administrator", "oid": oid,
                                 "preferred_username": upn, "sub": oid, "tid": self.tenant_id, "ver": "2.0"}, self.key)
         refresh = f"1.AXoA{self.canary}" + pysecrets.token_urlsafe(64)   # opaque, as Entra ID's are
-        self.refresh_tokens[refresh] = scopes
+        self.refresh_tokens[refresh] = (scopes, resource)
         client_info = tokens.b64url_json({"uid": oid, "utid": self.tenant_id})
-        return Response(200, {"token_type": "Bearer", "scope": " ".join(f"https://{GRAPH_HOST}/{s}" for s in scopes),
+        return Response(200, {"token_type": "Bearer", "scope": " ".join(f"{resource}/{s}" for s in scopes),
                               "expires_in": 3599, "ext_expires_in": 3599, "access_token": access,
                               "refresh_token": refresh, "id_token": id_token, "client_info": client_info})
 
@@ -315,7 +334,7 @@ class SimulatedTenant:
     def _graph(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Response:
         auth = headers.get("authorization", "")
         claims = tokens.verify(auth.removeprefix("Bearer "), self.key + self.canary) if auth.startswith("Bearer ") else None
-        if not claims:
+        if not claims or claims.get("aud") != f"https://{GRAPH_HOST}":
             return self._graph_error(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
         path = path.removeprefix("/v1.0")
         data = json.loads(body) if body else {}
@@ -347,6 +366,8 @@ class SimulatedTenant:
             ("POST", r"/oauth2PermissionGrants", ("DelegatedPermissionGrant.ReadWrite.All",), self._post_grant),
             ("PATCH", r"/oauth2PermissionGrants/([^/]+)", ("DelegatedPermissionGrant.ReadWrite.All",), self._patch_grant),
             ("GET", r"/policies/authorizationPolicy", ("Policy.Read.All",), self._policy),
+            ("GET", r"/policies/identitySecurityDefaultsEnforcementPolicy", ("Policy.Read.All",), self._security_defaults),
+            ("GET", r"/users", ("User.Read.All",), self._list_users),
             ("GET", r"/users/([^/]+)", ("User.Read.All",), self._get_user),
             ("GET", r"/users/([^/]+)/mailboxSettings", ("MailboxSettings.Read",), self._mailbox_settings),
         ]
@@ -514,11 +535,21 @@ class SimulatedTenant:
         key = key.lower()
         return self.users.get(key) or next((u for u in self.users.values() if u["id"] == key), None)
 
+    def _security_defaults(self, query: dict[str, str], data: Any) -> Response:
+        return Response(200, {"id": "00000000-0000-0000-0000-000000000005", "displayName": "Security Defaults",
+                              "isEnabled": bool(self.seed.get("security_defaults", False))})
+
+    def _list_users(self, query: dict[str, str], data: Any) -> Response:
+        mail = self._filter_eq(query, "mail")
+        users = [{k: v for k, v in u.items() if k not in MAILBOX_FIELDS} for u in self.users.values()
+                 if mail is None or (u["mail"] or "").lower() == mail.lower()]
+        return self._collection("users", users, query)
+
     def _get_user(self, key: str, query: dict[str, str], data: Any) -> Response:
         user = self._user(key)
         if user is None:
             return self._not_found(key)
-        return Response(200, self._select({k: v for k, v in user.items() if k != "mailbox"}, query))
+        return Response(200, self._select({k: v for k, v in user.items() if k not in MAILBOX_FIELDS}, query))
 
     def _mailbox_settings(self, key: str, query: dict[str, str], data: Any) -> Response:
         user = self._user(key)
@@ -529,3 +560,114 @@ class SimulatedTenant:
                                      "or is hosted on-premise.")
         return Response(200, {"timeZone": "UTC", "language": {"locale": "en-US"},
                               "automaticRepliesSetting": {"status": "disabled"}})
+
+    # --- Exchange Online's admin API (InvokeCommand) -------------------------------------------
+
+    def _exchange(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        auth = headers.get("authorization", "")
+        claims = tokens.verify(auth.removeprefix("Bearer "), self.key + self.canary) if auth.startswith("Bearer ") else None
+        if not claims or claims.get("aud") != EXCHANGE_RESOURCE:
+            return Response(401, {"error": {"code": "InvalidAuthenticationToken", "message": "Invalid audience."}})
+        if method != "POST" or not re.fullmatch(rf"/adminapi/beta/({re.escape(self.tenant_id)}|{re.escape(self.seed['domain'])})/InvokeCommand", path):
+            return Response(404, {"error": {"code": "NotFound", "message": "Resource not found."}})
+        if not self.operator.get("exchange_admin", True):
+            return Response(403, None, {"Content-Type": "application/octet-stream"}, raw=b"\x00" * 16)  # as Exchange does
+        command = json.loads(body or b"{}").get("CmdletInput", {})
+        handler = self._cmdlets().get(command.get("CmdletName", ""))
+        if handler is None:
+            return self._exchange_error(400, f"The term '{command.get('CmdletName')}' is not recognized as a cmdlet.")
+        return handler(command.get("Parameters") or {})
+
+    def _exchange_error(self, status: int, text: str) -> Response:
+        return Response(status, {"error": {"code": "BadRequest" if status == 400 else "NotFound", "message": "Invalid Operation",
+                                           "details": [{"code": "Error", "message": text}],
+                                           "innererror": {"message": text, "type": "Microsoft.Exchange.Management.RestApi",
+                                                          "internalexception": {"message": text}}}})
+
+    def _values(self, items: list[dict[str, Any]]) -> Response:
+        return Response(200, {"@odata.context": f"{EXCHANGE_RESOURCE}/adminapi/beta/$metadata#Collection", "value": items})
+
+    def _cmdlets(self) -> dict[str, Callable[[dict[str, Any]], Response]]:
+        return {"Get-CASMailbox": self._get_cas, "Set-CASMailbox": self._set_cas, "Get-TransportConfig": self._get_transport,
+                "Get-Mailbox": self._get_mailbox, "Set-Mailbox": self._set_mailbox,
+                "Get-HostedOutboundSpamFilterPolicy": self._get_policies, "New-HostedOutboundSpamFilterPolicy": self._new_policy,
+                "Set-HostedOutboundSpamFilterPolicy": self._set_policy, "Get-HostedOutboundSpamFilterRule": self._get_rules,
+                "New-HostedOutboundSpamFilterRule": self._new_rule, "Set-HostedOutboundSpamFilterRule": self._set_rule}
+
+    def _mailbox(self, identity: str) -> dict[str, Any] | None:
+        user = self._user(identity or "")
+        return user if user and user["mailbox"] else None
+
+    def _missing(self, identity: str) -> Response:
+        return self._exchange_error(404, f"The operation couldn't be performed because object '{identity}' couldn't be found on "
+                                    f"'{self.seed['domain'].split('.')[0].upper()}P123A456.PROD.OUTLOOK.COM'.")
+
+    def _get_cas(self, p: dict[str, Any]) -> Response:
+        box = self._mailbox(p.get("Identity", ""))
+        if box is None:
+            return self._missing(p.get("Identity", ""))
+        return self._values([{"Identity": box["userPrincipalName"], "PrimarySmtpAddress": box["mail"],
+                              "SmtpClientAuthenticationDisabled": box["SmtpClientAuthenticationDisabled"]}])
+
+    def _set_cas(self, p: dict[str, Any]) -> Response:
+        box = self._mailbox(p.get("Identity", ""))
+        if box is None:
+            return self._missing(p.get("Identity", ""))
+        box["SmtpClientAuthenticationDisabled"] = p.get("SmtpClientAuthenticationDisabled")
+        return self._values([])
+
+    def _get_transport(self, p: dict[str, Any]) -> Response:
+        return self._values([{"Identity": "Transport Settings",
+                              "SmtpClientAuthenticationDisabled": self.transport_smtp_auth_disabled}])
+
+    def _get_mailbox(self, p: dict[str, Any]) -> Response:
+        box = self._mailbox(p.get("Identity", ""))
+        if box is None:
+            return self._missing(p.get("Identity", ""))
+        return self._values([{"UserPrincipalName": box["userPrincipalName"], "PrimarySmtpAddress": box["mail"],
+                              "ForwardingSmtpAddress": box["ForwardingSmtpAddress"],
+                              "DeliverToMailboxAndForward": box["DeliverToMailboxAndForward"]}])
+
+    def _set_mailbox(self, p: dict[str, Any]) -> Response:
+        box = self._mailbox(p.get("Identity", ""))
+        if box is None:
+            return self._missing(p.get("Identity", ""))
+        for key in ("ForwardingSmtpAddress", "DeliverToMailboxAndForward"):
+            if key in p:
+                box[key] = p[key]
+        return self._values([])
+
+    def _get_policies(self, p: dict[str, Any]) -> Response:
+        return self._values([dict(x) for x in self.outbound_policies])
+
+    def _new_policy(self, p: dict[str, Any]) -> Response:
+        if any(x["Name"].lower() == str(p.get("Name", "")).lower() for x in self.outbound_policies):
+            return self._exchange_error(400, f"A policy named '{p.get('Name')}' already exists.")
+        policy = {"Name": p["Name"], "IsDefault": False, "AutoForwardingMode": p.get("AutoForwardingMode", "Automatic")}
+        self.outbound_policies.append(policy)
+        return self._values([dict(policy)])
+
+    def _set_policy(self, p: dict[str, Any]) -> Response:
+        policy = next((x for x in self.outbound_policies if x["Name"].lower() == str(p.get("Identity", "")).lower()), None)
+        if policy is None:
+            return self._missing(p.get("Identity", ""))
+        policy["AutoForwardingMode"] = p.get("AutoForwardingMode", policy["AutoForwardingMode"])
+        return self._values([])
+
+    def _get_rules(self, p: dict[str, Any]) -> Response:
+        return self._values([dict(x) for x in self.outbound_rules])
+
+    def _new_rule(self, p: dict[str, Any]) -> Response:
+        if not any(x["Name"] == p.get("HostedOutboundSpamFilterPolicy") for x in self.outbound_policies):
+            return self._missing(str(p.get("HostedOutboundSpamFilterPolicy")))
+        rule = {"Name": p["Name"], "HostedOutboundSpamFilterPolicy": p["HostedOutboundSpamFilterPolicy"],
+                "From": list(p.get("From") or []), "State": "Enabled", "Priority": len(self.outbound_rules)}
+        self.outbound_rules.append(rule)
+        return self._values([dict(rule)])
+
+    def _set_rule(self, p: dict[str, Any]) -> Response:
+        rule = next((x for x in self.outbound_rules if x["Name"].lower() == str(p.get("Identity", "")).lower()), None)
+        if rule is None:
+            return self._missing(p.get("Identity", ""))
+        rule["From"] = list(p.get("From") or rule["From"])
+        return self._values([])

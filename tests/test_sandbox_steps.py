@@ -1,4 +1,4 @@
-"""Step 2's functions against a simulated tenant in live mode, without a kernel: the fine-grained cases."""
+"""Steps' functions against a simulated tenant in live mode, without a kernel: the fine-grained cases."""
 from __future__ import annotations
 
 import copy
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import auth, entra, params
-from runbook_lib.errors import AuthError, GraphError
+from runbook_lib import auth, entra, exchange, params
+from runbook_lib.errors import AuthError, GraphError, StepFailed
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
 from runbook_lib.step import Step
@@ -87,3 +87,52 @@ def test_a_finished_step_sends_nothing_more(tmp_path):
         with pytest.raises(Exception, match="has finished"):
             entra.exchange_online(step)
         assert sandbox.tenant.requests == []
+
+
+def mailbox_step(seed: dict, sandbox, tmp_path: Path) -> Step:
+    raw = params.load(ROOT / "params" / "demo" / "wingtip-admin.yaml").public()
+    raw.update(mode="live", endpoints=sandbox.endpoints(), recordings=str(tmp_path / "rec"),
+               secret_store={"file": str(tmp_path / "store.secret")})
+    return Step("03_office365_mailbox", params.validate(raw))
+
+
+def test_exchange_refusal_names_the_role_needed(tmp_path):
+    seed = seed_of("wingtip-admin")
+    seed["operator"]["exchange_admin"] = False        # Exchange answers 403 with a body of NUL bytes
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        step = mailbox_step(seed, sandbox, tmp_path)
+        with pytest.raises(StepFailed) as caught:
+            exchange.read_state(step)
+    assert "refused Get-CASMailbox (HTTP 403)" in str(caught.value) and "Exchange Administrator" in caught.value.fix
+
+
+def test_exchange_errors_show_the_nested_message(tmp_path):
+    seed = seed_of("wingtip-admin")
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        step = mailbox_step(seed, sandbox, tmp_path)
+        with pytest.raises(StepFailed) as caught:
+            exchange.invoke(step, "Get-Mailbox", {"Identity": "nobody@wingtip.onmicrosoft.com"})
+    assert "couldn't be found" in str(caught.value) and "Invalid Operation" not in str(caught.value)
+
+
+def test_second_adminapi_run_changes_nothing(tmp_path):
+    seed = seed_of("wingtip-admin")
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        first = mailbox_step(seed, sandbox, tmp_path)
+        exchange.configure(first)
+        second = mailbox_step(seed, sandbox, tmp_path)
+        exchange.configure(second)
+    assert [c["action"] for c in first.result.changes] == ["updated", "updated", "created"]
+    assert [c["action"] for c in second.result.changes] == ["unchanged"] * 3
+    assert second.transport.counts.writes == 0
+
+
+def test_upn_given_as_an_alias_is_caught(tmp_path):
+    seed = seed_of("contoso")
+    seed["users"] = [{"upn": "jane.doe@contoso.onmicrosoft.com", "mail": "support@contoso.onmicrosoft.com"}]
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        step = step_for("contoso", sandbox, tmp_path)
+        with pytest.raises(StepFailed) as caught:
+            exchange.check_mailbox_user(step)
+    assert "not its user principal name" in str(caught.value)
+    assert "jane.doe@contoso.onmicrosoft.com" in caught.value.fix

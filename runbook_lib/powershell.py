@@ -1,0 +1,132 @@
+"""The Exchange Online PowerShell script of step 3: the documented way to apply the mailbox settings.
+
+Every section reads before it writes, so the script is safe to run twice; a section whose setting the
+kit found already as desired is left out. Values are single-quoted, with every quote character
+PowerShell accepts as one (including the typographic ones) doubled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: PowerShell treats all of these as single quotes inside a single-quoted string
+QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
+
+
+def quote(value: str) -> str:
+    """A PowerShell single-quoted string literal for ``value``."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("control characters cannot be put in the script")
+    for mark in QUOTES:
+        value = value.replace(mark, mark * 2)
+    return f"'{value}'"
+
+
+def boolean(value: bool) -> str:
+    return "$true" if value else "$false"
+
+
+@dataclass(frozen=True)
+class Settings:
+    mailbox: str
+    forwarding_address: str
+    keep_copy: bool
+    policy: str
+    use_default_policy: bool
+
+
+HEADER = """\
+# Webex Connect Email app, step 3: the Office 365 mailbox {mailbox}
+# Tenant {tenant}. Written by the runbook kit {version} on {date}.
+# Safe to run more than once: every setting is read first and changed only when it differs.
+# Run it in PowerShell 7 with the ExchangeOnlineManagement module, as an Exchange administrator.
+#Requires -Modules ExchangeOnlineManagement
+$ErrorActionPreference = 'Stop'
+Connect-ExchangeOnline -ShowBanner:$false
+$mailbox = {q_mailbox}
+"""
+
+SMTP_AUTH = """
+# 1. Authenticated SMTP for this mailbox. Webex Connect sends through SMTP with OAuth (XOAUTH2), which
+#    needs SMTP AUTH on. The mailbox setting wins over the tenant-wide one; security defaults still block it.
+$cas = Get-CASMailbox -Identity $mailbox
+if ($cas.SmtpClientAuthenticationDisabled -ne $false) {{
+    Set-CASMailbox -Identity $mailbox -SmtpClientAuthenticationDisabled $false
+    Write-Host "Authenticated SMTP enabled for $mailbox"
+}} else {{
+    Write-Host "Authenticated SMTP was already enabled for $mailbox"
+}}
+"""
+
+FORWARDING = """
+# 2. Forward every message to Webex Connect's forwarding address: this is how Webex Connect receives email.
+#    Keep a copy in the mailbox: {keep}.
+$forward = {q_forward}
+$box = Get-Mailbox -Identity $mailbox
+if ($box.ForwardingSmtpAddress -ne $forward -or $box.DeliverToMailboxAndForward -ne {keep}) {{
+    if ($box.ForwardingSmtpAddress -and $box.ForwardingSmtpAddress -ne $forward) {{
+        Write-Host "Replacing forwarding to $($box.ForwardingSmtpAddress)"
+    }}
+    Set-Mailbox -Identity $mailbox -ForwardingSmtpAddress $forward -DeliverToMailboxAndForward {keep}
+    Write-Host "Forwarding set to $forward"
+}} else {{
+    Write-Host "Forwarding was already set to $forward"
+}}
+"""
+
+DEDICATED_POLICY = """
+# 3. Allow automatic forwarding to an external address for this sender only: a dedicated outbound spam
+#    policy with AutoForwardingMode On and a rule scoped to the mailbox. The Default policy is not touched.
+$policy = {q_policy}
+$existing = Get-HostedOutboundSpamFilterPolicy | Where-Object {{ $_.Name -eq $policy }}
+if (-not $existing) {{
+    New-HostedOutboundSpamFilterPolicy -Name $policy -AutoForwardingMode On | Out-Null
+    Write-Host "Outbound spam policy $policy created"
+}} elseif ($existing.AutoForwardingMode -ne 'On') {{
+    Set-HostedOutboundSpamFilterPolicy -Identity $policy -AutoForwardingMode On
+    Write-Host "Outbound spam policy $policy now allows forwarding"
+}}
+$rule = Get-HostedOutboundSpamFilterRule | Where-Object {{ $_.Name -eq $policy }}
+if (-not $rule) {{
+    New-HostedOutboundSpamFilterRule -Name $policy -HostedOutboundSpamFilterPolicy $policy -From $mailbox | Out-Null
+    Write-Host "Outbound spam rule $policy created for $mailbox"
+}} elseif (@($rule.From) -notcontains $mailbox) {{
+    Set-HostedOutboundSpamFilterRule -Identity $policy -From (@($rule.From) + $mailbox)
+    Write-Host "Outbound spam rule $policy now covers $mailbox"
+}}
+"""
+
+DEFAULT_POLICY = """
+# 3. Allow automatic forwarding to external addresses in the Default outbound spam policy, as the
+#    parameters ask (mailbox.use_default_policy). This allows it for every sender in the tenant.
+$default = Get-HostedOutboundSpamFilterPolicy -Identity Default
+if ($default.AutoForwardingMode -ne 'On') {{
+    Set-HostedOutboundSpamFilterPolicy -Identity Default -AutoForwardingMode On
+    Write-Host "Default outbound spam policy now allows forwarding"
+}}
+"""
+
+UNCHANGED = """
+# {number}. {what}: already as desired when the kit read it; nothing to do.
+"""
+
+FOOTER = """
+Disconnect-ExchangeOnline -Confirm:$false
+"""
+
+
+def script(settings: Settings, *, tenant: str, version: str, date: str, sections: set[str]) -> str:
+    """The script applying ``sections`` (any of ``smtp_auth``, ``forwarding``, ``external_forwarding``)."""
+    keep = boolean(settings.keep_copy)
+    parts = [HEADER.format(mailbox=settings.mailbox, tenant=tenant, version=version, date=date,
+                           q_mailbox=quote(settings.mailbox))]
+    blocks = [
+        ("smtp_auth", "Authenticated SMTP", SMTP_AUTH.format()),
+        ("forwarding", "Forwarding to Webex Connect",
+         FORWARDING.format(keep=keep, q_forward=quote("smtp:" + settings.forwarding_address))),
+        ("external_forwarding", "External forwarding",
+         (DEFAULT_POLICY.format() if settings.use_default_policy else DEDICATED_POLICY.format(q_policy=quote(settings.policy)))),
+    ]
+    for number, (key, what, text) in enumerate(blocks, start=1):
+        parts.append(text if key in sections else UNCHANGED.format(number=number, what=what))
+    parts.append(FOOTER)
+    return "".join(parts)
