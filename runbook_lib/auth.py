@@ -95,13 +95,18 @@ class OperatorSignIn:
                        instance_discovery=False)
         operator = params.operator
         if operator.sign_in == "device_code":
+            client_id = operator.client_id
             if resource == "graph":
                 self.scopes = [endpoints.graph_scope(s) for s in OPERATOR_SCOPES]
-                client_id = operator.client_id
+            elif resource == "smtp":          # the mailbox account itself signs in, as at Generate Token
+                self.scopes = [endpoints.smtp_scope]
             else:
                 self.scopes = [endpoints.exchange_scope]
                 client_id = EXCHANGE_POWERSHELL_CLIENT_ID
             self.app: msal.ClientApplication = msal.PublicClientApplication(client_id, **options)
+        elif resource == "smtp":
+            raise RunbookError("the SMTP sign-in test needs a person signing in as the mailbox",
+                               fix="set verify.mailbox_sign_in: false for automation runs")
         else:
             secret = secrets.read(operator.secret) if operator.secret else None
             if not secret:
@@ -147,3 +152,30 @@ class OperatorSignIn:
         """The Graph permissions the token carries (delegated ``scp`` or application ``roles``)."""
         payload = claims(self.token())
         return set(str(payload.get("scp", "")).split()) | set(payload.get("roles", []))
+
+
+#: AADSTS codes a brand-new application or secret can give for a while (replication), worth a retry
+REPLICATING = {700016, 7000215}
+APP_TOKEN_ATTEMPTS = 3
+APP_TOKEN_WAIT = 10.0
+
+
+def app_token(endpoints: Endpoints, transport: Transport, client_id: str, secret: str, scope: str) -> str:
+    """An app-only token, as Webex Connect's application would get one; retried briefly while a new
+    application or secret replicates. A fresh msal app per attempt: msal caches a 400 for a minute."""
+    attempt = 1
+    while True:
+        app = msal.ConfidentialClientApplication(client_id, client_credential=secret, authority=endpoints.authority,
+                                                 http_client=transport.session, instance_discovery=False)
+        result = app.acquire_token_for_client([scope])
+        if "access_token" in result:
+            return result["access_token"]
+        error = auth_error(result)
+        if attempt >= APP_TOKEN_ATTEMPTS or not REPLICATING & set(error.codes):
+            raise error
+        transport.counts.retries += 1
+        transport.counts.waits.append({"request": "POST token (client credentials)", "status": 401,
+                                       "code": f"AADSTS{error.codes[0]}", "wait_seconds": APP_TOKEN_WAIT,
+                                       "attempt": attempt})
+        transport.clock.sleep(APP_TOKEN_WAIT)
+        attempt += 1

@@ -38,7 +38,8 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if args.mode:
         overrides["mode"] = args.mode
     params = _load(args.params, overrides)
-    result = runner.run(params, archive=Path(args.archive) if args.archive else None)
+    steps = [s for s in params.steps if s in runner.CHANGING_STEPS] if not params.apply else None
+    result = runner.run(params, archive=Path(args.archive) if args.archive else None, steps=steps)
     changes = [c for step in result.steps for c in step.changes]
     print("\nChanges:")
     print(changes_frame(changes).to_string(index=False) if changes else "  (none)")
@@ -58,6 +59,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return _run(args, {"apply": False})
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from . import diagnose
+
+    if args.tenant:
+        record = diagnose.latest_record(args.tenant, Path(args.archive) if args.archive else None)
+        if record is None:
+            print(f"no record of tenant {args.tenant}", file=sys.stderr)
+            return 2
+        text = diagnose.record_text(record)
+    elif args.file:
+        text = Path(args.file).read_text(encoding="utf-8", errors="replace")
+    elif args.text in (None, "-"):
+        text = sys.stdin.read()
+    else:
+        text = args.text
+    table = diagnose.table(diagnose.diagnose(text))
+    for row in table.itertuples(index=False):
+        print(f"{row.code}: {row.meaning}\n  fix: {row.fix}\n  notebook: {row.notebook}\n")
+    return 0
+
+
 def cmd_record_demos(args: argparse.Namespace) -> int:
     from . import demos
 
@@ -72,12 +94,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("params", nargs="+")
     p.set_defaults(func=cmd_validate)
     for name, func, text in (("run", cmd_run, "run the steps for one tenant and archive the record"),
-                             ("plan", cmd_plan, "like run with apply: false: show intended changes, write nothing")):
+                             ("plan", cmd_plan, "steps 1-3 with apply: false: show intended changes, write nothing")):
         p = sub.add_parser(name, help=text)
         p.add_argument("params")
         p.add_argument("--mode", choices=["replay", "live", "record"], help="override the file's mode")
         p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
         p.set_defaults(func=func)
+    p = sub.add_parser("diagnose", help="explain every known error code in a text, a file, standard input or a record")
+    p.add_argument("text", nargs="?", help="the error text ('-' or nothing: standard input)")
+    p.add_argument("--file", help="read the text from a file")
+    p.add_argument("--tenant", help="diagnose the tenant's latest record instead")
+    p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
+    p.set_defaults(func=cmd_diagnose)
     p = sub.add_parser("record-demos", help="regenerate the demo recordings from the simulated tenants")
     p.add_argument("tenants", nargs="*", help="demo tenants to regenerate (default: all)")
     p.set_defaults(func=cmd_record_demos)

@@ -9,6 +9,7 @@ that nbval compares. Nothing is edited by hand.
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
         return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp))
 
 
+#: tenants recorded at once: each one's time is mostly waiting, not computing
+PARALLEL = 6
+
 #: (notebook, demo tenant): executed copies that nbval also checks, beside the default (contoso) outputs
 SCENARIO_NOTEBOOKS = [("02_azure_app_registration", "northwind")]
 
@@ -69,17 +73,26 @@ def refresh_outputs() -> None:
         print(f"refreshed {target.relative_to(paths.project_root())}")
 
 
-def regenerate(tenants: list[str] | None = None) -> bool:
-    """Record every demo tenant (or those named) and refresh the notebooks' stored outputs."""
-    ok = True
-    for params_file in demo_files():
-        if tenants and params_file.stem not in tenants:
-            continue
-        result = record(params_file)
-        expected = yaml.safe_load(seed_file(params_mod.load(params_file)).read_text()).get("expect", "ok")
-        outcome = "ok" if result.ok else "failed"
-        print(f"{params_file.stem}: recorded ({outcome}, expected {expected}); steps "
-              + ", ".join(f"{s.step} {s.status}" for s in result.steps))
-        ok &= outcome == expected
+def _record_and_check(params_file: Path) -> bool:
+    """Record one tenant; right when it ends as its seed expects and every step that sent a request has its recording."""
+    result = record(params_file)
+    params = params_mod.load(params_file)
+    expected = yaml.safe_load(seed_file(params).read_text()).get("expect", "ok")
+    outcome = "ok" if result.ok else "failed"
+    folder = paths.resolve(params.recordings)
+    missing = [s.step for s in result.steps if s.counts.get("reads", 0) + s.counts.get("writes", 0)
+               + s.counts.get("auth", 0) and not (folder / f"{s.step}.yaml").exists()]
+    print(f"{params_file.stem}: recorded ({outcome}, expected {expected}); steps "
+          + ", ".join(f"{s.step} {s.status}" for s in result.steps)
+          + (f"; MISSING recordings of {', '.join(missing)}" if missing else ""), flush=True)
+    return outcome == expected and not missing
+
+
+def regenerate(tenants: list[str] | None = None, workers: int = PARALLEL) -> bool:
+    """Record every demo tenant (or those named), in parallel since each mostly waits (sign-in polling,
+    Retry-After), then refresh the notebooks' stored outputs."""
+    files = [f for f in demo_files() if not tenants or f.stem in tenants]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ok = all(list(pool.map(_record_and_check, files)))
     refresh_outputs()
     return ok

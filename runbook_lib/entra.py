@@ -324,14 +324,19 @@ def prune_expired_secrets(step: "Step", app: dict[str, Any] | None) -> list[Chan
     return changes
 
 
+def stored_secret(step: "Step", app: dict[str, Any] | None) -> pd.Series | None:
+    """The application's secret whose value the store holds (matched by hint), if it is still valid."""
+    stored = secrets.read(step.params.secret_store)
+    table = secrets_table(step, app)
+    usable = table[(table["state"] == "valid") & (table["hint"] == (stored or "")[:3])] if stored else table.iloc[0:0]
+    return usable.iloc[0] if len(usable) else None
+
+
 def ensure_secret(step: "Step", app: dict[str, Any] | None) -> Change:
     """A valid client secret whose value is in the secret store; a new one only when needed."""
     store = step.params.secret_store
-    table = secrets_table(step, app)
-    stored = secrets.read(store)
-    usable = table[(table["state"] == "valid") & (table["hint"] == (stored or "")[:3])] if stored else table.iloc[0:0]
-    if len(usable):
-        cred = usable.iloc[0]
+    cred = stored_secret(step, app)
+    if cred is not None:
         facts = {"hint": cred["hint"], "expires": cred["expires"], "keyId": cred["keyId"], "store": store.describe()}
         step.facts["secret"] = facts
         return step.record(Change("client secret", store.describe(), "unchanged",

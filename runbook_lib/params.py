@@ -28,6 +28,9 @@ SECRET_WORDS = re.compile(r"secret|password|passwd|token|credential", re.IGNOREC
 GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 
 Mode = Literal["replay", "live", "record"]
+#: the procedure's notebooks, in order
+STEP_NAMES = ("01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox",
+              "04_webex_connect_email_app", "05_verify", "06_troubleshoot")
 
 
 class _Strict(BaseModel):
@@ -136,6 +139,21 @@ class Mailbox(_Strict):
     allow_non_webex_forwarding: bool = False
 
 
+class Checklist(_Strict):
+    """Step 4 in headless runs: who confirmed which Webex Connect actions (JupyterLab uses check boxes)."""
+
+    confirmed_by: str = Field("", max_length=120)
+    done: list[Literal[tuple(webex.CHECKLIST)]] = []  # type: ignore[valid-type]
+
+
+class Verify(_Strict):
+    """Step 5: thresholds and optional probes."""
+
+    secret_warn_days: int = Field(30, ge=1, le=365)
+    mailbox_sign_in: bool = False
+    probe_authorize_url: bool = False
+
+
 class Operator(_Strict):
     """Who signs in to make the changes: a person by device code, or automation by client credentials."""
 
@@ -167,8 +185,11 @@ class Params(_Strict):
     application: Application = Application()
     secret_store: SecretRef
     mailbox: Mailbox = Mailbox()
+    checklist: Checklist = Checklist()
+    verify: Verify = Verify()
     operator: Operator = Operator()
     consent: Literal["user", "admin"] = "user"
+    steps: list[Literal[tuple(STEP_NAMES)]] = list(STEP_NAMES)  # type: ignore[valid-type]
 
     @field_validator("tenant_id")
     @classmethod

@@ -19,6 +19,7 @@ JSON_SECRET_FIELDS = {"access_token", "refresh_token", "id_token", "secretText",
 #: while in a JSON error body it is an error code and must stay)
 FORM_SECRET_FIELDS = {"client_secret", "client_assertion", "assertion", "code", "code_verifier", "device_code",
                       "refresh_token", "password"}
+GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 JWT_FIELDS = {"access_token", "id_token", "token"}
 JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
 SCRUBBED_SIGNATURE = "scrubbed-signature"
@@ -33,15 +34,17 @@ class Scrubber:
         self.seen: set[str] = set()
 
     def placeholder(self, field: str, value: str) -> str:
-        if value.startswith("scrubbed-") or value.endswith("." + SCRUBBED_SIGNATURE):
+        if "scrubbed-" in value or value.endswith("." + SCRUBBED_SIGNATURE):
             return value  # vcrpy runs the hooks more than once on the same exchange
-        if len(value) >= 8:
+        if len(value) >= 8 and not GUID_RE.match(value):   # a GUID is an identifier (a pasted Secret ID), public
             self.seen.add(value)
         if field in JWT_FIELDS and JWT_RE.match(value):
             header, claims, _ = value.split(".")
             if len(_) >= 8:
                 self.seen.add(_)
             return f"{header}.{claims}.{SCRUBBED_SIGNATURE}"
+        if field == "secretText":   # keep the hint (its first 3 characters, which Graph shows anyway)
+            return f"{value[:3]}-scrubbed-{field}"
         return f"scrubbed-{field}"
 
     def scrub_data(self, data: Any) -> Any:
@@ -63,7 +66,7 @@ class Scrubber:
                 scrubbed = json.dumps(self.scrub_data(json.loads(text)))
             except ValueError:
                 scrubbed = text
-        elif "x-www-form-urlencoded" in content_type or "=" in text:
+        elif "x-www-form-urlencoded" in content_type:
             pairs = parse_qsl(text, keep_blank_values=True)
             scrubbed = urlencode([(k, self.placeholder(k, v) if k in FORM_SECRET_FIELDS else v) for k, v in pairs])
         else:

@@ -20,13 +20,15 @@ import papermill
 from jupyter_client.kernelspec import find_kernel_specs
 from nbconvert import HTMLExporter
 
-from . import __version__, auth, paths, records
+from . import __version__, auth, diagnose, paths, records
 from . import params as params_mod
 from .records import StepRecord
 from .step import STEP_MIME
 
-#: the procedure's notebooks, in order
-STEPS = ["01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox"]
+#: the troubleshooting step runs even after a failure, on this run's errors
+TROUBLESHOOT = "06_troubleshoot"
+#: the steps that change a tenant: what a plan runs (verifying a plan would only report what it plans)
+CHANGING_STEPS = ("01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox")
 KERNEL = "runbook-kit"
 CELL_TIMEOUT = 600
 
@@ -56,8 +58,10 @@ def step_record(notebook: Path, name: str) -> StepRecord:
     found = [out["data"][STEP_MIME] for cell in nb.cells if cell.cell_type == "code"
              for out in cell.get("outputs", []) if STEP_MIME in out.get("data", {})]
     if not found:
-        return StepRecord(name, status="failed", error="the notebook stopped before its step started "
-                                                        "(see the executed notebook)")
+        errors = [f"{out['ename']}: {out['evalue']}" for cell in nb.cells if cell.cell_type == "code"
+                  for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+        return StepRecord(name, status="failed", error=errors[0] if errors else
+                          "the notebook stopped before its step started (see the executed notebook)")
     return StepRecord(**found[-1])
 
 
@@ -86,13 +90,17 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
     results: list[StepRecord] = []
     auth.clear_cache(params)
     try:
-        for name in steps or STEPS:
-            if results and results[-1].status != "ok":
+        for name in steps or params.steps:
+            failed = any(r.status == "failed" for r in results)
+            if failed and name != TROUBLESHOOT:
                 results.append(StepRecord(name, status="skipped", error="an earlier step failed"))
                 continue
+            parameters = params.public()
+            if name == TROUBLESHOOT:
+                parameters["run_errors"] = diagnose.failure_lines([r.__dict__ for r in results])
             output = tmp / f"{name}.ipynb"
             try:
-                papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(output), parameters=params.public(),
+                papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(output), parameters=parameters,
                                            kernel_name=kernel_name(), cwd=str(notebooks), progress_bar=False,
                                            execution_timeout=CELL_TIMEOUT, log_output=False)
             except papermill.PapermillExecutionError:

@@ -9,7 +9,8 @@ Errors of the kit are shown as their message and fix, without a stack trace.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 from . import endpoints, params as params_mod
 from .auth import OperatorSignIn
@@ -37,6 +38,7 @@ class Step:
         self._signin: OperatorSignIn | None = None
         self._graph: Graph | None = None
         self._exchange: Graph | None = None
+        self._planning: list[Change] | None = None
 
     @property
     def signin(self) -> OperatorSignIn:
@@ -61,8 +63,22 @@ class Step:
 
     def record(self, change: Change) -> Change:
         """Add a change to the step's record; returns it so a cell can show it."""
-        self.result.changes.append(change.as_dict())
+        if self._planning is not None:
+            self._planning.append(change)
+        else:
+            self.result.changes.append(change.as_dict())
         return change
+
+    @contextmanager
+    def planning(self) -> Iterator[list[Change]]:
+        """Run ``ensure_*`` functions as a plan that is not part of this step's changes: verify uses it
+        to compare the tenant with the desired state, with no write possible."""
+        saved, self.params = self.params, self.params.model_copy(update={"apply": False})
+        self._planning = []
+        try:
+            yield self._planning
+        finally:
+            self.params, self._planning = saved, None
 
     def artifact(self, name: str, text: str) -> None:
         """Keep a file (a script, a values sheet) with the step's record."""
@@ -104,11 +120,17 @@ class Step:
         if self.result.status != "running":
             return
         self.result.status = status
+        problem: RunbookError | None = None
         try:
             self.transport.close()
-        finally:
-            self.result.counts = self.transport.counts.as_dict()
-            _publish(self.result)
+        except RunbookError as error:   # e.g. a recording refused for holding a secret: never hide it
+            problem = error
+            self.result.status = "failed"
+            self.result.error = "\n".join(filter(None, [self.result.error, error.explain()]))
+        self.result.counts = self.transport.counts.as_dict()
+        _publish(self.result)
+        if problem is not None and status == "ok":
+            raise problem
 
 
 def _publish(record: StepRecord) -> None:

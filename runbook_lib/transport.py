@@ -14,6 +14,7 @@ any day. No other module asks which mode is on.
 """
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -131,6 +132,15 @@ def _recorded_at(cassette: Path) -> datetime | None:
     return None
 
 
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where the SMTP client connects, and the TLS context it verifies the server with."""
+
+    host: str
+    port: int
+    context: ssl.SSLContext
+
+
 class Transport:
     """The session, clock and request counts of one step, in the mode the parameters name."""
 
@@ -142,8 +152,10 @@ class Transport:
         self.session = _Session(self.counts, self.recording if self.mode != "live" else None)
         if params.endpoints.ca_bundle or params.endpoints.proxy:
             self.session.trust_env = False  # explicit parameters win over HTTPS_PROXY / REQUESTS_CA_BUNDLE
-        if params.endpoints.ca_bundle:
-            self.session.verify = str(paths.resolve(params.endpoints.ca_bundle))
+        self._ca_bundle = str(paths.resolve(params.endpoints.ca_bundle)) if params.endpoints.ca_bundle else None
+        self._smtp_servers: list[Any] = []
+        if self._ca_bundle:
+            self.session.verify = self._ca_bundle
         if params.endpoints.proxy:
             self.session.proxies = {"https": params.endpoints.proxy}
         self._live_cache = paths.token_cache(params.tenant)
@@ -156,6 +168,7 @@ class Transport:
         elif self.mode == "record":
             self.recording.parent.mkdir(parents=True, exist_ok=True)
             self.recording.unlink(missing_ok=True)
+            self.smtp_recording.unlink(missing_ok=True)
             self._use_cassette("all")
 
     def _use_cassette(self, record_mode: str) -> None:
@@ -171,6 +184,29 @@ class Transport:
         self._cassette_cm.__enter__()
 
     @property
+    def smtp_recording(self) -> Path:
+        return self.recording.with_suffix(".smtp.yaml")
+
+    def smtp_target(self, host: str, port: int) -> SmtpTarget:
+        """The SMTP server for this mode: the real one, or in replay a loopback server answering as recorded."""
+        if self.mode != "replay":
+            return SmtpTarget(host, port, ssl.create_default_context(cafile=self._ca_bundle))
+        transcript_file = self.smtp_recording
+        if not transcript_file.exists():
+            raise ReplayMissError("SMTP", f"{host}:{port}", str(transcript_file))
+        from .smtp_server import LoopbackSMTP, ReplayHandler
+
+        server = LoopbackSMTP(ReplayHandler(yaml.safe_load(transcript_file.read_text(encoding="utf-8"))))
+        server.__enter__()
+        self._smtp_servers.append(server)
+        return SmtpTarget("127.0.0.1", server.port, server.client_context())
+
+    def smtp_done(self, transcript: dict[str, Any]) -> None:
+        """In record mode, keep the SMTP conversation (server replies only; nothing the client sent)."""
+        if self.mode == "record":
+            self.smtp_recording.write_text(yaml.safe_dump(transcript, sort_keys=False), encoding="utf-8")
+
+    @property
     def token_cache(self) -> Path | None:
         """Where msal keeps tokens between the notebooks of a live run. Recorded and replayed steps
         sign in within their own recording, so each recording replays on its own (nbval, JupyterLab)."""
@@ -179,6 +215,8 @@ class Transport:
     def close(self) -> None:
         """Stop intercepting; in record mode write the recording and prove it holds no secret."""
         self.session.finished = True
+        while self._smtp_servers:
+            self._smtp_servers.pop().__exit__(None, None, None)
         if self._cassette_cm is not None:
             cm, self._cassette_cm = self._cassette_cm, None
             cm.__exit__(None, None, None)

@@ -87,3 +87,13 @@ def carried_forward(values: Any) -> pd.DataFrame:
     """Where each value is typed or applied in the later steps."""
     data = values.model_dump() if hasattr(values, "model_dump") else dict(values)
     return pd.DataFrame([{"value": data[f], "used as": use, "in": step} for f, use, step in CARRIED_FORWARD])
+
+
+#: step 4's actions in Webex Connect, confirmed by check boxes (JupyterLab) or ``checklist.done`` (headless)
+CHECKLIST = {
+    "values_entered": "Every field of the table above typed into the Webex Connect form",
+    "generate_token": "Generate Token: signed in as the mailbox account itself and accepted the consent prompt",
+    "tokens_filled": "Access Token, Refresh Token and Validity filled in by themselves",
+    "saved": "Save pressed",
+    "registered": "Register To Webex Engage done, with the right service (it cannot be changed later)",
+}

@@ -35,3 +35,24 @@ def test_notebook_parameters_match_the_demo_tenant():
         exec(cell.source, namespace)
         assert params.from_namespace(namespace) == demo, path.name
         assert nb.metadata.kernelspec.name == "runbook-kit" and nb.metadata.language_info.name == "python"
+
+
+def test_no_notebook_cell_rebinds_a_parameter_name():
+    """A cell that imports or assigns a parameter's name (say ``verify``) would hide the parameter."""
+    import ast
+
+    import nbformat
+
+    from runbook_lib.params import Params
+
+    names = set(Params.model_fields)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+                continue
+            for node in ast.walk(ast.parse(cell.source)):
+                bound = [a.asname or a.name.split(".")[0] for a in node.names] if isinstance(
+                    node, (ast.Import, ast.ImportFrom)) else [t.id for t in getattr(node, "targets", [])
+                                                              if isinstance(t, ast.Name)]
+                assert not names & set(bound), f"{path.name}: {cell.source!r} rebinds {names & set(bound)}"

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 import yaml
 
-from runbook_lib import cli, demos, records
+from runbook_lib import cli, demos, params, records
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
 
@@ -34,12 +34,12 @@ def test_demo_replay_run_archives_a_complete_record(tmp_path, demo_raw, capsys):
     assert "Record:" in out and "client secret" in out
     [record_dir] = list((archive / "contoso").iterdir())
     names = {p.name for p in record_dir.iterdir()}
-    steps = ["01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox"]
+    steps = list(params.STEP_NAMES)
     assert names == {f"{s}.{ext}" for s in steps for ext in ("ipynb", "html")} | {
-        "03_office365_mailbox.mailbox.ps1", "manifest.json"}
+        "03_office365_mailbox.mailbox.ps1", "04_webex_connect_email_app.webex_connect_values.json", "manifest.json"}
     [m] = manifest(archive)
     assert m["status"] == "ok" and m["kit_version"] and m["parameters"]["secret_store"] == demo_raw["secret_store"]
-    assert [s["status"] for s in m["steps"]] == ["ok", "ok", "ok"]
+    assert [s["status"] for s in m["steps"]] == ["ok"] * 6
     assert m["steps"][2]["files"] == ["03_office365_mailbox.mailbox.ps1"]
     assert [c["action"] for c in m["steps"][2]["changes"]] == ["planned"] * 3
     step2 = m["steps"][1]
@@ -114,7 +114,8 @@ def test_replay_without_a_recording_fails_naming_the_request(tmp_path, demo_raw,
     code, archive = run_cli(tmp_path, demo_raw)
     assert code == 1
     [m] = manifest(archive)
-    assert [s["status"] for s in m["steps"]] == ["ok", "failed", "skipped"]
+    assert [s["status"] for s in m["steps"]] == ["ok", "failed", "skipped", "skipped", "skipped", "ok"]
+    assert m["steps"][5]["facts"]["diagnosis"]["source"] == "this run's failures"
     error = m["steps"][1]["error"]
     assert "no recorded answer for GET https://login.microsoftonline.com/" in error
     assert "02_azure_app_registration.yaml" in error and "make recordings" in error

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import auth, entra, exchange, params
+from runbook_lib import auth, entra, exchange, params, verify, webex, webex_form
 from runbook_lib.errors import AuthError, GraphError, StepFailed
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
@@ -31,7 +31,9 @@ def step_for(tenant: str, sandbox, tmp_path: Path, **overrides) -> Step:
             raw[key] = {**raw.get(key, {}), **value}
         else:
             raw[key] = value
-    return Step("02_azure_app_registration", params.validate(raw))
+    validated = params.validate(raw)
+    auth.clear_cache(validated)      # as `runbook run` does: each simulated tenant signs its own tokens
+    return Step("02_azure_app_registration", validated)
 
 
 def test_expired_secrets_are_removed_only_when_asked(tmp_path):
@@ -93,7 +95,9 @@ def mailbox_step(seed: dict, sandbox, tmp_path: Path) -> Step:
     raw = params.load(ROOT / "params" / "demo" / "wingtip-admin.yaml").public()
     raw.update(mode="live", endpoints=sandbox.endpoints(), recordings=str(tmp_path / "rec"),
                secret_store={"file": str(tmp_path / "store.secret")})
-    return Step("03_office365_mailbox", params.validate(raw))
+    validated = params.validate(raw)
+    auth.clear_cache(validated)
+    return Step("03_office365_mailbox", validated)
 
 
 def test_exchange_refusal_names_the_role_needed(tmp_path):
@@ -136,3 +140,62 @@ def test_upn_given_as_an_alias_is_caught(tmp_path):
             exchange.check_mailbox_user(step)
     assert "not its user principal name" in str(caught.value)
     assert "jane.doe@contoso.onmicrosoft.com" in caught.value.fix
+
+
+def test_webex_form_values_show_where_the_secret_is_never_the_secret(tmp_path):
+    seed = seed_of("fabrikam")
+    value = (ROOT / "params" / "demo" / "secrets" / "fabrikam.secret").read_text()
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        step = step_for("fabrikam", sandbox, tmp_path, secret_store={"file": "params/demo/secrets/fabrikam.secret"})
+        table = webex_form.form_values(step).set_index("field")["value"]
+    app = next(iter(SimulatedTenant(seed).applications))
+    assert table["Client ID"] == app["appId"]
+    assert table["Scope"] == "offline_access https://outlook.office.com/SMTP.Send"
+    assert table["Authorization URL"].endswith(f"/{seed['tenant_id']}/oauth2/v2.0/authorize")
+    assert table["Access Token URL"] == table["Refresh Token URL"]
+    assert "hint Fab..." in table["Client Secret"]
+    saved = step.result.artifacts[webex_form.VALUES_FILE]
+    assert value not in saved and value not in table.to_string()
+
+
+def test_reveal_button_shows_the_secret_only_on_click(tmp_path, demo_raw):
+    store = tmp_path / "store.secret"
+    store.write_text("Abc8Q~the-value")
+    store.chmod(0o600)
+    demo_raw.update(recordings=str(tmp_path), secret_store={"file": str(store)})
+    step = Step("04_webex_connect_email_app", params.validate(demo_raw))
+    box = webex_form.reveal_secret(step)
+    button, shown = box.children
+    assert shown.value == ""
+    button.click()
+    assert "Abc8Q~the-value" in shown.value and button.description == "Hide"
+    button.click()
+    assert shown.value == ""
+    step.finish()
+
+
+def test_checklist_records_who_confirmed_what(tmp_path, demo_raw):
+    demo_raw.update(recordings=str(tmp_path), checklist={"confirmed_by": "Ana", "done": ["saved", "registered"]})
+    step = Step("04_webex_connect_email_app", params.validate(demo_raw))
+    boxes = webex_form.checklist(step).children
+    boxes[0].value = True                         # ticked in JupyterLab
+    table = webex_form.checklist_table(step).set_index("action")
+    assert table["confirmed"].tolist() == [True, False, False, True, True]
+    assert table.loc[webex.CHECKLIST["saved"], "by"] == "Ana"
+    step.finish()
+
+
+@pytest.mark.parametrize("days, verdict", [(200, "pass"), (10, "warn"), (-1, "fail")])
+def test_secret_expiry_verdicts(tmp_path, days, verdict):
+    seed = seed_of("fabrikam")
+    seed["applications"][0]["secrets"][0]["expires_in_days"] = days
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        step = step_for("fabrikam", sandbox, tmp_path, secret_store={"file": "params/demo/secrets/fabrikam.secret"})
+        checks = verify.Checks(step)
+        verify.secret_and_token(step, checks, entra.find_application(step))
+    secret = next(c for c in checks.items if c.check == "client secret")
+    token = next(c for c in checks.items if c.check == "app-only token")
+    assert secret.verdict == verdict
+    assert token.verdict == ("fail" if days < 0 else "pass")
+    if days < 0:
+        assert "AADSTS7000222" in token.detail and token.notebook == "02_azure_app_registration"

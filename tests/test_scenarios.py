@@ -54,13 +54,16 @@ MAILBOX = {
 }
 
 
-def run_step(step: str, tenant: str, tmp_path, **overrides):
+def run_steps(tenant: str, tmp_path, steps: list[str] | None = None, **overrides):
     raw = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public()
-    if tenant != "fabrikam":     # fabrikam's store holds the secret its tenant already has
+    if "params/demo/secrets/" not in raw["secret_store"].get("file", ""):   # committed demo stores stay
         raw["secret_store"] = {"file": str(tmp_path / "store" / f"{tenant}.secret")}
     raw.update(overrides)
-    result = runner.run(params.validate(raw), archive=tmp_path / "archive", steps=[step], progress=lambda _: None)
-    return result.steps[0]
+    return runner.run(params.validate(raw), archive=tmp_path / "archive", steps=steps, progress=lambda _: None).steps
+
+
+def run_step(step: str, tenant: str, tmp_path, **overrides):
+    return run_steps(tenant, tmp_path, [step], **overrides)[0]
 
 
 def run_step2(tenant: str, tmp_path, **overrides):
@@ -68,7 +71,7 @@ def run_step2(tenant: str, tmp_path, **overrides):
 
 
 def test_every_demo_tenant_has_a_scenario():
-    assert {p.stem for p in (ROOT / "params" / "demo").glob("*.yaml")} == set(SCENARIOS)
+    assert {p.stem for p in (ROOT / "params" / "demo").glob("*.yaml")} == set(SCENARIOS) | set(VERIFY)
 
 
 @pytest.mark.parametrize("tenant", sorted(SCENARIOS))
@@ -155,3 +158,56 @@ def test_configured_mailbox_script_changes_nothing(tmp_path):
     script = next((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1")).read_text()
     assert "Set-" not in script and "New-" not in script
     assert script.count("already as desired when the kit read it") == 3
+
+
+#: step 5's failed checks and step 6's diagnosis for each verify scenario: (failed checks, codes, fix notebooks)
+VERIFY = {
+    "fabrikam": ([], [], []),
+    "vanarsdel": (["client secret", "app-only token"], ["AADSTS7000222"], ["02_azure_app_registration"]),
+    "trey": (["client secret", "app-only token"], ["AADSTS7000215"], ["04_webex_connect_email_app"]),
+    "coho": (["admin consent: Mail.Send", "Mail.Send in the token's roles"], ["application_drift", "mail_send_role"],
+             ["02_azure_app_registration"]),
+    "alpine": (["authenticated SMTP: support@alpine.onmicrosoft.com", "SMTP AUTH XOAUTH2"],
+               ["5.7.139", "mailbox_smtp_auth"], ["03_office365_mailbox"]),
+    "fourthcoffee": (["external forwarding: Webex Connect forwarding"], ["mailbox_external_forwarding"],
+                     ["03_office365_mailbox"]),
+}
+
+
+@pytest.mark.parametrize("tenant", sorted(VERIFY))
+def test_verify_scenario(tenant, tmp_path):
+    failed_checks, codes, notebooks = VERIFY[tenant]
+    steps = run_steps(tenant, tmp_path, ["05_verify", "06_troubleshoot"])
+    verify, troubleshoot = steps
+    checks = verify.facts["checks"]
+    assert [c["check"] for c in checks if c["verdict"] == "fail"] == failed_checks, verify.error
+    assert verify.status == ("failed" if failed_checks else "ok")
+    assert all(c["fix"] and c["notebook"] for c in checks if c["verdict"] == "fail")
+    findings = troubleshoot.facts["diagnosis"]["findings"]
+    for code in codes:
+        assert code in [f["code"] for f in findings], findings
+    assert {f["notebook"] for f in findings} >= set(notebooks)
+    assert troubleshoot.status == "ok" and verify.counts["writes"] == 0
+
+
+def test_fresh_demo_tenant_verifies_with_warnings_only(tmp_path):
+    steps = run_steps("contoso", tmp_path)
+    assert [s.status for s in steps] == ["ok"] * 6
+    checks = {c["check"]: c["verdict"] for c in steps[4].facts["checks"]}
+    assert checks["SMTP STARTTLS and XOAUTH2"] == "pass" and checks["app-only token"] == "pass"
+    assert checks["mailbox settings"] == "warn" and checks["SMTP AUTH XOAUTH2"] == "warn"
+    assert steps[5].facts["diagnosis"] == {"source": "this run", "findings": []}
+
+
+def test_a_pasted_ndr_is_diagnosed_by_the_troubleshooting_notebook(tmp_path):
+    """Headless use of notebook 06: papermill with an error_text parameter."""
+    import papermill
+
+    output = tmp_path / "06.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "06_troubleshoot.ipynb"), str(output),
+                               parameters={"error_text": "550 5.7.520 Access denied, Your organization does not "
+                                                         "allow external forwarding. AS(7555)"},
+                               kernel_name=runner.kernel_name(), cwd=str(ROOT / "notebooks"), progress_bar=False)
+    record = runner.step_record(output, "06_troubleshoot")
+    [finding] = record.facts["diagnosis"]["findings"]
+    assert finding["code"] == "5.7.520" and finding["notebook"] == "03_office365_mailbox"

@@ -15,10 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import trustme
 
+from ..smtp_server import LOOPBACK, LoopbackSMTP
+from .smtp import SandboxSMTP
 from .tenant import GRAPH_HOST, LOGIN_HOST, SimulatedTenant
 
 HOSTS = [LOGIN_HOST, GRAPH_HOST, "outlook.office365.com"]
@@ -83,7 +85,7 @@ class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, tenant: SimulatedTenant, tls: ssl.SSLContext) -> None:
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        super().__init__((LOOPBACK, 0), _ProxyHandler)
         self.tenant = tenant
         self.tls = tls
         self.lock = threading.Lock()
@@ -91,14 +93,15 @@ class _ProxyServer(ThreadingHTTPServer):
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A running simulated tenant: point ``endpoints.proxy`` and ``endpoints.ca_bundle`` here."""
+    """A running simulated tenant: point ``endpoints`` (proxy, CA bundle, SMTP host and port) here."""
 
     tenant: SimulatedTenant
     proxy: str
     ca_bundle: str
+    smtp_port: int
 
-    def endpoints(self) -> dict[str, str]:
-        return {"proxy": self.proxy, "ca_bundle": self.ca_bundle}
+    def endpoints(self) -> dict[str, Any]:
+        return {"proxy": self.proxy, "ca_bundle": self.ca_bundle, "smtp_host": LOOPBACK, "smtp_port": self.smtp_port}
 
 
 @contextmanager
@@ -110,11 +113,11 @@ def serve(tenant: SimulatedTenant) -> Iterator[Sandbox]:
     server = _ProxyServer(tenant, tls)
     thread = threading.Thread(target=server.serve_forever, name="sandbox-proxy", daemon=True)
     thread.start()
-    with tempfile.TemporaryDirectory(prefix="runbook-sandbox-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="runbook-sandbox-") as tmp, LoopbackSMTP(SandboxSMTP(tenant), ca) as smtp:
         bundle = Path(tmp) / "sandbox-ca.pem"
         ca.cert_pem.write_to_path(str(bundle))
         try:
-            yield Sandbox(tenant, f"http://127.0.0.1:{server.server_address[1]}", str(bundle))
+            yield Sandbox(tenant, f"http://{LOOPBACK}:{server.server_address[1]}", str(bundle), smtp.port)
         finally:
             server.shutdown()
             server.server_close()

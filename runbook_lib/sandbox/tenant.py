@@ -26,6 +26,8 @@ from . import tokens
 GRAPH_HOST = CLOUDS["global"]["graph_url"].removeprefix("https://")
 LOGIN_HOST = CLOUDS["global"]["authority_host"]
 EXCHANGE_RESOURCE = CLOUDS["global"]["exchange_url"]
+SMTP_RESOURCE = CLOUDS["global"]["smtp_scope_resource"]
+SMTP_SUFFIX = "[BN9PR03CA0123.namprd03.prod.outlook.com]"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 ALL_OPERATOR_SCOPES = ["Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All",
                        "DelegatedPermissionGrant.ReadWrite.All", "Policy.Read.All", "User.Read.All",
@@ -79,7 +81,7 @@ class SimulatedTenant:
         self.requests: list[str] = []   # every request served, for tests and the benchmark
         self.pending_devices: dict[str, int] = {}
         self.device_scopes: dict[str, str] = {}
-        self.refresh_tokens: dict[str, tuple[list[str], str]] = {}
+        self.refresh_tokens: dict[str, tuple[list[str], str, str]] = {}
         self.exchange = self._exchange_sp() if seed.get("exchange_online", True) else None
         self.service_principals: list[dict[str, Any]] = [self.exchange] if self.exchange else []
         self.applications: list[dict[str, Any]] = []
@@ -148,7 +150,7 @@ class SimulatedTenant:
         self.applications.append(app)
         for secret in spec.get("secrets", []):
             self._add_password(app, secret.get("description", "added by hand"),
-                               now + timedelta(days=secret["expires_in_days"]), secret.get("value"))
+                               now + timedelta(days=secret["expires_in_days"]), secret.get("value"), secret.get("key_id"))
         if spec.get("service_principal"):
             sp = self._new_sp(app)
             for role in spec.get("granted_roles", []):
@@ -170,7 +172,7 @@ class SimulatedTenant:
         if fault:
             response = fault
         elif host == LOGIN_HOST:
-            response = self._identity(method, path, parse_qs(body.decode() if body else ""))
+            response = self._identity(method, path, parse_qs(body.decode() if body else ""), query)
         elif host == GRAPH_HOST:
             response = self._graph(method, unquote(path), query, headers, body)
         elif f"https://{host}" == EXCHANGE_RESOURCE:
@@ -186,6 +188,8 @@ class SimulatedTenant:
                "Cache-Control": "no-store, no-cache", "Strict-Transport-Security": "max-age=31536000"}
         if response.body is not None:
             out["Content-Type"] = JSON_GRAPH if host == GRAPH_HOST else "application/json; charset=utf-8"
+        if response.raw is not None:
+            out["Content-Type"] = "application/octet-stream"
         if host == GRAPH_HOST:
             out["x-ms-ags-diagnostic"] = json.dumps({"ServerInfo": {"DataCenter": "West Europe", "Slice": "E",
                                                                     "Ring": "5", "ScaleUnit": "001"}})
@@ -212,7 +216,7 @@ class SimulatedTenant:
 
     # --- identity platform --------------------------------------------------------------------
 
-    def _identity(self, method: str, path: str, form: dict[str, list[str]]) -> Response:
+    def _identity(self, method: str, path: str, form: dict[str, list[str]], query: dict[str, str]) -> Response:
         parts = path.strip("/").split("/")
         tenant = parts[0].lower()
         if tenant not in self.domains:
@@ -225,6 +229,8 @@ class SimulatedTenant:
             return self._device_code(field("client_id"), field("scope"))
         if method == "POST" and rest == "oauth2/v2.0/token":
             return self._token(field("grant_type"), field)
+        if method == "GET" and rest == "oauth2/v2.0/authorize":
+            return self._authorize(query)
         return Response(404, {"error": "not_found"})
 
     def _openid_configuration(self) -> dict[str, Any]:
@@ -247,6 +253,22 @@ class SimulatedTenant:
                               "message": f"To sign in, use a web browser to open the page https://microsoft.com/devicelogin "
                                          f"and enter the code {user_code} to authenticate."})
 
+    def _authorize(self, query: dict[str, str]) -> Response:
+        """The page Generate Token opens: refused at once for an unknown client or an unregistered redirect URI."""
+        app = next((a for a in self.applications if a["appId"] == query.get("client_id")), None)
+        if app is None:
+            text = (f"AADSTS700016: Application with identifier '{query.get('client_id')}' was not found in the "
+                    f"directory '{self.seed['domain']}'.")
+        elif query.get("redirect_uri") not in (app.get("web") or {}).get("redirectUris", []):
+            text = (f"AADSTS50011: The redirect URI '{query.get('redirect_uri')}' specified in the request does not "
+                    f"match the redirect URIs configured for the application '{app['appId']}'.")
+        else:
+            return Response(200, headers={"Content-Type": "text/html; charset=utf-8"},
+                            raw=b"<!DOCTYPE html><html><head><title>Sign in to your account</title></head>"
+                                b"<body><form id='i0281'>Sign in</form></body></html>")
+        page = f"<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body><p>{text}</p></body></html>"
+        return Response(400, headers={"Content-Type": "text/html; charset=utf-8"}, raw=page.encode())
+
     def _aad_error(self, status: int, error: str, code: int, text: str) -> Response:
         trace = self.new_id()
         return Response(status, {"error": error, "error_description": f"AADSTS{code}: {text} Trace ID: {trace} "
@@ -264,8 +286,12 @@ class SimulatedTenant:
                 return self._aad_error(400, "authorization_pending", 70016, "OAuth 2.0 device flow error. "
                                        "Authorization is pending. Continue polling.")
             del self.pending_devices[code]
-            if EXCHANGE_RESOURCE in self.device_scopes.pop(code, ""):
+            scope = self.device_scopes.pop(code, "")
+            if EXCHANGE_RESOURCE in scope:
                 return self._user_tokens(field("client_id"), ["Exchange.Manage"], EXCHANGE_RESOURCE)
+            if f"{SMTP_RESOURCE}/SMTP.Send" in scope:   # the mailbox user signs in, as at Generate Token
+                mailbox = next(iter(self.users.values()))["userPrincipalName"]
+                return self._user_tokens(field("client_id"), ["SMTP.Send"], SMTP_RESOURCE, upn=mailbox)
             return self._user_tokens(field("client_id"), self.operator.get("scopes", ALL_OPERATOR_SCOPES))
         if grant == "refresh_token":
             grant = self.refresh_tokens.pop(field("refresh_token"), None)
@@ -276,8 +302,9 @@ class SimulatedTenant:
             return self._app_token(field("client_id"), field("client_secret"), field("scope"))
         return self._aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
 
-    def _user_tokens(self, client_id: str, scopes: list[str], resource: str = f"https://{GRAPH_HOST}") -> Response:
-        upn = self.operator.get("upn", f"admin@{self.seed['domain']}")
+    def _user_tokens(self, client_id: str, scopes: list[str], resource: str = f"https://{GRAPH_HOST}",
+                     upn: str = "") -> Response:
+        upn = upn or self.operator.get("upn", f"admin@{self.seed['domain']}")
         oid = str(uuid.uuid5(uuid.NAMESPACE_URL, upn))
         now = int(self.now().timestamp())
         access = tokens.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.tenant_id}/",
@@ -288,7 +315,7 @@ class SimulatedTenant:
                                 "nbf": now, "exp": now + 3599, "name": "Tenant Administrator", "oid": oid,
                                 "preferred_username": upn, "sub": oid, "tid": self.tenant_id, "ver": "2.0"}, self.key)
         refresh = f"1.AXoA{self.canary}" + pysecrets.token_urlsafe(64)   # opaque, as Entra ID's are
-        self.refresh_tokens[refresh] = (scopes, resource)
+        self.refresh_tokens[refresh] = (scopes, resource, upn)
         client_info = tokens.b64url_json({"uid": oid, "utid": self.tenant_id})
         return Response(200, {"token_type": "Bearer", "scope": " ".join(f"{resource}/{s}" for s in scopes),
                               "expires_in": 3599, "ext_expires_in": 3599, "access_token": access,
@@ -470,10 +497,11 @@ class SimulatedTenant:
                 app[key] = copy.deepcopy(value)
         return Response(204)
 
-    def _add_password(self, app: dict[str, Any], name: str, end: datetime, text: str | None = None) -> dict[str, Any]:
+    def _add_password(self, app: dict[str, Any], name: str, end: datetime, text: str | None = None,
+                      key_id: str | None = None) -> dict[str, Any]:
         text = text or self._secret_text()
         cred = {"customKeyIdentifier": None, "displayName": name, "endDateTime": _iso(end), "hint": text[:3],
-                "keyId": self.new_id(), "startDateTime": _iso(self.now()), "secretText": None}
+                "keyId": key_id or self.new_id(), "startDateTime": _iso(self.now()), "secretText": None}
         self.secret_values[cred["keyId"]] = text
         app["passwordCredentials"].append(cred)
         return dict(cred, secretText=text)
@@ -671,3 +699,22 @@ class SimulatedTenant:
             return self._missing(p.get("Identity", ""))
         rule["From"] = list(p.get("From") or rule["From"])
         return self._values([])
+
+    # --- SMTP AUTH (see sandbox.smtp) ------------------------------------------------------------
+
+    def smtp_authenticate(self, user: str, token: str) -> tuple[int, str]:
+        """What Exchange Online answers to AUTH XOAUTH2 for this user and token."""
+        claims = tokens.verify(token, self.key + self.canary)
+        if (not claims or claims.get("aud") != SMTP_RESOURCE or "SMTP.Send" not in str(claims.get("scp", "")).split()
+                or str(claims.get("upn", "")).lower() != user.lower()):
+            return 535, f"5.7.3 Authentication unsuccessful {SMTP_SUFFIX}"
+        if self.seed.get("security_defaults"):
+            return 535, ("5.7.139 Authentication unsuccessful, user is locked by your organization's security "
+                         f"defaults policy. Contact your administrator. {SMTP_SUFFIX}")
+        box = self._mailbox(user)
+        disabled = None if box is None else box["SmtpClientAuthenticationDisabled"]
+        if disabled is True or (disabled is None and self.transport_smtp_auth_disabled):
+            scope = "Mailbox" if disabled is True else "Tenant"
+            return 535, (f"5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the {scope}. "
+                         f"Visit https://aka.ms/smtp_auth_disabled for more information. {SMTP_SUFFIX}")
+        return 235, "2.7.0 Authentication successful"

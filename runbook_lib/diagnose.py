@@ -1,0 +1,120 @@
+"""Troubleshooting: find every known error code in any text and say what it means and what fixes it.
+
+Works on whatever the operator has: a Webex Connect log line, a non-delivery report, an msal error, a
+failed run's record. Unknown text gets an honest "not recognized" and what to collect next.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import pandas as pd
+
+from . import knowledge, paths
+
+if TYPE_CHECKING:
+    from .step import Step
+
+AADSTS_RE = re.compile(r"AADSTS(\d{5,7})")
+SMTP_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
+WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+COLLECT_NEXT = ("the complete error text (the whole NDR or log line), when it happened, any Trace ID, "
+                "Correlation ID or request-id in it, and which step or action produced it; then run "
+                "notebook 05_verify for the tenant")
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    kind: str
+    meaning: str
+    fix: str
+    notebook: str
+    context: str
+
+
+def _context(text: str, start: int, end: int) -> str:
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    return text[line_start: line_end if line_end != -1 else len(text)].strip()[:200]
+
+
+def diagnose(text: str) -> list[Finding]:
+    """Every known code in ``text``, in order of appearance, each explained once."""
+    found: dict[str, tuple[int, Finding]] = {}
+
+    def add(kind: str, code: str, match: re.Match[str], label: str) -> None:
+        entry = knowledge.lookup(kind, code)
+        if entry is None or label in found:
+            return
+        context = _context(text, match.start(), match.end())
+        entry = entry.refined(context)
+        found[label] = (match.start(), Finding(label, kind, entry.meaning, entry.fix, entry.notebook, context))
+
+    for match in AADSTS_RE.finditer(text):
+        add("aadsts", match.group(1), match, f"AADSTS{match.group(1)}")
+    for match in SMTP_RE.finditer(text):
+        add("smtp", match.group(1), match, match.group(1))
+    for match in WORD_RE.finditer(text):
+        add("graph", match.group(0), match, match.group(0))
+        add("checks", match.group(0), match, match.group(0))
+    return [finding for _, finding in sorted(found.values(), key=lambda item: item[0])]
+
+
+def table(findings: list[Finding]) -> pd.DataFrame:
+    """Findings as a table, or the "not recognized" row saying what to collect next."""
+    if not findings:
+        return pd.DataFrame([{"code": "(none)", "meaning": "not recognized: no known error code in this text",
+                              "fix": f"collect {COLLECT_NEXT}", "notebook": "06_troubleshoot"}])
+    return pd.DataFrame([{"code": f.code, "meaning": f.meaning, "fix": f.fix, "notebook": f.notebook} for f in findings])
+
+
+def explain(step: "Step", error_text: str = "", run_errors: list[str] | None = None) -> pd.DataFrame:
+    """Diagnose this run's failures (``runbook run`` passes them), else ``error_text``, else the tenant's
+    latest record; the findings go into the step's record."""
+    if run_errors is not None:
+        if not run_errors:
+            step.facts["diagnosis"] = {"source": "this run", "findings": []}
+            print("Nothing failed in this run: nothing to diagnose.")
+            return pd.DataFrame(columns=["code", "meaning", "fix", "notebook"])
+        source, text = "this run's failures", "\n".join(run_errors)
+    elif error_text.strip():
+        source, text = "the error text given", error_text
+    else:
+        record = latest_record(step.params.tenant)
+        source = f"the latest record, {record.name}" if record else "no record of this tenant yet"
+        text = record_text(record) if record else ""
+    findings = diagnose(text)
+    step.facts["diagnosis"] = {"source": source, "findings": [f.__dict__ for f in findings]}
+    print(f"Diagnosed {source}: {len(findings)} known code(s).")
+    return table(findings)
+
+
+def latest_record(tenant: str, archive: Path | None = None) -> Path | None:
+    """The newest complete record of a tenant (hidden temporary folders are not records)."""
+    base = (archive or paths.project_root() / "archive") / tenant
+    records = sorted(p for p in base.glob("*") if p.is_dir() and not p.name.startswith(".")) if base.exists() else []
+    return records[-1] if records else None
+
+
+def failure_lines(steps: Iterable[Mapping[str, Any]]) -> list[str]:
+    """A run's failures as lines to diagnose: each failed step's error, each failed check with its code."""
+    lines = [f"{s['step']}: {s['error']}" for s in steps if s.get("status") == "failed" and s.get("error")]
+    lines += [f"{s['step']}: [{c['code']}] {c['check']}: {c['detail']}" for s in steps
+              for c in (s.get("facts") or {}).get("checks", []) if c.get("verdict") == "fail"]
+    return lines
+
+
+def record_text(record: Path) -> str:
+    """The errors and failed checks of an archived record, as text to diagnose."""
+    manifest = json.loads((record / "manifest.json").read_text(encoding="utf-8"))
+    return "\n".join(failure_lines(manifest["steps"]))
+
+
+def knowledge_table() -> pd.DataFrame:
+    """The whole knowledge base, for reading."""
+    return pd.DataFrame([{"kind": e.kind, "code": e.code, "meaning": e.meaning, "fix": e.fix, "notebook": e.notebook}
+                         for e in knowledge.entries().values()])

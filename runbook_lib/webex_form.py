@@ -1,0 +1,113 @@
+"""Step 4: exactly what to type into Webex Connect's Email app form, from this tenant's real state.
+
+The values are built from the application as Graph has it now (client ID), the cloud's endpoints, and
+the secret store. The client secret's value is never printed: the table says where it is; in JupyterLab
+a button reveals it on screen for a minute, in a widget whose state is not saved with the notebook
+(JupyterLab saves widget state only when "Save Widget State Automatically" is turned on).
+"""
+from __future__ import annotations
+
+import html
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import entra, secrets, webex
+from .errors import StepFailed
+
+if TYPE_CHECKING:
+    from .step import Step
+
+STEP = "04_webex_connect_email_app"
+VALUES_FILE = "webex_connect_values.json"
+REVEAL_SECONDS = 60
+
+
+def form_values(step: "Step") -> pd.DataFrame:
+    """The form's fields in the order Webex Connect shows them, with where each value comes from."""
+    app = entra.find_application(step)
+    if app is None:
+        raise StepFailed(f"there is no application named {step.params.application.display_name!r} yet",
+                         fix="run step 2 first", step="02_azure_app_registration")
+    cred = entra.stored_secret(step, app)
+    e, w = step.endpoints, step.params.webex
+    rows = [
+        ("Asset Name", w.asset_name, "your choice, from step 1"),
+        ("Email ID", w.email_id, "the mailbox"),
+        ("Authentication Type", "OAuth 2.0", ""),
+        ("SMTP Server", e.smtp_host, "Exchange Online's SMTP submission host"),
+        ("Username", w.email_id, "the mailbox's user principal name"),
+        ("Port", str(e.smtp_port), ""),
+        ("Security", "STARTTLS (TLS)", ""),
+        ("Client ID", app["appId"], "Application (client) ID from step 2"),
+        ("Client Secret", f"the Value in {step.params.secret_store.describe()}: hint {cred['hint']}..., expires "
+                          f"{cred['expires']}" if cred is not None else "no valid secret in the store: run step 2",
+         "the secret's Value, never its Secret ID"),
+        ("Call Back URL", w.callback_url, "shown by Webex Connect; registered in step 2"),
+        ("Authorization URL", e.authorize_url, "tenant-specific, not /common"),
+        ("Scope", f"offline_access {e.smtp_scope}", "delegated SMTP.Send, and a refresh token"),
+        ("Access Token URL", e.token_url, ""),
+        ("Refresh Token URL", e.token_url, "the same as the Access Token URL"),
+    ]
+    values = {field: value for field, value, _ in rows}
+    step.facts["webex_connect_values"] = values
+    step.artifact(VALUES_FILE, json.dumps(values, indent=2) + "\n")
+    if cred is None:
+        step.facts.setdefault("warnings", []).append("no valid client secret in the secret store")
+    return pd.DataFrame(rows, columns=["field", "value", "note"])
+
+
+def reveal_secret(step: "Step") -> Any:
+    """A button that shows the secret's Value on screen for a minute (JupyterLab only)."""
+    import ipywidgets as widgets
+
+    button = widgets.Button(description="Reveal client secret", icon="eye")
+    shown = widgets.HTML(value="")
+    store = step.params.secret_store
+    timers: list[threading.Timer] = []
+
+    def hide() -> None:
+        shown.value = ""
+        button.description = "Reveal client secret"
+        while timers:
+            timers.pop().cancel()
+
+    def toggle(_: Any) -> None:
+        if shown.value:
+            hide()
+            return
+        value = secrets.read(store)
+        shown.value = f"<code>{html.escape(value)}</code>" if value else "<i>the secret store is empty: run step 2</i>"
+        button.description = "Hide"
+        timer = threading.Timer(REVEAL_SECONDS, hide)
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
+
+    button.on_click(toggle)
+    return widgets.VBox([button, shown])
+
+
+def checklist(step: "Step") -> Any:
+    """Check boxes for the Webex Connect actions; their state (or ``checklist`` in headless runs) is recorded."""
+    import ipywidgets as widgets
+
+    given = step.params.checklist
+    state = {key: key in given.done for key in webex.CHECKLIST}
+    step.facts["checklist"] = {"confirmed_by": given.confirmed_by, "items": state}
+    boxes = []
+    for key, text in webex.CHECKLIST.items():
+        box = widgets.Checkbox(value=state[key], description=text, indent=False,
+                               layout=widgets.Layout(width="auto"))
+        box.observe(lambda change, key=key: state.__setitem__(key, change["new"]), names="value")
+        boxes.append(box)
+    return widgets.VBox(boxes)
+
+
+def checklist_table(step: "Step") -> pd.DataFrame:
+    """What was confirmed, and by whom: this is what goes into the record."""
+    recorded = step.facts["checklist"]
+    return pd.DataFrame([{"action": webex.CHECKLIST[k], "confirmed": done,
+                          "by": recorded["confirmed_by"] if done else ""} for k, done in recorded["items"].items()])
