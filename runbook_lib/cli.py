@@ -59,11 +59,56 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return _run(args, {"apply": False})
 
 
+def _archive(args: argparse.Namespace) -> Path:
+    from . import paths
+
+    return Path(args.archive) if args.archive else paths.project_root() / "archive"
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from . import batch
+
+    files = list(args.params)
+    if args.only_failed:
+        files += batch.failed_files(Path(args.only_failed))
+    if not files:
+        print("no parameter files given", file=sys.stderr)
+        return 2
+    record, table = batch.run_batch(files, jobs=args.jobs, steps=args.steps, archive=_archive(args),
+                                    cell_timeout=args.cell_timeout, dask_scheduler=args.dask_scheduler)
+    print("\n" + table.drop(columns=["record"]).to_string(index=False))
+    print(f"\nBatch record: {record}")
+    return 0 if (table["status"] == "ok").all() else 1
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from . import records
+
+    table = records.history(_archive(args), args.tenant)
+    print(table.to_string(index=False) if len(table) else f"no records of tenant {args.tenant}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from . import records
+
+    print(records.describe(Path(args.record)))
+    return 0
+
+
+def cmd_verify_record(args: argparse.Namespace) -> int:
+    from . import records
+
+    problems = records.verify_files(Path(args.record))
+    print("\n".join(problems) if problems else f"{args.record}: every file matches the manifest")
+    return 1 if problems else 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from . import diagnose
 
     if args.tenant:
-        record = diagnose.latest_record(args.tenant, Path(args.archive) if args.archive else None)
+        record = diagnose.latest_record(args.tenant, _archive(args))
         if record is None:
             print(f"no record of tenant {args.tenant}", file=sys.stderr)
             return 2
@@ -100,6 +145,25 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--mode", choices=["replay", "live", "record"], help="override the file's mode")
         p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
         p.set_defaults(func=func)
+    p = sub.add_parser("batch", help="run many tenants in parallel; summary table and a batch record")
+    p.add_argument("params", nargs="*")
+    p.add_argument("--jobs", type=int, help="tenants at once (default: the number of cores)")
+    p.add_argument("--steps", nargs="+", choices=params_mod.STEP_NAMES, help="run only these steps, e.g. 05_verify")
+    p.add_argument("--only-failed", metavar="BATCH_RECORD", help="run again the failed tenants of a batch record")
+    p.add_argument("--cell-timeout", type=int, default=600, help="seconds a notebook cell may run (default 600)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the tenants on a Dask cluster (extra 'dask')")
+    p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
+    p.set_defaults(func=cmd_batch)
+    p = sub.add_parser("records", help="list a tenant's past runs")
+    p.add_argument("tenant")
+    p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
+    p.set_defaults(func=cmd_records)
+    p = sub.add_parser("show", help="summarize one record")
+    p.add_argument("record")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("verify-record", help="check every file of a record against its manifest's hashes")
+    p.add_argument("record")
+    p.set_defaults(func=cmd_verify_record)
     p = sub.add_parser("diagnose", help="explain every known error code in a text, a file, standard input or a record")
     p.add_argument("text", nargs="?", help="the error text ('-' or nothing: standard input)")
     p.add_argument("--file", help="read the text from a file")

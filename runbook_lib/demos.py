@@ -33,12 +33,15 @@ def seed_file(params: params_mod.Params) -> Path:
 
 
 def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
-           overrides: dict[str, Any] | None = None) -> runner.RunResult:
-    """Run a demo tenant in record mode against its simulated tenant; returns the (throwaway) run."""
+           overrides: dict[str, Any] | None = None, pending_polls: int = 1) -> runner.RunResult:
+    """Run a demo tenant in record mode against its simulated tenant; returns the (throwaway) run.
+    ``canary`` goes into every secret and token the tenant issues; ``pending_polls=0`` skips the
+    device-code waits (leak tests do not need them in their recordings)."""
     raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
     raw.update(overrides or {})
     seed = yaml.safe_load(seed_file(params_mod.validate(raw, str(params_file))).read_text(encoding="utf-8"))
-    with serve(SimulatedTenant(seed, canary=canary)) as sandbox, tempfile.TemporaryDirectory() as tmp:
+    tenant = SimulatedTenant(seed, canary=canary, pending_polls=pending_polls)
+    with serve(tenant) as sandbox, tempfile.TemporaryDirectory() as tmp:
         raw.update(mode="record", endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()})
         return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp))
 

@@ -5,7 +5,6 @@ failed run's record. Unknown text gets an honest "not recognized" and what to co
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pandas as pd
 
-from . import knowledge, paths
+from . import knowledge, paths, records
 
 if TYPE_CHECKING:
     from .step import Step
@@ -94,10 +93,9 @@ def explain(step: "Step", error_text: str = "", run_errors: list[str] | None = N
 
 
 def latest_record(tenant: str, archive: Path | None = None) -> Path | None:
-    """The newest complete record of a tenant (hidden temporary folders are not records)."""
-    base = (archive or paths.project_root() / "archive") / tenant
-    records = sorted(p for p in base.glob("*") if p.is_dir() and not p.name.startswith(".")) if base.exists() else []
-    return records[-1] if records else None
+    """The newest complete record of a tenant."""
+    found = records.record_dirs(archive or paths.project_root() / "archive", tenant)
+    return found[-1] if found else None
 
 
 def failure_lines(steps: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -110,8 +108,7 @@ def failure_lines(steps: Iterable[Mapping[str, Any]]) -> list[str]:
 
 def record_text(record: Path) -> str:
     """The errors and failed checks of an archived record, as text to diagnose."""
-    manifest = json.loads((record / "manifest.json").read_text(encoding="utf-8"))
-    return "\n".join(failure_lines(manifest["steps"]))
+    return "\n".join(failure_lines(records.read_manifest(record)["steps"]))
 
 
 def knowledge_table() -> pd.DataFrame:

@@ -18,6 +18,7 @@ from typing import Any
 import nbformat
 import papermill
 from jupyter_client.kernelspec import find_kernel_specs
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
 from . import __version__, auth, diagnose, paths, records
@@ -74,57 +75,86 @@ def _git_commit() -> str | None:
         return None
 
 
-def _html(notebook: Path) -> str:
+def _html(notebook: Path, record: StepRecord) -> str:
+    """The notebook for reading without Jupyter: the step's outcome and changes first, then the prose and
+    outputs, no code."""
+    nb = nbformat.read(notebook, as_version=4) if notebook.exists() else nbformat.v4.new_notebook()
+    summary = f"**Record of {record.step}: {record.status}**\n\n" + (
+        records.changes_frame(record.changes).to_html(index=False) if record.changes else "No changes.")
+    if record.error:
+        summary += f"\n\n**Error:**\n\n```\n{record.error}\n```"
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(summary))
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_filename(str(notebook))
+    body, _ = exporter.from_notebook_node(nb)
     return body
 
 
+def _execute(name: str, notebooks: Path, output: Path, parameters: dict[str, Any], cell_timeout: int) -> StepRecord:
+    """One notebook, retried once if its kernel died or a cell hung: every step reads before it writes,
+    so running it again is safe."""
+    problem = ""
+    for attempt in (1, 2):
+        try:
+            # no `cwd=`: papermill would chdir the whole process, breaking the other runs of a batch;
+            # the kit resolves every path from the project root instead (runbook_lib.paths)
+            papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(output), parameters=parameters,
+                                       kernel_name=kernel_name(), progress_bar=False,
+                                       execution_timeout=cell_timeout, log_output=False)
+        except papermill.PapermillExecutionError:
+            pass  # the step published its failure into the notebook; read it below
+        except (DeadKernelError, CellTimeoutError, TimeoutError, RuntimeError) as error:
+            problem = (f"attempt {attempt}: " + ("a cell ran longer than the cell timeout "
+                       f"({cell_timeout} s)" if isinstance(error, (CellTimeoutError, TimeoutError))
+                       else f"the kernel died ({type(error).__name__}: {str(error)[:160]})"))
+            continue
+        result = step_record(output, name)
+        if problem:
+            result.facts["retried"] = problem
+        return result
+    return StepRecord(name, status="failed", error=f"{problem}; retried once, giving up",
+                      facts={"retried": problem})
+
+
 def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[str] | None = None,
-        progress: Any = print) -> RunResult:
-    """Run the steps for one tenant and archive the record. Parameters are validated already."""
+        progress: Any = print, cell_timeout: int = CELL_TIMEOUT, notebooks: Path | None = None) -> RunResult:
+    """Run the steps for one tenant and archive the record. Parameters are validated already.
+    A second run for the same tenant while one is going is refused (a lock in the archive)."""
     archive = archive or paths.project_root() / "archive"
-    notebooks = paths.project_root() / "notebooks"
-    tmp, final = records.new_record_dir(archive, params.tenant)
-    started = datetime.now(timezone.utc)
-    results: list[StepRecord] = []
-    auth.clear_cache(params)
-    try:
-        for name in steps or params.steps:
-            failed = any(r.status == "failed" for r in results)
-            if failed and name != TROUBLESHOOT:
-                results.append(StepRecord(name, status="skipped", error="an earlier step failed"))
-                continue
-            parameters = params.public()
-            if name == TROUBLESHOOT:
-                parameters["run_errors"] = diagnose.failure_lines([r.__dict__ for r in results])
-            output = tmp / f"{name}.ipynb"
-            try:
-                papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(output), parameters=parameters,
-                                           kernel_name=kernel_name(), cwd=str(notebooks), progress_bar=False,
-                                           execution_timeout=CELL_TIMEOUT, log_output=False)
-            except papermill.PapermillExecutionError:
-                pass  # the step published its failure into the notebook; read it below
-            result = step_record(output, name)
-            results.append(result)
-            for artifact, text in result.artifacts.items():
-                (tmp / f"{name}.{artifact}").write_text(text, encoding="utf-8")
-            (tmp / f"{name}.html").write_text(_html(output), encoding="utf-8")
-            progress(result.summary())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written record behind
-        raise
-    finally:
+    notebooks = notebooks or paths.project_root() / "notebooks"
+    with records.tenant_lock(archive, params.tenant):
+        tmp, final = records.new_record_dir(archive, params.tenant)
+        started = datetime.now(timezone.utc)
+        results: list[StepRecord] = []
         auth.clear_cache(params)
-    manifest = {
-        "kit_version": __version__, "git_commit": _git_commit(), "tenant": params.tenant,
-        "parameters": params.public(), "operator": getpass.getuser(),
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": "ok" if all(r.status == "ok" for r in results) else "failed",
-        "steps": [{**{k: v for k, v in r.__dict__.items() if k != "artifacts"},
-                   "notebook": f"{r.step}.ipynb" if r.status != "skipped" else None,
-                   "files": [f"{r.step}.{a}" for a in r.artifacts]} for r in results],
-        "totals": {k: sum(r.counts.get(k, 0) for r in results) for k in ("reads", "writes", "auth", "retries")},
-    }
-    return RunResult(records.seal(tmp, final, manifest), results)
+        try:
+            for name in steps or params.steps:
+                if any(r.status == "failed" for r in results) and name != TROUBLESHOOT:
+                    results.append(StepRecord(name, status="skipped", error="an earlier step failed"))
+                    continue
+                parameters = params.public()
+                if name == TROUBLESHOOT:
+                    parameters["run_errors"] = diagnose.failure_lines([r.__dict__ for r in results])
+                output = tmp / f"{name}.ipynb"
+                result = _execute(name, notebooks, output, parameters, cell_timeout)
+                results.append(result)
+                for artifact, text in result.artifacts.items():
+                    (tmp / f"{name}.{artifact}").write_text(text, encoding="utf-8")
+                (tmp / f"{name}.html").write_text(_html(output, result), encoding="utf-8")
+                progress(result.summary())
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written record behind
+            raise
+        finally:
+            auth.clear_cache(params)
+        manifest = {
+            "kit_version": __version__, "git_commit": _git_commit(), "tenant": params.tenant,
+            "parameters": params.public(), "operator": getpass.getuser(),
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "status": "ok" if all(r.status == "ok" for r in results) else "failed",
+            "steps": [{**{k: v for k, v in r.__dict__.items() if k != "artifacts"},
+                       "notebook": f"{r.step}.ipynb" if (tmp / f"{r.step}.ipynb").exists() else None,
+                       "files": [f"{r.step}.{a}" for a in r.artifacts]} for r in results],
+            "totals": {k: sum(r.counts.get(k, 0) for r in results) for k in ("reads", "writes", "auth", "retries")},
+        }
+        return RunResult(records.seal(tmp, final, manifest), results)

@@ -51,11 +51,11 @@ def live_raw(demo_raw: dict[str, Any], sandbox: Sandbox, tmp_path: Path) -> dict
     return raw
 
 
-def scan(folder: Path, needles: list[str]) -> list[str]:
-    """Files under ``folder`` that contain any of ``needles`` (as text)."""
+def scan(folder: Path, needles: list[str], skip: tuple[str, ...] = ()) -> list[str]:
+    """Files under ``folder`` (but those named in ``skip``) that contain any of ``needles`` (as text)."""
     hits = []
     for path in folder.rglob("*"):
-        if path.is_file():
+        if path.is_file() and path.name not in skip:
             text = path.read_bytes().decode("utf-8", errors="replace")
             hits += [f"{path.name}: {n}" for n in needles if n in text]
     return hits

@@ -15,7 +15,7 @@ def _name(requirement: str) -> str:
 
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {r for r in project["dependencies"]} | {r for r in project["optional-dependencies"]["dev"]}
+    wanted = set(project["dependencies"]) | {r for extra in project["optional-dependencies"].values() for r in extra}
     conda = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
     listed = {d for d in conda if isinstance(d, str) and _name(d) not in ("python", "pip")}
     assert {_name(r): r.replace(" ", "") for r in wanted} == {_name(d): d.replace(" ", "") for d in listed}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ssl
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +42,9 @@ class _TenantHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        with self.lock:
+            delay = self.tenant.delay_for(self.command, self.path)
+        time.sleep(delay)   # outside the lock: other requests go on meanwhile
         with self.lock:
             response = self.tenant.handle(self.command, self.host, self.path, headers, body)
         payload = response.encode()

@@ -203,8 +203,19 @@ class SimulatedTenant:
         response.headers = out
         return response
 
+    def delay_for(self, method: str, target: str) -> float:
+        """Seconds to wait before answering (a ``delay`` fault: a hung or very slow service)."""
+        for fault in self.faults:
+            if "delay" in fault and fault.get("times", 1) > 0 and fault["method"] == method \
+                    and re.search(fault["path"], unquote(target.split("?")[0])):
+                fault["times"] = fault.get("times", 1) - 1
+                return float(fault["delay"])
+        return 0.0
+
     def _fault(self, method: str, path: str) -> Response | None:
         for fault in self.faults:
+            if "delay" in fault:
+                continue
             if fault.get("times", 1) > 0 and fault["method"] == method and re.search(fault["path"], unquote(path)):
                 fault["times"] = fault.get("times", 1) - 1
                 body = {"error": {"code": fault["code"], "message": fault.get("message", fault["code"])}}
@@ -310,10 +321,10 @@ class SimulatedTenant:
         access = tokens.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.tenant_id}/",
                               "iat": now, "nbf": now, "exp": now + 3599, "appid": client_id, "oid": oid,
                               "scp": " ".join(scopes), "tid": self.tenant_id, "upn": upn, "ver": "1.0"},
-                             self.key + self.canary)
+                             self.key, self.canary)
         id_token = tokens.sign({"aud": client_id, "iss": f"https://{LOGIN_HOST}/{self.tenant_id}/v2.0", "iat": now,
                                 "nbf": now, "exp": now + 3599, "name": "Tenant Administrator", "oid": oid,
-                                "preferred_username": upn, "sub": oid, "tid": self.tenant_id, "ver": "2.0"}, self.key)
+                                "preferred_username": upn, "sub": oid, "tid": self.tenant_id, "ver": "2.0"}, self.key, self.canary)
         refresh = f"1.AXoA{self.canary}" + pysecrets.token_urlsafe(64)   # opaque, as Entra ID's are
         self.refresh_tokens[refresh] = (scopes, resource, upn)
         client_info = tokens.b64url_json({"uid": oid, "utid": self.tenant_id})
@@ -353,14 +364,14 @@ class SimulatedTenant:
         now = int(self.now().timestamp())
         access = tokens.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.tenant_id}/", "iat": now,
                               "nbf": now, "exp": now + 3599, "appid": client_id, "roles": roles,
-                              "tid": self.tenant_id, "ver": "1.0"}, self.key + self.canary)
+                              "tid": self.tenant_id, "ver": "1.0"}, self.key, self.canary)
         return Response(200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access})
 
     # --- Microsoft Graph ----------------------------------------------------------------------
 
     def _graph(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes) -> Response:
         auth = headers.get("authorization", "")
-        claims = tokens.verify(auth.removeprefix("Bearer "), self.key + self.canary) if auth.startswith("Bearer ") else None
+        claims = tokens.verify(auth.removeprefix("Bearer "), self.key, self.canary) if auth.startswith("Bearer ") else None
         if not claims or claims.get("aud") != f"https://{GRAPH_HOST}":
             return self._graph_error(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
         path = path.removeprefix("/v1.0")
@@ -593,7 +604,7 @@ class SimulatedTenant:
 
     def _exchange(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
         auth = headers.get("authorization", "")
-        claims = tokens.verify(auth.removeprefix("Bearer "), self.key + self.canary) if auth.startswith("Bearer ") else None
+        claims = tokens.verify(auth.removeprefix("Bearer "), self.key, self.canary) if auth.startswith("Bearer ") else None
         if not claims or claims.get("aud") != EXCHANGE_RESOURCE:
             return Response(401, {"error": {"code": "InvalidAuthenticationToken", "message": "Invalid audience."}})
         if method != "POST" or not re.fullmatch(rf"/adminapi/beta/({re.escape(self.tenant_id)}|{re.escape(self.seed['domain'])})/InvokeCommand", path):
@@ -704,7 +715,7 @@ class SimulatedTenant:
 
     def smtp_authenticate(self, user: str, token: str) -> tuple[int, str]:
         """What Exchange Online answers to AUTH XOAUTH2 for this user and token."""
-        claims = tokens.verify(token, self.key + self.canary)
+        claims = tokens.verify(token, self.key, self.canary)
         if (not claims or claims.get("aud") != SMTP_RESOURCE or "SMTP.Send" not in str(claims.get("scp", "")).split()
                 or str(claims.get("upn", "")).lower() != user.lower()):
             return 535, f"5.7.3 Authentication unsuccessful {SMTP_SUFFIX}"
