@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from runbook_lib import params, paths, runner
+from runbook_lib import params, paths, runner, secrets
 
 STEP = "02_azure_app_registration"
 
 
 def measure(tenant: Path, apply: bool, archive: Path) -> dict:
-    raw = params.load(tenant).public()
-    raw.update(apply=apply, secret_store={"file": str(archive / "store" / f"{tenant.stem}.secret")}
-               if tenant.stem != "fabrikam" else raw["secret_store"])
+    loaded = params.load(tenant)
+    raw = loaded.public()
+    store = secrets.private_copy(loaded.secret_store, archive / "store", f"{tenant.stem}.secret")
+    raw.update(apply=apply, secret_store=store.model_dump(exclude_none=True))
     [step] = runner.run(params.validate(raw), archive=archive, steps=[STEP], progress=lambda _: None).steps
     return {"status": step.status, **{k: step.counts[k] for k in ("reads", "writes", "auth", "retries")}}
 

@@ -19,7 +19,7 @@ import yaml
 from nbclient import NotebookClient
 
 from . import params as params_mod
-from . import paths, runner
+from . import paths, runner, secrets
 from .sandbox.server import serve
 from .sandbox.tenant import SimulatedTenant
 
@@ -33,16 +33,21 @@ def seed_file(params: params_mod.Params) -> Path:
 
 
 def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
-           overrides: dict[str, Any] | None = None, pending_polls: int = 1) -> runner.RunResult:
+           overrides: dict[str, Any] | None = None, pending_polls: int = 1,
+           store: secrets.SecretRef | None = None) -> runner.RunResult:
     """Run a demo tenant in record mode against its simulated tenant; returns the (throwaway) run.
     ``canary`` goes into every secret and token the tenant issues; ``pending_polls=0`` skips the
-    device-code waits (leak tests do not need them in their recordings)."""
+    device-code waits (leak tests do not need them in their recordings). The run keeps its secrets in
+    ``store``, by default a private copy of the tenant's store, so they never reach the kit's own stores."""
     raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
     raw.update(overrides or {})
-    seed = yaml.safe_load(seed_file(params_mod.validate(raw, str(params_file))).read_text(encoding="utf-8"))
+    params = params_mod.validate(raw, str(params_file))
+    seed = yaml.safe_load(seed_file(params).read_text(encoding="utf-8"))
     tenant = SimulatedTenant(seed, canary=canary, pending_polls=pending_polls)
     with serve(tenant) as sandbox, tempfile.TemporaryDirectory() as tmp:
-        raw.update(mode="record", endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()})
+        store = store or secrets.private_copy(params.secret_store, Path(tmp))
+        raw.update(mode="record", endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()},
+                   secret_store=store.model_dump(exclude_none=True))
         return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp))
 
 

@@ -73,3 +73,13 @@ def write(ref: SecretRef, value: str) -> str:
     service, username = (ref.keyring or "").split("/", 1)
     keyring.set_password(service, username, value)
     return f"stored in the keyring as {ref.keyring}"
+
+
+def private_copy(ref: SecretRef, folder: Path, name: str = "store.secret") -> SecretRef:
+    """A file store in ``folder`` holding what ``ref`` holds now: runs that must not touch the real store
+    (recording, tests, benchmarks) use it, and a secret the scenario depends on is still there."""
+    copy = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    copy.write_text(read(ref) or "", encoding="utf-8")
+    copy.chmod(0o600)
+    return SecretRef(file=str(copy))

@@ -19,7 +19,10 @@ CANARY = "CANARYz7Q"
 
 @pytest.fixture(autouse=True, scope="session")
 def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Live-mode token caches of the tests go to a temporary folder, not the checkout."""
+    """Live-mode token caches of the tests go to a temporary folder, not the checkout. The demo secret
+    stores get the mode `make` gives them (git keeps no modes), for runs of pytest without make."""
+    for store in (ROOT / "params" / "demo" / "secrets").glob("*.secret"):
+        store.chmod(0o600)
     mp = pytest.MonkeyPatch()
     mp.setenv("RUNBOOK_STATE", str(tmp_path_factory.mktemp("state")))
     yield

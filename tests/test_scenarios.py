@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runbook_lib import params, runner
+from runbook_lib import params, runner, secrets
 
 from conftest import ROOT
 
@@ -55,9 +55,9 @@ MAILBOX = {
 
 
 def run_steps(tenant: str, tmp_path, steps: list[str] | None = None, **overrides):
-    raw = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public()
-    if "params/demo/secrets/" not in raw["secret_store"].get("file", ""):   # committed demo stores stay
-        raw["secret_store"] = {"file": str(tmp_path / "store" / f"{tenant}.secret")}
+    loaded = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml")
+    raw = loaded.public()
+    raw["secret_store"] = secrets.private_copy(loaded.secret_store, tmp_path / "store").model_dump(exclude_none=True)
     raw.update(overrides)
     return runner.run(params.validate(raw), archive=tmp_path / "archive", steps=steps, progress=lambda _: None).steps
 

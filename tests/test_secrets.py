@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from runbook_lib import batch, demos
+from runbook_lib import batch, demos, params, secrets
 
 from conftest import CANARY, ROOT, scan
 
@@ -18,14 +18,14 @@ GUID = re.compile(r"^[0-9a-f-]{36}$")
 
 
 def prepare(tenant: str, tmp_path: Path) -> Path:
-    """The demo tenant's parameters with its recordings (and, unless committed, its secret store) in tmp."""
+    """The demo tenant's parameters with its recordings and a copy of its secret store in tmp."""
     raw = yaml.safe_load((DEMO / f"{tenant}.yaml").read_text())
     recordings = tmp_path / "recordings" / tenant
     recordings.mkdir(parents=True)
     shutil.copy(ROOT / "recordings" / tenant / "tenant.yaml", recordings / "tenant.yaml")
     raw["recordings"] = str(recordings)
-    if "params/demo/secrets/" not in raw["secret_store"].get("file", ""):
-        raw["secret_store"] = {"file": str(tmp_path / "stores" / f"{tenant}.secret")}
+    store = secrets.private_copy(params.validate(raw).secret_store, tmp_path / "stores", f"{tenant}.secret")
+    raw["secret_store"] = store.model_dump(exclude_none=True)
     path = tmp_path / "params" / f"{tenant}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(raw))
@@ -37,7 +37,7 @@ def test_no_secret_reaches_recordings_records_logs_or_batch_summaries(tmp_path, 
     files = [prepare(t, tmp_path) for t in tenants]
     with ThreadPoolExecutor(max_workers=6) as pool:
         recorded = list(pool.map(lambda f: demos.record(f, canary=CANARY, archive=tmp_path / "record-archive",
-                                                        pending_polls=0), files))
+                                                        pending_polls=0, store=params.load(f).secret_store), files))
     assert len(recorded) == len(tenants)
     issued = [p for p in (tmp_path / "stores").glob("*.secret") if CANARY in p.read_text()]
     assert issued, "the simulated tenants issued no canary secret: this test would prove nothing"
