@@ -18,6 +18,8 @@ from typing import Any
 import nbformat
 import papermill
 from jupyter_client.kernelspec import find_kernel_specs
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
@@ -89,16 +91,39 @@ def _html(notebook: Path, record: StepRecord) -> str:
     return body
 
 
-def _execute(name: str, notebooks: Path, output: Path, parameters: dict[str, Any], cell_timeout: int) -> StepRecord:
-    """One notebook, retried once if its kernel died or a cell hung: every step reads before it writes,
-    so running it again is safe."""
+class _Kernel:
+    """One kernel for all the steps of a run: imports and start-up are paid once, not per notebook.
+    Each step still builds its own transport, sign-in and msal objects, so recordings stay per step
+    (and nbval, which runs every notebook alone, would catch a step leaning on an earlier one)."""
+
+    def __enter__(self) -> "_Kernel":
+        self.manager = AsyncKernelManager(kernel_name=kernel_name())
+        run_sync(self.manager.start_kernel)()
+        return self
+
+    def restart(self) -> None:
+        """After a dead kernel or a hung cell: a new kernel (new process, new ports) for the retry."""
+        self.__exit__()
+        self.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.manager.has_kernel:
+            run_sync(self.manager.shutdown_kernel)(now=True)
+
+
+def _execute(name: str, notebooks: Path, output: Path, parameters: dict[str, Any], cell_timeout: int,
+             kernel: _Kernel) -> StepRecord:
+    """One notebook, retried once (in a fresh kernel) if its kernel died or a cell hung: every step reads
+    before it writes, so running it again is safe."""
     problem = ""
     for attempt in (1, 2):
+        if problem:
+            kernel.restart()
         try:
             # no `cwd=`: papermill would chdir the whole process, breaking the other runs of a batch;
             # the kit resolves every path from the project root instead (runbook_lib.paths)
             papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(output), parameters=parameters,
-                                       kernel_name=kernel_name(), progress_bar=False,
+                                       kernel_name=kernel_name(), progress_bar=False, km=kernel.manager,
                                        execution_timeout=cell_timeout, log_output=False)
         except papermill.PapermillExecutionError:
             pass  # the step published its failure into the notebook; read it below
@@ -121,7 +146,7 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
     A second run for the same tenant while one is going is refused (a lock in the archive)."""
     archive = archive or paths.project_root() / "archive"
     notebooks = notebooks or paths.project_root() / "notebooks"
-    with records.tenant_lock(archive, params.tenant):
+    with records.tenant_lock(archive, params.tenant), _Kernel() as kernel:
         tmp, final = records.new_record_dir(archive, params.tenant)
         started = datetime.now(timezone.utc)
         results: list[StepRecord] = []
@@ -135,7 +160,7 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
                 if name == TROUBLESHOOT:
                     parameters["run_errors"] = diagnose.failure_lines([r.__dict__ for r in results])
                 output = tmp / f"{name}.ipynb"
-                result = _execute(name, notebooks, output, parameters, cell_timeout)
+                result = _execute(name, notebooks, output, parameters, cell_timeout, kernel)
                 results.append(result)
                 for artifact, text in result.artifacts.items():
                     (tmp / f"{name}.{artifact}").write_text(text, encoding="utf-8")
