@@ -1,7 +1,7 @@
 """``runbook batch``: many tenants at once, for partners.
 
 Every parameter file is validated first; bad ones are reported and skipped, the rest run in a bounded pool
-(threads here, each tenant's notebooks in their own kernels; or Dask workers with ``--dask-scheduler``).
+(worker processes here, each tenant's notebooks in its own kernel; or Dask workers with ``--dask-scheduler``).
 A batch record, ``archive/_batches/<UTC time>/batch.json``, lists every tenant with its status, duration,
 writes, failing step, diagnosis and the path of its record, so ``--only-failed`` can run just the failures.
 Batch records hold no parameter values beyond the files' paths, and so no secret.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -103,8 +103,8 @@ def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | N
             futures = [client.submit(run_one, f, str(archive), steps, cell_timeout, pure=False) for f in valid]
             for done, future in enumerate(dask_completed(futures), start=1):
                 outcomes.append(_report(future.result(), done, total, progress))
-    else:
-        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
+    else:   # processes, not threads: each tenant's own bookkeeping (papermill, HTML) then runs in parallel too
+        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
             futures = [pool.submit(run_one, f, str(archive), steps, cell_timeout) for f in valid]
             for done, future in enumerate(as_completed(futures), start=1):
                 outcomes.append(_report(future.result(), done, total, progress))
