@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := runbook-kit
 
-.PHONY: demo test recordings lab bench clean demo-secrets
+.PHONY: demo test recordings lab bench clean demo-secrets browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,16 @@ demo-secrets:
 demo: $(VENV)/.installed demo-secrets
 	$(BIN)/runbook run params/demo/contoso.yaml
 
-test: $(VENV)/.installed-dev demo-secrets
+# The JupyterLab browser test drives Debian's chromium; install it where we can (root with apt-get).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "no chromium and no way to install it: the browser test will be skipped"; fi; }
+
+test: $(VENV)/.installed-dev demo-secrets browser
 	$(BIN)/python -m pytest
 
 # Regenerate every recording from the simulated tenants, then refresh the notebooks' stored outputs.
@@ -35,7 +44,7 @@ recordings: $(VENV)/.installed demo-secrets
 	$(BIN)/runbook record-demos
 
 lab: $(VENV)/.installed
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/runbook lab
 
 clean:
 	rm -rf $(VENV) archive .runbook

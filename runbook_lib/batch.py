@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from multiprocessing import get_context
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -103,8 +104,9 @@ def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | N
             futures = [client.submit(run_one, f, str(archive), steps, cell_timeout, pure=False) for f in valid]
             for done, future in enumerate(dask_completed(futures), start=1):
                 outcomes.append(_report(future.result(), done, total, progress))
-    else:   # processes, not threads: each tenant's own bookkeeping (papermill, HTML) then runs in parallel too
-        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
+    else:   # processes, not threads: each tenant's own bookkeeping (papermill, HTML) then runs in parallel too;
+        # spawned, not forked: a fork copies ZMQ contexts and event loops that are not fork-safe
+        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run_one, f, str(archive), steps, cell_timeout) for f in valid]
             for done, future in enumerate(as_completed(futures), start=1):
                 outcomes.append(_report(future.result(), done, total, progress))

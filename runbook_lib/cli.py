@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a step failed, 2 invalid parameters or usage (nothing w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from . import params as params_mod
 from .errors import ParamsError, RunbookError
 from .records import changes_frame
+from .sandbox.state import FAULTS
 
 
 def _load(path: str, overrides: dict[str, Any]) -> params_mod.Params:
@@ -104,6 +106,32 @@ def cmd_verify_record(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def lab_command(extra: list[str], folder: Path | None = None) -> list[str]:
+    """JupyterLab on the kit's notebooks (or ``folder``), from this environment so the kit's kernel is there."""
+    from . import paths
+
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []   # containers, CI
+    folder = folder or paths.project_root() / "notebooks"
+    return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", *as_root, *extra]
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    import subprocess
+
+    return subprocess.call(lab_command(args.jupyter_args))
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import state
+
+    if args.action == "reset":
+        print(f"{args.tenant}: " + ("sandbox reset; the next step starts from the seed" if state.reset(args.tenant)
+                                    else "had no sandbox; nothing to reset"))
+    else:
+        print(f"{args.tenant}: {state.break_tenant(args.tenant, args.fault)}")
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from . import diagnose
 
@@ -142,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
                              ("plan", cmd_plan, "steps 1-3 with apply: false: show intended changes, write nothing")):
         p = sub.add_parser(name, help=text)
         p.add_argument("params")
-        p.add_argument("--mode", choices=["replay", "live", "record"], help="override the file's mode")
+        p.add_argument("--mode", choices=["replay", "live", "record", "sandbox"], help="override the file's mode")
         p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
         p.set_defaults(func=func)
     p = sub.add_parser("batch", help="run many tenants in parallel; summary table and a batch record")
@@ -164,6 +192,17 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-record", help="check every file of a record against its manifest's hashes")
     p.add_argument("record")
     p.set_defaults(func=cmd_verify_record)
+    p = sub.add_parser("lab", help="open JupyterLab on the notebooks with the kit's kernel")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to JupyterLab, e.g. --no-browser --port 8899")
+    p.set_defaults(func=cmd_lab)
+    p = sub.add_parser("sandbox", help="training: reset a trainee's simulated tenant, or break it on purpose")
+    actions = p.add_subparsers(dest="action", required=True)
+    reset = actions.add_parser("reset", help="start the tenant over from its seed")
+    reset.add_argument("tenant")
+    broken = actions.add_parser("break", help="inject a classic mistake for an exercise")
+    broken.add_argument("tenant")
+    broken.add_argument("fault", choices=sorted(FAULTS))
+    p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("diagnose", help="explain every known error code in a text, a file, standard input or a record")
     p.add_argument("text", nargs="?", help="the error text ('-' or nothing: standard input)")
     p.add_argument("--file", help="read the text from a file")

@@ -27,7 +27,7 @@ SECRET_WORDS = re.compile(r"secret|password|passwd|token|credential", re.IGNOREC
 #: The "Microsoft Graph Command Line Tools" public client: preauthorized for dynamic Graph scopes.
 GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 
-Mode = Literal["replay", "live", "record"]
+Mode = Literal["replay", "live", "record", "sandbox"]
 #: the procedure's notebooks, in order
 STEP_NAMES = ("01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox",
               "04_webex_connect_email_app", "05_verify", "06_troubleshoot")

@@ -167,6 +167,9 @@ def start(name: str, namespace: Mapping[str, Any]) -> Step:
         shell = None
     if shell is not None:
         shell.set_custom_exc((Exception,), _show_error)
+        import pandas as pd
+
+        pd.set_option("display.max_colwidth", None)   # addresses and URLs are shown whole, never cut short
     if _current is not None:
         _current.finish()  # the setup cell was run again: close the previous step first
         _current = None

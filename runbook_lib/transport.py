@@ -7,6 +7,8 @@ here, so a replayed run exercises the live code path and only the layer undernea
 * ``record``: the real endpoints, and every exchange is written to ``recordings/<tenant>/<step>.yaml``
   with secrets scrubbed (:mod:`runbook_lib.recording`).
 * ``replay``: answers come from that file; a request it lacks is a :class:`ReplayMissError`.
+* ``sandbox``: a simulated tenant on loopback, one per trainee, its state kept between steps
+  (:mod:`runbook_lib.sandbox.state`); the seed is ``tenant.yaml`` in the recordings folder.
 
 The transport also owns time. In replay, waits (Retry-After, backoff, device-code polling) are
 virtual and "now" is when the recording was made, so expiry checks replay the same verdicts on
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -154,6 +157,7 @@ class Transport:
             self.session.trust_env = False  # explicit parameters win over HTTPS_PROXY / REQUESTS_CA_BUNDLE
         self._ca_bundle = str(paths.resolve(params.endpoints.ca_bundle)) if params.endpoints.ca_bundle else None
         self._smtp_servers: list[Any] = []
+        self._stack = ExitStack()
         if self._ca_bundle:
             self.session.verify = self._ca_bundle
         if params.endpoints.proxy:
@@ -165,11 +169,26 @@ class Transport:
             start = _recorded_at(self.recording)
             self.clock = ReplayClock(start or datetime.now(timezone.utc))
             self._use_cassette("none")
+        elif self.mode == "sandbox":
+            self._open_sandbox(params)
         elif self.mode == "record":
             self.recording.parent.mkdir(parents=True, exist_ok=True)
             self.recording.unlink(missing_ok=True)
             self.smtp_recording.unlink(missing_ok=True)
             self._use_cassette("all")
+
+    def _open_sandbox(self, params: Params) -> None:
+        from .sandbox import state
+        from .sandbox.server import serve
+
+        self._sandbox = state.load(params.tenant, paths.resolve(params.recordings) / "tenant.yaml")
+        self._sandbox_name = params.tenant
+        self._sandbox_store = params.secret_store.model_dump(exclude_none=True)
+        running = self._stack.enter_context(serve(self._sandbox))
+        self.session.trust_env = False
+        self.session.proxies = {"https": running.proxy}
+        self.session.verify = self._ca_bundle = running.ca_bundle
+        self._sandbox_smtp = running.smtp_port
 
     def _use_cassette(self, record_mode: str) -> None:
         recorder = vcr.VCR(
@@ -189,6 +208,8 @@ class Transport:
 
     def smtp_target(self, host: str, port: int) -> SmtpTarget:
         """The SMTP server for this mode: the real one, or in replay a loopback server answering as recorded."""
+        if self.mode == "sandbox":
+            return SmtpTarget("127.0.0.1", self._sandbox_smtp, ssl.create_default_context(cafile=self._ca_bundle))
         if self.mode != "replay":
             return SmtpTarget(host, port, ssl.create_default_context(cafile=self._ca_bundle))
         transcript_file = self.smtp_recording
@@ -210,13 +231,18 @@ class Transport:
     def token_cache(self) -> Path | None:
         """Where msal keeps tokens between the notebooks of a live run. Recorded and replayed steps
         sign in within their own recording, so each recording replays on its own (nbval, JupyterLab)."""
-        return None if self.mode in ("replay", "record") else self._live_cache
+        return None if self.mode in ("replay", "record", "sandbox") else self._live_cache
 
     def close(self) -> None:
         """Stop intercepting; in record mode write the recording and prove it holds no secret."""
         self.session.finished = True
         while self._smtp_servers:
             self._smtp_servers.pop().__exit__(None, None, None)
+        if self.mode == "sandbox" and self._stack is not None:
+            from .sandbox import state
+
+            state.save(self._sandbox_name, self._sandbox, self._sandbox_store)
+        self._stack.close()
         if self._cassette_cm is not None:
             cm, self._cassette_cm = self._cassette_cm, None
             cm.__exit__(None, None, None)

@@ -77,6 +77,19 @@ def application_drift(step: "Step", checks: Checks) -> dict[str, Any] | None:
     return app
 
 
+def user_consent(step: "Step", checks: Checks) -> None:
+    """Can the mailbox user consent at Generate Token (or has tenant-wide consent made that moot)?"""
+    consent = entra.user_consent(step)
+    if step.params.consent == "admin":
+        checks.add("user consent", "pass", f"tenant-wide consent is used (user consent policy: {consent.policy})")
+    elif consent.mailbox_user_can_consent is False:
+        checks.add("user consent", "fail", consent.explanation, code="user_consent_off")
+    elif consent.mailbox_user_can_consent is None:
+        checks.add("user consent", "warn", consent.explanation, code="user_consent_off")
+    else:
+        checks.add("user consent", "pass", consent.explanation)
+
+
 def mailbox_drift(step: "Step", checks: Checks) -> None:
     """Step 3's settings, read back when the admin API is in use."""
     exchange.check_mailbox_user(step)
@@ -179,6 +192,7 @@ def run_checks(step: "Step") -> pd.DataFrame:
     """Every check, in the order a person would look; returns the verdict table."""
     checks = Checks(step)
     app = application_drift(step, checks)
+    user_consent(step, checks)
     mailbox_drift(step, checks)
     secret_and_token(step, checks, app)
     smtp_checks(step, checks)

@@ -1,0 +1,142 @@
+"""Sandbox mode for training: one simulated tenant per trainee, kept in a file between notebooks.
+
+``mode: sandbox`` makes the transport serve the trainee's tenant on loopback for the length of a step
+and save its state afterwards, so the notebooks can be run in any order, re-run, and undone with
+``runbook sandbox reset TENANT``. ``runbook sandbox break TENANT FAULT`` injects the classic mistakes.
+"""
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .. import paths
+from ..endpoints import EXCHANGE_APP_ID
+from ..errors import RunbookError
+from .tenant import SimulatedTenant
+
+#: attributes of a SimulatedTenant that make up its state
+STATE = ("seed", "key", "faults", "service_principals", "applications", "secret_values", "assignments", "grants",
+         "users", "transport_smtp_auth_disabled", "outbound_policies", "outbound_rules")
+
+
+def state_file(tenant: str) -> Path:
+    return paths.state_dir() / "sandbox" / f"{tenant}.json"
+
+
+def load(tenant: str, seed_path: Path) -> SimulatedTenant:
+    """The trainee's tenant as it was left, or a new one from the seed."""
+    path = state_file(tenant)
+    if not path.exists():
+        return SimulatedTenant(yaml.safe_load(seed_path.read_text(encoding="utf-8")), pending_polls=0)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    simulated = SimulatedTenant(data["seed"], pending_polls=0)
+    for name in STATE:
+        setattr(simulated, name, data[name])
+    simulated.exchange = next((sp for sp in simulated.service_principals if sp["appId"] == EXCHANGE_APP_ID), None)
+    simulated.rng = random.Random()
+    simulated.rng.setstate((data["rng"][0], tuple(data["rng"][1]), data["rng"][2]))
+    simulated.store = data.get("store")
+    return simulated
+
+
+def save(tenant: str, simulated: SimulatedTenant, store: dict[str, Any] | None = None) -> None:
+    data = {name: getattr(simulated, name) for name in STATE}
+    data["rng"] = list(simulated.rng.getstate())
+    data["store"] = store or getattr(simulated, "store", None)
+    path = state_file(tenant)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def reset(tenant: str) -> bool:
+    """Start the trainee's tenant over; True if there was one."""
+    path = state_file(tenant)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+# --- the classic mistakes, for exercises ----------------------------------------------------------
+
+def _our_app(t: SimulatedTenant) -> dict[str, Any]:
+    apps = [a for a in t.applications if a["appId"] != EXCHANGE_APP_ID]
+    if not apps:
+        raise RunbookError("the trainee's tenant has no application yet", fix="run notebook 02 first")
+    return apps[-1]
+
+
+def _redirect_uri_typo(t: SimulatedTenant) -> str:
+    app = _our_app(t)
+    uris = app["web"]["redirectUris"]
+    good = next(u for u in uris if u.endswith("/callback"))
+    bad = good[:-1] + "k" if not good.endswith("k") else good[:-1] + "c"     # one character off
+    app["web"]["redirectUris"] = [bad if u == good else u for u in uris]
+    return f"redirect URI {good} is now {bad}"
+
+
+def _consent_missing(t: SimulatedTenant) -> str:
+    app = _our_app(t)
+    sps = {sp["id"] for sp in t.service_principals if sp["appId"] == app["appId"]}
+    t.assignments = [a for a in t.assignments if a["principalId"] not in sps]
+    return "admin consent for Mail.Send revoked"
+
+
+def _secret_expired(t: SimulatedTenant) -> str:
+    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for cred in _our_app(t)["passwordCredentials"]:
+        cred["endDateTime"] = yesterday
+    return "every client secret expired yesterday"
+
+
+def _secret_id_pasted(t: SimulatedTenant) -> str:
+    from .. import secrets
+    from ..params import SecretRef
+
+    creds = _our_app(t)["passwordCredentials"]
+    if not creds or not getattr(t, "store", None):
+        raise RunbookError("the application has no secret in a known store yet", fix="run notebook 02 first")
+    secrets.write(SecretRef(**t.store), creds[-1]["keyId"])
+    return f"the secret store now holds the Secret ID {creds[-1]['keyId']} instead of the Value"
+
+
+def _smtp_auth_disabled(t: SimulatedTenant) -> str:
+    for user in t.users.values():
+        user["SmtpClientAuthenticationDisabled"] = True
+    return "authenticated SMTP turned off for the mailbox"
+
+
+def _forwarding_blocked(t: SimulatedTenant) -> str:
+    t.outbound_rules = []
+    t.outbound_policies = [p for p in t.outbound_policies if p.get("IsDefault")]
+    for policy in t.outbound_policies:
+        policy["AutoForwardingMode"] = "Automatic"
+    return "external forwarding blocked again (dedicated policy and rule removed)"
+
+
+def _user_consent_disabled(t: SimulatedTenant) -> str:
+    t.seed["user_consent"] = "off"
+    return "user consent turned off in the tenant"
+
+
+FAULTS: dict[str, Callable[[SimulatedTenant], str]] = {
+    "redirect-uri-typo": _redirect_uri_typo, "consent-missing": _consent_missing, "secret-expired": _secret_expired,
+    "secret-id-pasted": _secret_id_pasted, "smtp-auth-disabled": _smtp_auth_disabled,
+    "forwarding-blocked": _forwarding_blocked, "user-consent-disabled": _user_consent_disabled,
+}
+
+
+def break_tenant(tenant: str, fault: str) -> str:
+    """Inject one classic mistake into the trainee's tenant; returns what was done."""
+    if not state_file(tenant).exists():
+        raise RunbookError(f"tenant {tenant} has no sandbox yet", fix="run its notebooks in sandbox mode first")
+    simulated = load(tenant, Path())
+    done = FAULTS[fault](simulated)
+    save(tenant, simulated)
+    return done

@@ -1,0 +1,82 @@
+"""JupyterLab in a real browser: notebook 01 in sandbox mode, run cell by cell as a trainee would, with the
+parameters form and the validated table rendered. Headless Chromium (Debian's package) driven by Playwright;
+a screenshot is saved to test-artifacts/. Skipped, saying why, only where no browser can be had."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import papermill
+import pytest
+import yaml
+
+from runbook_lib import cli
+
+from conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts"
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine: `make test` installs "
+                                "Debian's chromium package where apt-get is available and it runs as root")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    trainee = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
+    trainee.update(tenant="browser-trainee", secret_store={"file": str(tmp_path / "trainee.secret")})
+    papermill.execute_notebook(str(ROOT / "notebooks" / "01_webex_connect_app.ipynb"),
+                               str(tmp_path / "01_webex_connect_app.ipynb"), parameters=trainee, prepare_only=True)
+    port = free_port()
+    server = subprocess.Popen(cli.lab_command(["--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                                               "--IdentityProvider.token=",
+                                               f"--ServerApp.runtime_dir={tmp_path / 'runtime'}"], folder=tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("JupyterLab did not answer within two minutes")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                                "--disable-background-networking", "--disable-component-update",
+                                                "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/01_webex_connect_app.ipynb", timeout=120_000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            page.locator(".jp-Notebook").first.click()
+            page.keyboard.press("Escape")
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            for _ in range(cells.count()):                 # Shift+Enter through the notebook, as a trainee does
+                page.keyboard.press("Shift+Enter")
+                page.wait_for_timeout(150)
+            page.get_by_text("well formed").first.wait_for(timeout=120_000)
+            page.get_by_role("button", name="Use these parameters").wait_for(timeout=60_000)
+            page.get_by_text("Step 01_webex_connect_app: ok").wait_for(timeout=60_000)
+            table = page.locator(".jp-OutputArea-output table").filter(has_text="forwarding_address").first
+            assert "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io" in table.inner_text()
+            assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.get_by_role("heading", name="The values, checked").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab-notebook-01-sandbox.png"), full_page=False)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (ARTIFACTS / "jupyterlab-notebook-01-sandbox.png").stat().st_size > 10_000

@@ -1,0 +1,53 @@
+"""The trainee's path in sandbox mode: configure a fresh tenant, then for each classic mistake break the
+tenant, see verify fail and troubleshooting name the fix, repair with the step it names, see verify pass."""
+from __future__ import annotations
+
+import yaml
+
+from runbook_lib import cli, params, runner
+from runbook_lib.sandbox import state
+
+from conftest import ROOT
+
+VERIFY = ["05_verify", "06_troubleshoot"]
+#: fault -> (the failing check, the notebook troubleshooting must name, the steps that repair it, overrides)
+EXERCISES = {
+    "redirect-uri-typo": ("application: Webex Connect Email", "02_azure_app_registration", ["02_azure_app_registration"], {}),
+    "consent-missing": ("admin consent: Mail.Send", "02_azure_app_registration", ["02_azure_app_registration"], {}),
+    "secret-expired": ("client secret", "02_azure_app_registration", ["02_azure_app_registration"], {}),
+    "secret-id-pasted": ("client secret", "04_webex_connect_email_app", ["02_azure_app_registration"], {}),
+    "smtp-auth-disabled": ("SMTP AUTH XOAUTH2", "03_office365_mailbox", ["03_office365_mailbox"], {}),
+    "forwarding-blocked": ("external forwarding: Webex Connect forwarding", "03_office365_mailbox",
+                           ["03_office365_mailbox"], {}),
+    "user-consent-disabled": ("user consent", "02_azure_app_registration", ["02_azure_app_registration"],
+                              {"consent": "admin"}),
+}
+
+
+def test_every_fault_has_an_exercise():
+    assert set(EXERCISES) == set(state.FAULTS)
+
+
+def test_a_trainee_breaks_diagnoses_and_repairs_each_classic_mistake(tmp_path, capsys):
+    raw = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
+    raw.update(tenant="trainee-test", secret_store={"file": str(tmp_path / "trainee.secret")})
+    archive = tmp_path / "archive"
+
+    def run(steps, **overrides):
+        raw.update(overrides)
+        return runner.run(params.validate(raw), archive=archive, steps=steps, progress=lambda _: None).steps
+
+    state.reset("trainee-test")
+    assert [s.status for s in run(list(params.STEP_NAMES))] == ["ok"] * 6
+    for fault, (check, notebook, repair, overrides) in EXERCISES.items():
+        assert cli.main(["sandbox", "break", "trainee-test", fault]) == 0
+        verify, troubleshoot = run(VERIFY)
+        failed = [c["check"] for c in verify.facts["checks"] if c["verdict"] == "fail"]
+        assert verify.status == "failed" and check in failed, (fault, failed)
+        assert notebook in {f["notebook"] for f in troubleshoot.facts["diagnosis"]["findings"]}, fault
+        assert all(s.status == "ok" for s in run(repair, **overrides)), fault
+        [verified] = run(["05_verify"])
+        assert verified.status == "ok", (fault, verified.error)
+    capsys.readouterr()
+    assert cli.main(["sandbox", "reset", "trainee-test"]) == 0
+    assert "trainee-test: sandbox reset" in capsys.readouterr().out
