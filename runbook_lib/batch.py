@@ -83,7 +83,11 @@ def validate_all(files: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
 
 def failed_files(batch_record: Path) -> list[str]:
     """The parameter files of a batch's failed and invalid tenants, for ``--only-failed``."""
-    data = json.loads((batch_record / "batch.json").read_text(encoding="utf-8"))
+    try:
+        data = json.loads((batch_record / "batch.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise RunbookError(f"{batch_record} is not a batch record: it has no readable batch.json",
+                           fix="give a folder such as archive/_batches/<UTC time>/") from None
     return [t["params_file"] for t in data["tenants"] if t["status"] != "ok"]
 
 

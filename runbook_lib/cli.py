@@ -142,7 +142,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             return 2
         text = diagnose.record_text(record)
     elif args.file:
-        text = Path(args.file).read_text(encoding="utf-8", errors="replace")
+        try:
+            text = Path(args.file).read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            print(f"cannot read {args.file}: {error.strerror}", file=sys.stderr)
+            return 2
     elif args.text in (None, "-"):
         text = sys.stdin.read()
     else:

@@ -145,7 +145,11 @@ def record_dirs(archive: Path, tenant: str) -> list[Path]:
 
 
 def read_manifest(record: Path) -> dict[str, Any]:
-    return json.loads((record / "manifest.json").read_text(encoding="utf-8"))
+    try:
+        return json.loads((record / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise RunbookError(f"{record} is not a run record: it has no readable manifest.json",
+                           fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)") from None
 
 
 def history(archive: Path, tenant: str) -> pd.DataFrame:

@@ -238,7 +238,7 @@ class Transport:
         self.session.finished = True
         while self._smtp_servers:
             self._smtp_servers.pop().__exit__(None, None, None)
-        if self.mode == "sandbox" and self._stack is not None:
+        if self.mode == "sandbox":
             from .sandbox import state
 
             state.save(self._sandbox_name, self._sandbox, self._sandbox_store)

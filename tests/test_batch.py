@@ -112,3 +112,13 @@ def test_the_same_batch_runs_on_a_dask_cluster(tmp_path):
     assert outcome.loc["contoso", "status"] == "ok" and outcome.loc["proseware", "status"] == "failed"
     assert "Exchange Online" in outcome.loc["proseware", "diagnosis"]
     assert records.verify_files(record) == []
+
+
+def test_paths_that_are_not_records_get_a_clear_error(tmp_path, capsys):
+    assert cli.main(["show", str(tmp_path)]) == 1
+    assert cli.main(["verify-record", str(tmp_path)]) == 1
+    assert cli.main(["batch", "--only-failed", str(tmp_path)]) == 1
+    assert cli.main(["diagnose", "--file", str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a run record" in err and "is not a batch record" in err and "cannot read" in err
+    assert "Traceback" not in err

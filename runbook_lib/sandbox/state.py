@@ -47,7 +47,7 @@ def load(tenant: str, seed_path: Path) -> SimulatedTenant:
 def save(tenant: str, simulated: SimulatedTenant, store: dict[str, Any] | None = None) -> None:
     data = {name: getattr(simulated, name) for name in STATE}
     data["rng"] = list(simulated.rng.getstate())
-    data["store"] = store or getattr(simulated, "store", None)
+    data["store"] = store or simulated.store
     path = state_file(tenant)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -100,7 +100,7 @@ def _secret_id_pasted(t: SimulatedTenant) -> str:
     from ..params import SecretRef
 
     creds = _our_app(t)["passwordCredentials"]
-    if not creds or not getattr(t, "store", None):
+    if not creds or not t.store:
         raise RunbookError("the application has no secret in a known store yet", fix="run notebook 02 first")
     secrets.write(SecretRef(**t.store), creds[-1]["keyId"])
     return f"the secret store now holds the Secret ID {creds[-1]['keyId']} instead of the Value"

@@ -70,6 +70,7 @@ class SimulatedTenant:
                  pending_polls: int = 1) -> None:
         self.seed = copy.deepcopy(seed)
         self.pending_polls = pending_polls   # device-code polls answered "pending" before the sign-in completes
+        self.store: dict[str, Any] | None = None   # sandbox mode: the trainee's secret store, for exercises
         self.rng = random.Random(seed.get("seed", seed["tenant_id"]))
         self.canary = canary
         self.now = now or (lambda: datetime.now(timezone.utc))
