@@ -108,13 +108,20 @@ def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | N
             futures = [client.submit(run_one, f, str(archive), steps, cell_timeout, pure=False) for f in valid]
             for done, future in enumerate(dask_completed(futures), start=1):
                 outcomes.append(_report(future.result(), done, total, progress))
-    else:   # processes, not threads: each tenant's own bookkeeping (papermill, HTML) then runs in parallel too;
-        # spawned, not forked: a fork copies ZMQ contexts and event loops that are not fork-safe
-        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2, mp_context=get_context("spawn")) as pool:
+    else:   # processes, not threads: each tenant's own bookkeeping (papermill, HTML) then runs in parallel too
+        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2, mp_context=_workers()) as pool:
             futures = [pool.submit(run_one, f, str(archive), steps, cell_timeout) for f in valid]
             for done, future in enumerate(as_completed(futures), start=1):
                 outcomes.append(_report(future.result(), done, total, progress))
     return _write_batch_record(archive, files, outcomes), summary(outcomes)
+
+
+def _workers() -> Any:
+    """Worker processes forked from a clean server that has imported the kit: as quick to start as a fork,
+    without copying this process's ZMQ contexts and event loops, which are not fork-safe."""
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["runbook_lib.batch"])
+    return context
 
 
 def _report(outcome: dict[str, Any], done: int, total: int, progress: Callable[[str], None]) -> dict[str, Any]:
