@@ -163,6 +163,17 @@ def cmd_record_demos(args: argparse.Namespace) -> int:
     return 0 if demos.regenerate(args.tenants) else 1
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 jobs or a 0-second cell timeout cannot run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="runbook", description="Configure the Webex Connect Email app with "
                                   "Office 365 OAuth 2.0, step by step, with a record of every run.")
@@ -179,10 +190,10 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p = sub.add_parser("batch", help="run many tenants in parallel; summary table and a batch record")
     p.add_argument("params", nargs="*")
-    p.add_argument("--jobs", type=int, help="tenants at once (default: the number of cores)")
+    p.add_argument("--jobs", type=_positive, help="tenants at once (default: the number of cores)")
     p.add_argument("--steps", nargs="+", choices=params_mod.STEP_NAMES, help="run only these steps, e.g. 05_verify")
     p.add_argument("--only-failed", metavar="BATCH_RECORD", help="run again the failed tenants of a batch record")
-    p.add_argument("--cell-timeout", type=int, default=600, help="seconds a notebook cell may run (default 600)")
+    p.add_argument("--cell-timeout", type=_positive, default=600, help="seconds a notebook cell may run (default 600)")
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the tenants on a Dask cluster (extra 'dask')")
     p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
     p.set_defaults(func=cmd_batch)

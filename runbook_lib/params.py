@@ -86,10 +86,10 @@ class Endpoints(_Strict):
         if value is None:
             return value
         parts = urlsplit(value)
+        if parts.username or parts.password:   # checked first: this message must not echo a password
+            raise ValueError("must not carry credentials (put none in a parameter file)")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{value!r} must be an http:// or https:// proxy URL")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials (put none in a parameter file)")
         return value
 
 

@@ -11,6 +11,7 @@ import getpass
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class RunResult:
         return sum(s.counts.get("writes", 0) for s in self.steps)
 
 
+@cache
 def kernel_name() -> str:
     """The kit's kernel when installed (``make``), else the environment's own python3."""
     return KERNEL if KERNEL in find_kernel_specs() else "python3"

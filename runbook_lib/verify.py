@@ -46,8 +46,9 @@ class Checks:
         self.items: list[Check] = []
         step.facts["checks"] = []
 
-    def add(self, check: str, verdict: str, detail: str, *, code: str = "") -> Check:
-        entry = knowledge.lookup("checks", code or check)
+    def add(self, check: str, verdict: str, detail: str, *, code: str = "", explained: Any = None) -> Check:
+        """Record a verdict; its fix comes from ``explained`` (a diagnosis) or the knowledge base entry ``code``."""
+        entry = explained or knowledge.lookup("checks", code or check)
         if verdict != "pass" and code.startswith("AADSTS"):
             entry = knowledge.lookup("aadsts", code.removeprefix("AADSTS")) or entry
         item = Check(check, verdict, detail, entry.fix if entry and verdict != "pass" else "",
@@ -163,10 +164,7 @@ def smtp_checks(step: "Step", checks: Checks) -> None:
         checks.add("SMTP AUTH XOAUTH2", "pass", text)
         return
     finding = next(iter(diagnose.diagnose(text)), None)
-    item = Check("SMTP AUTH XOAUTH2", "fail", text, finding.fix if finding else "", finding.notebook if finding else "",
-                 finding.code if finding else "smtp_auth_failed")
-    checks.items.append(item)
-    step.facts["checks"].append(asdict(item))
+    checks.add("SMTP AUTH XOAUTH2", "fail", text, code=finding.code if finding else "smtp_auth_failed", explained=finding)
 
 
 def authorize_url(step: "Step", checks: Checks, app: dict[str, Any] | None) -> str:

@@ -1,13 +1,10 @@
 """Batches, locks, retries of a dead kernel or a hung cell, and record inspection."""
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 from runbook_lib import batch, cli, params, records, runner
 from runbook_lib.errors import RunbookError
@@ -122,3 +119,11 @@ def test_paths_that_are_not_records_get_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not a run record" in err and "is not a batch record" in err and "cannot read" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("option", ["--jobs", "--cell-timeout"])
+def test_batch_options_must_be_positive(option, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["batch", str(DEMO), option, "0", "--archive", str(tmp_path)])
+    assert stopped.value.code == 2 and f"argument {option}: 0 must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "contoso").exists()

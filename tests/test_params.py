@@ -105,3 +105,10 @@ def test_unreadable_files(tmp_path):
 def test_from_namespace_ignores_other_variables(demo_raw):
     namespace = dict(demo_raw, step=object(), pd=object())
     assert params.from_namespace(namespace).tenant == "contoso"
+
+
+def test_a_proxy_password_is_never_echoed(demo_raw):
+    demo_raw["endpoints"] = {"proxy": "ftp://alice:Pa55w0rd@proxy.example:8080"}
+    with pytest.raises(ParamsError) as caught:
+        params.validate(demo_raw)
+    assert "credentials" in caught.value.problems["endpoints.proxy"] and "Pa55w0rd" not in str(caught.value)

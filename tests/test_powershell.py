@@ -5,7 +5,7 @@ import pytest
 
 from runbook_lib import params, powershell
 
-from conftest import DEMO
+
 
 SETTINGS = powershell.Settings("o'brien@contoso.com", "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io",
                                True, "Webex Connect \u2019forwarding'", False)

@@ -1,19 +1,11 @@
 """Headless runs through ``runbook run``: papermill, the notebooks and the archive, as an operator runs them."""
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 
-import nbformat
-import pytest
 import yaml
 
-from runbook_lib import cli, demos, params, records
-from runbook_lib.sandbox.server import serve
-from runbook_lib.sandbox.tenant import SimulatedTenant
-
-from conftest import CANARY, DEMO, scan
+from runbook_lib import cli, params, records
 
 
 def run_cli(tmp_path: Path, raw: dict, *extra: str, command: str = "run") -> tuple[int, Path]:
@@ -23,12 +15,8 @@ def run_cli(tmp_path: Path, raw: dict, *extra: str, command: str = "run") -> tup
     return cli.main([command, str(params_file), "--archive", str(archive), *extra]), archive
 
 
-def record_dirs(archive: Path, tenant: str = "contoso") -> list[Path]:
-    return sorted(d for d in (archive / tenant).iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
 def manifest(archive: Path, tenant: str = "contoso") -> list[dict]:
-    return [json.loads((d / "manifest.json").read_text()) for d in record_dirs(archive, tenant)]
+    return [records.read_manifest(d) for d in records.record_dirs(archive, tenant)]
 
 
 def test_demo_replay_run_archives_a_complete_record(tmp_path, demo_raw, capsys):
@@ -36,7 +24,7 @@ def test_demo_replay_run_archives_a_complete_record(tmp_path, demo_raw, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "Record:" in out and "client secret" in out
-    [record_dir] = record_dirs(archive)
+    [record_dir] = records.record_dirs(archive, "contoso")
     names = {p.name for p in record_dir.iterdir()}
     steps = list(params.STEP_NAMES)
     assert names == {f"{s}.{ext}" for s in steps for ext in ("ipynb", "html")} | {

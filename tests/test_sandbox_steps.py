@@ -1,7 +1,6 @@
 """Steps' functions against a simulated tenant in live mode, without a kernel: the fine-grained cases."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest

@@ -680,15 +680,20 @@ class SimulatedTenant:
     def _get_policies(self, p: dict[str, Any]) -> Response:
         return self._values([dict(x) for x in self.outbound_policies])
 
+    @staticmethod
+    def _named(items: list[dict[str, Any]], name: Any) -> dict[str, Any] | None:
+        """The policy or rule of that name; Exchange compares names case-insensitively."""
+        return next((x for x in items if x["Name"].lower() == str(name or "").lower()), None)
+
     def _new_policy(self, p: dict[str, Any]) -> Response:
-        if any(x["Name"].lower() == str(p.get("Name", "")).lower() for x in self.outbound_policies):
+        if self._named(self.outbound_policies, p.get("Name")):
             return self._exchange_error(400, f"A policy named '{p.get('Name')}' already exists.")
         policy = {"Name": p["Name"], "IsDefault": False, "AutoForwardingMode": p.get("AutoForwardingMode", "Automatic")}
         self.outbound_policies.append(policy)
         return self._values([dict(policy)])
 
     def _set_policy(self, p: dict[str, Any]) -> Response:
-        policy = next((x for x in self.outbound_policies if x["Name"].lower() == str(p.get("Identity", "")).lower()), None)
+        policy = self._named(self.outbound_policies, p.get("Identity"))
         if policy is None:
             return self._missing(p.get("Identity", ""))
         policy["AutoForwardingMode"] = p.get("AutoForwardingMode", policy["AutoForwardingMode"])
@@ -706,7 +711,7 @@ class SimulatedTenant:
         return self._values([dict(rule)])
 
     def _set_rule(self, p: dict[str, Any]) -> Response:
-        rule = next((x for x in self.outbound_rules if x["Name"].lower() == str(p.get("Identity", "")).lower()), None)
+        rule = self._named(self.outbound_rules, p.get("Identity"))
         if rule is None:
             return self._missing(p.get("Identity", ""))
         rule["From"] = list(p.get("From") or rule["From"])
