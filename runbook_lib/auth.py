@@ -1,18 +1,24 @@
-"""Signing the operator in with msal, and turning msal's error dicts into typed errors.
+"""Signing in with msal, and turning msal's error dicts into typed errors.
 
-* People sign in by device code with the "Microsoft Graph Command Line Tools" public client,
-  asking for exactly the delegated Graph scopes the steps need.
+* People sign in by device code with a public client Microsoft preauthorizes for the resource: the
+  "Microsoft Graph Command Line Tools" client for Graph (with exactly the delegated scopes the steps need),
+  the Exchange Online PowerShell client for Exchange's admin API. A first-party client asking a resource it
+  is not preauthorized for gets AADSTS65002, so each resource has its client.
 * Automation signs in with client credentials whose secret comes from a secret store reference.
+* Scopes always name the cloud's *resource* (``https://graph.microsoft.com/...``), never an overridden host.
 
-In live mode the token cache is shared by the notebooks of one run (a file under
-``.runbook/cache/``, mode 0600, outside the archive); ``runbook run`` clears it before and after a
-run so no token outlives it. Recorded and replayed steps keep tokens in memory (see
-:attr:`Transport.token_cache`).
+A delegated token acts as the signed-in user and no further: some scopes (``MailboxSettings.Read``) reach
+only the user's own data whatever their role. The steps ask only for what a delegated administrator may do
+for *other* users.
+
+In live mode the token cache is shared by the notebooks of one run (a file under ``.runbook/cache/``, mode
+0600, outside the archive); ``runbook run`` clears it before and after a run so no token outlives it.
 msal gets the transport's session as its HTTP client, so its calls are replayed and recorded too.
 """
 from __future__ import annotations
 
 import base64
+import getpass
 import json
 import os
 import warnings
@@ -25,6 +31,7 @@ from . import knowledge, paths, secrets
 from .endpoints import Endpoints
 from .errors import AuthError, RunbookError
 from .params import Params
+from .results import Identity
 from .transport import Transport
 
 #: Delegated Graph scopes the operator consents to, with why each is needed (README lists them).
@@ -32,9 +39,8 @@ OPERATOR_SCOPES = {
     "Application.ReadWrite.All": "find, create and update the application; add its secret; create its service principal",
     "AppRoleAssignment.ReadWrite.All": "grant admin consent for Exchange Online Mail.Send",
     "DelegatedPermissionGrant.ReadWrite.All": "grant tenant-wide consent for SMTP.Send (consent: admin)",
-    "Policy.Read.All": "read whether users may consent to applications",
-    "User.Read.All": "check the mailbox user exists and is enabled",
-    "MailboxSettings.Read": "check the user has an Exchange Online mailbox",
+    "Policy.Read.All": "read whether users may consent to applications, and security defaults",
+    "User.Read.All": "read the mailbox user: enabled, and whether Exchange Online is provisioned for them",
 }
 PENDING = {"authorization_pending", "slow_down"}
 #: the public client Exchange Online PowerShell signs in with; preauthorized for Exchange's admin API
@@ -55,12 +61,29 @@ def auth_error(result: dict[str, Any]) -> AuthError:
 
 
 def claims(token: str) -> dict[str, Any]:
-    """A JWT's claims, unverified: to read scp/roles/aud, never to trust identity."""
+    """A JWT's claims, unverified: to read scp/roles/aud and who signed in, never to trust identity."""
     try:
         payload = token.split(".")[1]
-        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def identity(token: str) -> Identity:
+    """The signed-in identity a token names: ``upn``/``preferred_username`` for a person, ``appid`` for an app."""
+    c = claims(token)
+    user = c.get("upn") or c.get("preferred_username")
+    return Identity(kind="user" if user else "application", name=str(user or c.get("appid", "unknown")),
+                    object_id=str(c.get("oid", "")), tenant_id=str(c.get("tid", "")), client_id=str(c.get("appid", "")))
+
+
+def local_account() -> str:
+    """The operating-system account that ran the kit, named beside the signed-in identity."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 class _Cache(msal.SerializableTokenCache):
@@ -81,101 +104,101 @@ class _Cache(msal.SerializableTokenCache):
 
 class OperatorSignIn:
     """Gets the operator's tokens for one resource, ``graph`` or ``exchange`` (Exchange Online's admin API);
-    ``show`` receives the device-code instructions."""
+    ``show`` receives the device-code instructions; ``on_identity`` learns who signed in."""
 
-    def __init__(self, params: Params, endpoints: Endpoints, transport: Transport,
-                 show: Callable[[str], None] = print, resource: str = "graph") -> None:
-        self.params = params
-        self.endpoints = endpoints
+    def __init__(self, params: Params, endpoints: Endpoints, transport: Transport, *,
+                 show: Callable[[str], None] = print, resource: str = "graph",
+                 on_identity: Callable[[Identity], None] | None = None) -> None:
         self.transport = transport
         self.show = show
+        self.on_identity = on_identity
         self.cache = _Cache(transport.token_cache)
         self._token: str | None = None
-        options = dict(authority=endpoints.authority, http_client=transport.session, token_cache=self.cache,
-                       instance_discovery=False)
+        options: dict[str, Any] = dict(authority=endpoints.authority, http_client=transport.session,
+                                       token_cache=self.cache, instance_discovery=False)
         operator = params.operator
+        graph = resource == "graph"
         if operator.sign_in == "device_code":
-            client_id = operator.client_id
-            if resource == "graph":
-                self.scopes = [endpoints.graph_scope(s) for s in OPERATOR_SCOPES]
-            elif resource == "smtp":          # the mailbox account itself signs in, as at Generate Token
-                self.scopes = [endpoints.smtp_scope]
-            else:
-                self.scopes = [endpoints.exchange_scope]
-                client_id = EXCHANGE_POWERSHELL_CLIENT_ID
+            self.scopes = [endpoints.graph_scope(s) for s in OPERATOR_SCOPES] if graph else [endpoints.exchange_scope]
+            client_id = operator.client_id if graph else EXCHANGE_POWERSHELL_CLIENT_ID
             self.app: msal.ClientApplication = msal.PublicClientApplication(client_id, **options)
-        elif resource == "smtp":
-            raise RunbookError("the SMTP sign-in test needs a person signing in as the mailbox",
-                               fix="set verify.mailbox_sign_in: false for automation runs")
-        else:
-            secret = secrets.read(operator.secret) if operator.secret else None
-            if not secret:
-                raise RunbookError(f"the operator secret ({operator.secret.describe() if operator.secret else 'none'}) is empty",
-                                   fix="put the automation application's secret in the store the parameters name")
-            self.scopes = [endpoints.graph_scope(".default") if resource == "graph" else endpoints.exchange_scope]
-            self.app = msal.ConfidentialClientApplication(operator.client_id, client_credential=secret, **options)
+            return
+        secret = secrets.read(operator.secret) if operator.secret else None
+        if not secret:
+            raise RunbookError(f"the operator secret ({operator.secret.describe() if operator.secret else 'none'}) is empty",
+                               fix="put the automation application's secret in the store the parameters name")
+        self.scopes = [endpoints.graph_scope(".default") if graph else endpoints.exchange_scope]
+        self.app = msal.ConfidentialClientApplication(operator.client_id, client_credential=secret, **options)
 
     def token(self) -> str:
-        """A valid Graph access token, signing in once per run."""
+        """A valid access token, signing in once per step."""
         if self._token is None:
             self._token = self._acquire()
+            if self.on_identity is not None:
+                self.on_identity(identity(self._token))
         return self._token
 
     def _acquire(self) -> str:
         if isinstance(self.app, msal.ConfidentialClientApplication):
             result = self.app.acquire_token_for_client(self.scopes)
         else:
+            assert isinstance(self.app, msal.PublicClientApplication)
             accounts = self.app.get_accounts()
             result = self.app.acquire_token_silent(self.scopes, account=accounts[0]) if accounts else None
-            result = result or self._device_flow()
+            result = result or device_flow(self.app, self.scopes, self.transport, self.show)
         self.cache.save()
         if "access_token" not in result:
             raise auth_error(result)
-        return result["access_token"]
-
-    def _device_flow(self) -> dict[str, Any]:
-        flow = self.app.initiate_device_flow(scopes=self.scopes)
-        if "user_code" not in flow:
-            raise auth_error(flow)
-        self.show(flow["message"])
-        waited = 0.0
-        while True:
-            with warnings.catch_warnings():  # msal warns when replay polls faster than real time
-                warnings.simplefilter("ignore")
-                result = self.app.acquire_token_by_device_flow(flow, exit_condition=lambda _: True)
-            if result.get("error") not in PENDING or waited >= flow.get("expires_in", 900):
-                return result
-            self.transport.clock.sleep(flow["interval"])
-            waited += flow["interval"]
+        return str(result["access_token"])
 
     def granted(self) -> set[str]:
-        """The Graph permissions the token carries (delegated ``scp`` or application ``roles``)."""
+        """The permissions the token carries (delegated ``scp`` or application ``roles``)."""
         payload = claims(self.token())
         return set(str(payload.get("scp", "")).split()) | set(payload.get("roles", []))
 
 
-#: AADSTS codes a brand-new application or secret can give for a while (replication), worth a retry
+def device_flow(app: msal.PublicClientApplication, scopes: list[str], transport: Transport,
+                show: Callable[[str], None]) -> dict[str, Any]:
+    """A device-code sign-in: show the code, then poll (in the transport's time) until the person has signed in."""
+    flow = app.initiate_device_flow(scopes=scopes)
+    if "user_code" not in flow:
+        raise auth_error(flow)
+    show(flow["message"])
+    waited = 0.0
+    while True:
+        with warnings.catch_warnings():  # msal warns when replay polls faster than real time
+            warnings.simplefilter("ignore")
+            result = app.acquire_token_by_device_flow(flow, exit_condition=lambda _: True)
+        if result.get("error") not in PENDING or waited >= flow.get("expires_in", 900):
+            return result
+        transport.clock.sleep(flow["interval"])
+        waited += flow["interval"]
+
+
+#: AADSTS codes a brand-new application or secret gives while it replicates: worth waiting for
 REPLICATING = {700016, 7000215}
-APP_TOKEN_ATTEMPTS = 3
-APP_TOKEN_WAIT = 10.0
+#: the first wait, doubled each time up to a minute, within ``network.propagation_wait_seconds`` in all
+FIRST_WAIT = 5.0
 
 
-def app_token(endpoints: Endpoints, transport: Transport, client_id: str, secret: str, scope: str) -> str:
-    """An app-only token, as Webex Connect's application would get one; retried briefly while a new
-    application or secret replicates. A fresh msal app per attempt: msal caches a 400 for a minute."""
-    attempt = 1
+def app_token(endpoints: Endpoints, transport: Transport, client_id: str, secret: str, scope: str, *,
+              wait_up_to: float = 0.0, show: Callable[[str], None] = print) -> str:
+    """An app-only token, as Webex Connect's application would get one. While a new application or secret
+    replicates (``wait_up_to`` > 0: the secret is brand new) the token endpoint refuses it: wait, within
+    ``wait_up_to`` seconds in all, saying so. A fresh msal app per attempt: msal caches a 400 for a minute."""
+    waited, pause, attempt = 0.0, FIRST_WAIT, 1
     while True:
         app = msal.ConfidentialClientApplication(client_id, client_credential=secret, authority=endpoints.authority,
                                                  http_client=transport.session, instance_discovery=False)
         result = app.acquire_token_for_client([scope])
         if "access_token" in result:
-            return result["access_token"]
+            return str(result["access_token"])
         error = auth_error(result)
-        if attempt >= APP_TOKEN_ATTEMPTS or not REPLICATING & set(error.codes):
+        if waited + pause > wait_up_to or not REPLICATING & set(error.codes):
             raise error
-        transport.counts.retries += 1
-        transport.counts.waits.append({"request": "POST token (client credentials)", "status": 401,
-                                       "code": f"AADSTS{error.codes[0]}", "wait_seconds": APP_TOKEN_WAIT,
-                                       "attempt": attempt})
-        transport.clock.sleep(APP_TOKEN_WAIT)
-        attempt += 1
+        show(f"The token endpoint does not honour the new secret yet (AADSTS{error.codes[0]}); Entra ID is still "
+             f"replicating it. Waiting {pause:.0f} s ({waited:.0f} of at most {wait_up_to:.0f} s so far).")
+        transport.counts.wait("POST token (client credentials)", 401, f"AADSTS{error.codes[0]}", pause, attempt)
+        transport.clock.sleep(pause)
+        waited += pause
+        pause, attempt = min(pause * 2, 60.0), attempt + 1

@@ -1,36 +1,44 @@
 """``runbook batch``: many tenants at once, for partners.
 
-Every parameter file is validated first; bad ones are reported and skipped, the rest run in a bounded pool
-(worker processes here, each tenant's notebooks in its own kernel; or Dask workers with ``--dask-scheduler``).
-A batch record, ``archive/_batches/<UTC time>/batch.json``, lists every tenant with its status, duration,
-writes, failing step, diagnosis and the path of its record, so ``--only-failed`` can run just the failures.
-Batch records hold no parameter values beyond the files' paths, and so no secret.
+Every parameter file is read and checked first (unreadable, malformed or failing the offline checks: reported
+and skipped; the rest run). Tenants run in a bounded pool (worker processes here, each tenant's notebooks in
+its own kernel; or Dask workers with ``--dask-scheduler``). The batch record,
+``archive/_batches/<UTC time>/batch.json``, lists every tenant from the start (``not started``) and is
+rewritten as each one finishes, so an interrupted batch still has one: Ctrl-C stops starting tenants and asks
+the running ones to stop cleanly (their records are sealed ``interrupted``), a second Ctrl-C stops them at
+once. ``--only-failed`` re-runs every tenant that did not end ``ok``. Batch records hold no parameter values
+beyond the files' paths, and so no secret.
 """
 from __future__ import annotations
 
 import json
 import os
-from multiprocessing import get_context
+import signal
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
+from types import FrameType
 from typing import Any, Callable
 
 import pandas as pd
 
-from . import diagnose, paths, records, runner
+from . import diagnose, integrity, paths, preflight, records, runner
 from . import params as params_mod
 from .errors import ParamsError, RunbookError
 
 BATCHES = "_batches"
+#: how a tenant of a batch ended; everything but ok is run again by --only-failed
+STATUSES = ("ok", "failed", "invalid", "interrupted", "not started")
 
 
 @dataclass
 class TenantOutcome:
     params_file: str
     tenant: str
-    status: str            # ok | failed | invalid
+    status: str
     duration_s: float = 0.0
     writes: int = 0
     failing_step: str = ""
@@ -40,41 +48,41 @@ class TenantOutcome:
 
 def _diagnosis(result: runner.RunResult) -> tuple[str, str]:
     """The first failing step and a one-line diagnosis (the troubleshooting step's, else the error's)."""
-    failed = next((s for s in result.steps if s.status == "failed"), None)
+    failed = next((s for s in result.steps if s.status in ("failed", "interrupted")), None)
     if failed is None:
         return "", ""
-    found = [f for s in result.steps for f in s.facts.get("diagnosis", {}).get("findings", [])]
-    found = found or [f.__dict__ for f in diagnose.diagnose(failed.error or "")]
+    found = [f for s in result.steps for f in s.findings] or diagnose.diagnose(failed.error or "")
     if found:
-        return failed.step, f"{found[0]['code']}: {found[0]['fix']} ({found[0]['notebook']})"
+        return failed.step, f"{found[0].code}: {found[0].fix} ({found[0].notebook})"
     lines = (failed.error or "").splitlines()
     fix = next((line for line in lines if line.startswith("Fix:")), "")
-    return failed.step, " ".join(filter(None, [lines[0][:160] if lines else "", fix]))
+    return failed.step, " ".join(filter(None, [lines[0] if lines else "", fix]))
 
 
-def run_one(params_file: str, archive: str, steps: list[str] | None, cell_timeout: int) -> dict[str, Any]:
-    """One tenant, start to record; a plain function of plain values so Dask can ship it to a worker."""
+def run_one(params_file: str, archive: str, steps: list[str] | None, cell_timeout: int,
+            signing_key: str | None = None) -> dict[str, Any]:
+    """One tenant, start to sealed record; a plain function of plain values so Dask can ship it to a worker."""
     params = params_mod.load(params_file)
     started = time.monotonic()
     try:
         result = runner.run(params, archive=Path(archive), steps=steps, progress=lambda _: None,
-                            cell_timeout=cell_timeout)
+                            cell_timeout=cell_timeout, signing_key=Path(signing_key) if signing_key else None)
     except RunbookError as error:   # e.g. another run of this tenant holds the lock
-        return asdict(TenantOutcome(params_file, params.tenant, "failed", time.monotonic() - started,
+        return asdict(TenantOutcome(params_file, params.tenant, "failed", round(time.monotonic() - started, 1),
                                     diagnosis=error.message))
     step, why = _diagnosis(result)
-    return asdict(TenantOutcome(params_file, params.tenant, "ok" if result.ok else "failed",
-                                round(time.monotonic() - started, 1), result.writes, step, why,
-                                str(result.record.relative_to(Path(archive)))))
+    return asdict(TenantOutcome(params_file, params.tenant, result.status, round(time.monotonic() - started, 1),
+                                result.writes, step, why, str(result.record.relative_to(Path(archive)))))
 
 
-def validate_all(files: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The valid files, and an outcome for each invalid one naming its bad fields."""
+def validate_all(files: list[str], archive: Path) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """(file, tenant) of every file that passes every offline check, and an outcome for each that does not."""
     valid, invalid = [], []
     for path in files:
         try:
-            params_mod.load(path)
-            valid.append(path)
+            params = params_mod.load(path)
+            preflight.require(params, archive=archive, source=path)
+            valid.append((path, params.tenant))
         except ParamsError as error:
             invalid.append(asdict(TenantOutcome(path, Path(path).stem, "invalid",
                                                 diagnosis="; ".join(f"{k}: {v}" for k, v in error.problems.items()))))
@@ -82,38 +90,150 @@ def validate_all(files: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def failed_files(batch_record: Path) -> list[str]:
-    """The parameter files of a batch's failed and invalid tenants, for ``--only-failed``."""
+    """The parameter files of a batch's tenants that did not end ok, for ``--only-failed``."""
     try:
         data = json.loads((batch_record / "batch.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        tenants = data["tenants"]
+    except (OSError, ValueError, KeyError, TypeError):
         raise RunbookError(f"{batch_record} is not a batch record: it has no readable batch.json",
                            fix="give a folder such as archive/_batches/<UTC time>/") from None
-    return [t["params_file"] for t in data["tenants"] if t["status"] != "ok"]
+    return [t["params_file"] for t in tenants if t.get("status") != "ok"]
+
+
+class _BatchRecord:
+    """``batch.json``, rewritten (atomically) as tenants finish; sealed at the end, whatever the ending."""
+
+    def __init__(self, archive: Path, files: list[str], outcomes: dict[str, dict[str, Any]]) -> None:
+        base = archive / BATCHES
+        base.mkdir(parents=True, exist_ok=True)
+        self.folder = base / records.utc_stamp()
+        suffix = 0
+        while True:
+            try:
+                self.folder.mkdir()
+                break
+            except FileExistsError:
+                suffix += 1
+                self.folder = base / f"{records.utc_stamp()}-{suffix}"
+        self.files = files
+        self.outcomes = outcomes
+        self.save("running")
+
+    def save(self, status: str) -> None:
+        data = {"status": status, "files": self.files, "tenants": sorted(self.outcomes.values(), key=lambda o: o["tenant"])}
+        tmp = self.folder / ".batch.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.folder / "batch.json")
+
+    def seal(self, signing_key: Path | None) -> Path:
+        done = list(self.outcomes.values())
+        status = ("interrupted" if any(o["status"] in ("interrupted", "not started") for o in done)
+                  else "ok" if all(o["status"] == "ok" for o in done) else "failed")
+        self.save(status)
+        summary(done).to_csv(self.folder / "summary.csv", index=False)
+        manifest = {"kind": "batch", "status": status, "tenants": len(done),
+                    "files": integrity.file_hashes(self.folder)}
+        (self.folder / records.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        integrity.seal(self.folder, signing_key=signing_key)
+        return self.folder
+
+
+class _Interrupts:
+    """Ctrl-C (or SIGTERM) during a batch: the first stops starting tenants and asks the running ones to stop
+    cleanly; a second stops them at once. Their records are sealed either way."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report = report
+        self.count = 0
+        self.workers: Callable[[], list[int]] = list
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        forward = signal.SIGINT if self.count == 1 and signum == signal.SIGINT else signal.SIGTERM
+        self.report("Stopping the batch: no new tenant starts; running ones " +
+                    ("finish their request in flight and stop (Ctrl-C again to stop them at once)."
+                     if forward == signal.SIGINT else "stop now."))
+        for pid in self.workers():
+            try:
+                os.kill(pid, forward)
+            except ProcessLookupError:
+                pass
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | None = None,
               archive: Path | None = None, cell_timeout: int = runner.CELL_TIMEOUT,
-              dask_scheduler: str | None = None, progress: Callable[[str], None] = print) -> tuple[Path, pd.DataFrame]:
-    """Run every valid tenant; returns the batch record's folder and the summary table."""
-    archive = (archive or paths.project_root() / "archive").resolve()
-    valid, outcomes = validate_all([str(Path(f).resolve()) for f in files])
-    for bad in outcomes:
+              dask_scheduler: str | None = None, signing_key: Path | None = None,
+              progress: Callable[[str], None] = print) -> tuple[Path, pd.DataFrame]:
+    """Run every valid tenant; returns the sealed batch record's folder and the summary table."""
+    archive = (archive or paths.archive_dir()).resolve()
+    files = [str(Path(f).resolve()) for f in files]
+    valid, invalid = validate_all(files, archive)
+    for bad in invalid:
         progress(f"invalid: {bad['params_file']}: {bad['diagnosis']}")
+    outcomes = {o["params_file"]: o for o in invalid}
+    outcomes.update({f: asdict(TenantOutcome(f, tenant, "not started")) for f, tenant in valid})
+    batch = _BatchRecord(archive, files, outcomes)
+    key = str(signing_key) if signing_key else None
     total = len(valid)
-    if dask_scheduler:
-        from distributed import Client
-        from distributed import as_completed as dask_completed
 
-        with Client(dask_scheduler) as client:
-            futures = [client.submit(run_one, f, str(archive), steps, cell_timeout, pure=False) for f in valid]
-            for done, future in enumerate(dask_completed(futures), start=1):
-                outcomes.append(_report(future.result(), done, total, progress))
-    else:   # processes, not threads: each tenant's own bookkeeping (papermill, HTML) then runs in parallel too
-        with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2, mp_context=_workers()) as pool:
-            futures = [pool.submit(run_one, f, str(archive), steps, cell_timeout) for f in valid]
-            for done, future in enumerate(as_completed(futures), start=1):
-                outcomes.append(_report(future.result(), done, total, progress))
-    return _write_batch_record(archive, files, outcomes), summary(outcomes)
+    def finished(outcome: dict[str, Any], done: int) -> None:
+        outcomes[outcome["params_file"]] = _report(outcome, done, total, progress)
+        batch.save("running")
+
+    try:
+        if dask_scheduler:
+            from distributed import Client
+            from distributed import as_completed as dask_completed
+
+            with Client(dask_scheduler) as client:
+                futures = [client.submit(run_one, f, str(archive), steps, cell_timeout, key, pure=False) for f, _ in valid]
+                for done, future in enumerate(dask_completed(futures), start=1):
+                    finished(future.result(), done)
+        else:
+            _run_pool(valid, jobs, archive, steps, cell_timeout, key, finished, progress)
+    finally:
+        for outcome in outcomes.values():
+            if outcome["status"] == "running":
+                outcome["status"] = "interrupted"
+        folder = batch.seal(signing_key)
+    return folder, summary(list(outcomes.values()))
+
+
+def _run_pool(valid: list[tuple[str, str]], jobs: int | None, archive: Path, steps: list[str] | None,
+              cell_timeout: int, key: str | None, finished: Callable[[dict[str, Any], int], None],
+              progress: Callable[[str], None]) -> None:
+    """Worker processes, forked from a clean server that has imported the kit; each tenant's run handles its
+    own Ctrl-C (sealing its record), and the workers ignore Ctrl-C between tenants."""
+    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2, mp_context=_workers(),
+                             initializer=_ignore_interrupts) as pool, _Interrupts(progress) as interrupts:
+        interrupts.workers = lambda: [p.pid for p in (pool._processes or {}).values() if p.pid]
+        futures: dict[Future[dict[str, Any]], str] = {
+            pool.submit(run_one, f, str(archive), steps, cell_timeout, key): f for f, _ in valid}
+        for done, future in enumerate(as_completed(futures), start=1):
+            if interrupts.count:
+                for pending in futures:
+                    pending.cancel()
+            if future.cancelled():
+                continue
+            finished(future.result(), done)
+
+
+def _ignore_interrupts() -> None:
+    """A worker leaves the terminal's process group (so a Ctrl-C reaches it once, forwarded by the batch) and
+    ignores Ctrl-C between tenants; a tenant's run installs its own handling while it runs."""
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _workers() -> Any:
@@ -134,12 +254,3 @@ def _report(outcome: dict[str, Any], done: int, total: int, progress: Callable[[
 def summary(outcomes: list[dict[str, Any]]) -> pd.DataFrame:
     columns = ["tenant", "status", "duration_s", "writes", "failing_step", "diagnosis", "record"]
     return pd.DataFrame(sorted(outcomes, key=lambda o: o["tenant"]), columns=columns)
-
-
-def _write_batch_record(archive: Path, files: list[str], outcomes: list[dict[str, Any]]) -> Path:
-    tmp, final = records.new_record_dir(archive, BATCHES)
-    data = {"files": files, "tenants": sorted(outcomes, key=lambda o: o["tenant"]),
-            "status": "ok" if all(o["status"] == "ok" for o in outcomes) else "failed"}
-    (tmp / "batch.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    summary(outcomes).to_csv(tmp / "summary.csv", index=False)
-    return records.seal(tmp, final, {"kind": "batch", "tenants": len(outcomes)})

@@ -1,6 +1,7 @@
 """The ``runbook`` command: a thin layer over :mod:`runbook_lib.runner` and friends.
 
-Exit codes: 0 success, 1 a step failed, 2 invalid parameters or usage (nothing was sent or written).
+Exit codes: 0 success, 1 a step (or a check of a record) failed, 2 invalid parameters or usage (nothing was
+sent or written), 130 the run was interrupted (its record is sealed, holding every change made).
 """
 from __future__ import annotations
 
@@ -8,25 +9,41 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from . import params as params_mod
+from . import paths, registry
 from .errors import ParamsError, RunbookError
-from .records import changes_frame
-from .sandbox.state import FAULTS
+
+SIGNING_KEY_ENV = "RUNBOOK_SIGNING_KEY"
+EXIT_INTERRUPTED = 130
 
 
-def _load(path: str, overrides: dict[str, Any]) -> params_mod.Params:
-    """The validated file, with command-line overrides validated on top."""
+def _archive(args: argparse.Namespace) -> Path:
+    return Path(args.archive) if getattr(args, "archive", None) else paths.archive_dir()
+
+
+def _signing_key(args: argparse.Namespace) -> Path | None:
+    key = getattr(args, "sign_key", None) or os.environ.get(SIGNING_KEY_ENV)
+    return Path(key) if key else None
+
+
+def _load(path: str, overrides: dict[str, Any], archive: Path) -> params_mod.Params:
+    """The validated file, with command-line overrides on top, and every offline check passed."""
+    from . import preflight
+
     params = params_mod.load(path)
-    return params_mod.validate({**params.public(), **overrides}, path) if overrides else params
+    if overrides:
+        params = params_mod.validate({**params.public(), **overrides}, path)
+    preflight.require(params, archive=archive, source=path)
+    return params
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for path in args.params:
         try:
-            params_mod.load(path)
+            _load(path, {}, _archive(args))
             print(f"{path}: valid")
         except ParamsError as exc:
             print(exc.explain(), file=sys.stderr)
@@ -34,37 +51,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
-def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int:
     from . import runner
+    from .changes import changes_frame
 
     if args.mode:
         overrides["mode"] = args.mode
-    params = _load(args.params, overrides)
-    steps = [s for s in params.steps if s in runner.CHANGING_STEPS] if not params.apply else None
-    result = runner.run(params, archive=Path(args.archive) if args.archive else None, steps=steps)
+    params = _load(args.params, overrides, _archive(args))
+    steps = args.steps or (registry.plan_steps(params.steps) if plan else None)
+    result = runner.run(params, archive=_archive(args), steps=steps, signing_key=_signing_key(args),
+                        wait_lock=args.wait)
     changes = [c for step in result.steps for c in step.changes]
     print("\nChanges:")
     print(changes_frame(changes).to_string(index=False) if changes else "  (none)")
-    print(f"\nRecord: {result.record}")
-    print(f"Writes: {result.writes}; status: {'ok' if result.ok else 'FAILED'}")
+    failed = sum(int(s.counts.get("failed_writes", 0)) for s in result.steps)
+    print(f"\nRecord: {result.record} (manifest sha256 {result.manifest_sha256})")
+    print(f"Accepted writes: {result.writes}; failed write attempts: {failed}; status: {result.status.upper()}")
     for step in result.steps:
-        if step.error and step.status == "failed":
-            print(f"\n{step.step} failed:\n{step.error}", file=sys.stderr)
-    return 0 if result.ok else 1
+        if step.error and step.status in ("failed", "interrupted"):
+            print(f"\n{step.step} {step.status}:\n{step.error}", file=sys.stderr)
+    return {"ok": 0, "interrupted": EXIT_INTERRUPTED}.get(result.status, 1)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run(args, {})
+    return _run(args, {}, plan=False)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    return _run(args, {"apply": False})
-
-
-def _archive(args: argparse.Namespace) -> Path:
-    from . import paths
-
-    return Path(args.archive) if args.archive else paths.project_root() / "archive"
+    return _run(args, {"apply": False}, plan=True)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -77,15 +91,25 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print("no parameter files given", file=sys.stderr)
         return 2
     record, table = batch.run_batch(files, jobs=args.jobs, steps=args.steps, archive=_archive(args),
-                                    cell_timeout=args.cell_timeout, dask_scheduler=args.dask_scheduler)
+                                    cell_timeout=args.cell_timeout, dask_scheduler=args.dask_scheduler,
+                                    signing_key=_signing_key(args))
     print("\n" + table.drop(columns=["record"]).to_string(index=False))
     print(f"\nBatch record: {record}")
+    if (table["status"] == "interrupted").any() or (table["status"] == "not started").any():
+        return EXIT_INTERRUPTED
     return 0 if (table["status"] == "ok").all() else 1
+
+
+def _seal_abandoned(archive: Path, tenant: str) -> None:
+    from . import runner
+
+    runner.seal_abandoned(archive, tenant, report=lambda text: print(text, file=sys.stderr))
 
 
 def cmd_records(args: argparse.Namespace) -> int:
     from . import records
 
+    _seal_abandoned(_archive(args), args.tenant)
     table = records.history(_archive(args), args.tenant)
     print(table.to_string(index=False) if len(table) else f"no records of tenant {args.tenant}")
     return 0
@@ -94,22 +118,32 @@ def cmd_records(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from . import records
 
-    print(records.describe(Path(args.record)))
+    record = Path(args.record)
+    _seal_abandoned(record.parent.parent, record.parent.name)
+    print(records.describe(record))
     return 0
 
 
 def cmd_verify_record(args: argparse.Namespace) -> int:
-    from . import records
+    from . import integrity
 
-    problems = records.verify_files(Path(args.record))
-    print("\n".join(problems) if problems else f"{args.record}: every file matches the manifest")
+    problems = integrity.verify(Path(args.record), public_key=Path(args.public_key) if args.public_key else None)
+    signed = " and its signature" if args.public_key else ""
+    print("\n".join(problems) if problems else f"{args.record}: seal, chain, files{signed} all match")
     return 1 if problems else 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from . import integrity
+
+    key_id = integrity.generate_key(Path(args.private), Path(args.public))
+    print(f"key {key_id}: private key {args.private} (mode 0600; keep it where runs can read it and nobody else), "
+          f"public key {args.public} (give it to auditors for `runbook verify-record --public-key`)")
+    return 0
 
 
 def lab_command(extra: list[str], folder: Path | None = None) -> list[str]:
     """JupyterLab on the kit's notebooks (or ``folder``), from this environment so the kit's kernel is there."""
-    from . import paths
-
     as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []   # containers, CI
     folder = folder or paths.project_root() / "notebooks"
     return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", *as_root, *extra]
@@ -122,13 +156,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    """A trainee acts on the tenant their own parameter file names (a sandbox-mode file), nothing else."""
     from .sandbox import state
 
+    params = params_mod.load(args.params)
+    if params.mode != "sandbox":
+        print(f"{args.params}: mode is {params.mode}, not sandbox: `runbook sandbox` acts only on training tenants",
+              file=sys.stderr)
+        return 2
     if args.action == "reset":
-        print(f"{args.tenant}: " + ("sandbox reset; the next step starts from the seed" if state.reset(args.tenant)
-                                    else "had no sandbox; nothing to reset"))
+        print(f"{params.tenant}: " + ("sandbox reset; the next step starts from the seed" if state.reset(params.tenant)
+                                     else "had no sandbox; nothing to reset"))
     else:
-        print(f"{args.tenant}: {state.break_tenant(args.tenant, args.fault)}")
+        print(f"{params.tenant}: {state.break_tenant(params.tenant, args.fault)}")
     return 0
 
 
@@ -174,48 +214,71 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{value:g} must be between 0 and 86400 seconds")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="runbook", description="Configure the Webex Connect Email app with "
                                   "Office 365 OAuth 2.0, step by step, with a record of every run.")
     sub = top.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("validate", help="check parameter files; print every bad field")
+    p = sub.add_parser("validate", help="check parameter files offline; print every bad field")
     p.add_argument("params", nargs="+")
+    p.add_argument("--archive", help="archive folder the runs would use (default: archive/ in the kit)")
     p.set_defaults(func=cmd_validate)
     for name, func, text in (("run", cmd_run, "run the steps for one tenant and archive the record"),
-                             ("plan", cmd_plan, "steps 1-3 with apply: false: show intended changes, write nothing")):
+                             ("plan", cmd_plan, "the changing steps with apply: false: the intended changes, no write")):
         p = sub.add_parser(name, help=text)
         p.add_argument("params")
-        p.add_argument("--mode", choices=["replay", "live", "record", "sandbox"], help="override the file's mode")
+        p.add_argument("--mode", choices=get_args(params_mod.Mode), help="override the file's mode")
+        p.add_argument("--steps", nargs="+", choices=registry.NAMES, help="run only these steps, in this order")
         p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
+        p.add_argument("--sign-key", help=f"Ed25519 private key to sign the record with (or ${SIGNING_KEY_ENV})")
+        p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+                       help="wait this long for another run of the tenant to finish (default: stop at once)")
         p.set_defaults(func=func)
     p = sub.add_parser("batch", help="run many tenants in parallel; summary table and a batch record")
     p.add_argument("params", nargs="*")
     p.add_argument("--jobs", type=_positive, help="tenants at once (default: the number of cores)")
-    p.add_argument("--steps", nargs="+", choices=params_mod.STEP_NAMES, help="run only these steps, e.g. 05_verify")
-    p.add_argument("--only-failed", metavar="BATCH_RECORD", help="run again the failed tenants of a batch record")
+    p.add_argument("--steps", nargs="+", choices=registry.NAMES, help="run only these steps, e.g. 05_verify")
+    p.add_argument("--only-failed", metavar="BATCH_RECORD", help="run again the tenants of a batch record that did "
+                   "not end ok (failed, invalid, interrupted, not started)")
     p.add_argument("--cell-timeout", type=_positive, default=600, help="seconds a notebook cell may run (default 600)")
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the tenants on a Dask cluster (extra 'dask')")
     p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
+    p.add_argument("--sign-key", help=f"Ed25519 private key to sign the records with (or ${SIGNING_KEY_ENV})")
     p.set_defaults(func=cmd_batch)
-    p = sub.add_parser("records", help="list a tenant's past runs")
+    p = sub.add_parser("records", help="list a tenant's records and their status (seals any a killed run left)")
     p.add_argument("tenant")
     p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
     p.set_defaults(func=cmd_records)
-    p = sub.add_parser("show", help="summarize one record")
+    p = sub.add_parser("show", help="summarize one record, its mode first")
     p.add_argument("record")
     p.set_defaults(func=cmd_show)
-    p = sub.add_parser("verify-record", help="check every file of a record against its manifest's hashes")
+    p = sub.add_parser("verify-record", help="check a record's seal, signature, chain and files")
     p.add_argument("record")
+    p.add_argument("--public-key", help="the organisation's public key: the record must be signed with its pair")
     p.set_defaults(func=cmd_verify_record)
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair for signing records")
+    p.add_argument("private")
+    p.add_argument("public")
+    p.set_defaults(func=cmd_keygen)
     p = sub.add_parser("lab", help="open JupyterLab on the notebooks with the kit's kernel")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to JupyterLab, e.g. --no-browser --port 8899")
     p.set_defaults(func=cmd_lab)
     p = sub.add_parser("sandbox", help="training: reset a trainee's simulated tenant, or break it on purpose")
     actions = p.add_subparsers(dest="action", required=True)
-    reset = actions.add_parser("reset", help="start the tenant over from its seed")
-    reset.add_argument("tenant")
+    reset = actions.add_parser("reset", help="start the tenant of a trainee's parameter file over from its seed")
+    reset.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
     broken = actions.add_parser("break", help="inject a classic mistake for an exercise")
-    broken.add_argument("tenant")
+    broken.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
+    from .sandbox.faults import FAULTS
     broken.add_argument("fault", choices=sorted(FAULTS))
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("diagnose", help="explain every known error code in a text, a file, standard input or a record")
@@ -233,7 +296,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except ParamsError as exc:
         print(exc.explain(), file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ import yaml
 from nbclient import NotebookClient
 
 from . import params as params_mod
-from . import paths, runner, secrets
+from . import paths, runner, secrets, strict_yaml
 from .sandbox.server import serve
 from .sandbox.tenant import SimulatedTenant
 
@@ -39,7 +39,7 @@ def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
     ``canary`` goes into every secret and token the tenant issues; ``pending_polls=0`` skips the
     device-code waits (leak tests do not need them in their recordings). The run keeps its secrets in
     ``store``, by default a private copy of the tenant's store, so they never reach the kit's own stores."""
-    raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+    raw = strict_yaml.load_file(params_file)
     raw.update(overrides or {})
     params = params_mod.validate(raw, str(params_file))
     seed = yaml.safe_load(seed_file(params).read_text(encoding="utf-8"))

@@ -6,13 +6,13 @@ failed run's record. Unknown text gets an honest "not recognized" and what to co
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable
 
 import pandas as pd
 
-from . import knowledge, paths, records
+from . import knowledge, paths, records, registry
+from .results import Finding, StepRecord
 
 if TYPE_CHECKING:
     from .step import Step
@@ -23,16 +23,6 @@ WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 COLLECT_NEXT = ("the complete error text (the whole NDR or log line), when it happened, any Trace ID, "
                 "Correlation ID or request-id in it, and which step or action produced it; then run "
                 "notebook 05_verify for the tenant")
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str
-    kind: str
-    meaning: str
-    fix: str
-    notebook: str
-    context: str
 
 
 def _context(text: str, start: int, end: int) -> str:
@@ -67,7 +57,7 @@ def table(findings: list[Finding]) -> pd.DataFrame:
     """Findings as a table, or the "not recognized" row saying what to collect next."""
     if not findings:
         return pd.DataFrame([{"code": "(none)", "meaning": "not recognized: no known error code in this text",
-                              "fix": f"collect {COLLECT_NEXT}", "notebook": "06_troubleshoot"}])
+                              "fix": f"collect {COLLECT_NEXT}", "notebook": registry.TROUBLESHOOT}])
     return pd.DataFrame([{"code": f.code, "meaning": f.meaning, "fix": f.fix, "notebook": f.notebook} for f in findings])
 
 
@@ -75,11 +65,11 @@ def explain(step: "Step", error_text: str = "", run_errors: list[str] | None = N
     """Diagnose this run's failures (``runbook run`` passes them), else ``error_text``, else the tenant's
     latest record; the findings go into the step's record."""
     if run_errors is not None:
+        source, text = "this run's failures", "\n".join(run_errors)
         if not run_errors:
-            step.facts["diagnosis"] = {"source": "this run", "findings": []}
+            step.facts.diagnosis_source = source
             print("Nothing failed in this run: nothing to diagnose.")
             return pd.DataFrame(columns=["code", "meaning", "fix", "notebook"])
-        source, text = "this run's failures", "\n".join(run_errors)
     elif error_text.strip():
         source, text = "the error text given", error_text
     else:
@@ -87,7 +77,8 @@ def explain(step: "Step", error_text: str = "", run_errors: list[str] | None = N
         source = f"the latest record, {record.name}" if record else "no record of this tenant yet"
         text = record_text(record) if record else ""
     findings = diagnose(text)
-    step.facts["diagnosis"] = {"source": source, "findings": [f.__dict__ for f in findings]}
+    step.facts.diagnosis_source = source
+    step.result.findings = findings
     print(f"Diagnosed {source}: {len(findings)} known code(s).")
     return table(findings)
 
@@ -98,17 +89,17 @@ def latest_record(tenant: str, archive: Path | None = None) -> Path | None:
     return found[-1] if found else None
 
 
-def failure_lines(steps: Iterable[Mapping[str, Any]]) -> list[str]:
+def failure_lines(steps: Iterable[StepRecord]) -> list[str]:
     """A run's failures as lines to diagnose: each failed step's error, each failed check with its code."""
-    lines = [f"{s['step']}: {s['error']}" for s in steps if s.get("status") == "failed" and s.get("error")]
-    lines += [f"{s['step']}: [{c['code']}] {c['check']}: {c['detail']}" for s in steps
-              for c in (s.get("facts") or {}).get("checks", []) if c.get("verdict") == "fail"]
+    steps = list(steps)
+    lines = [f"{s.step}: {s.error}" for s in steps if s.status in ("failed", "interrupted") and s.error]
+    lines += [f"{s.step}: [{c.code}] {c.check}: {c.detail}" for s in steps for c in s.checks if c.verdict == "fail"]
     return lines
 
 
 def record_text(record: Path) -> str:
     """The errors and failed checks of an archived record, as text to diagnose."""
-    return "\n".join(failure_lines(records.read_manifest(record)["steps"]))
+    return "\n".join(failure_lines(StepRecord.from_json(s) for s in records.read_manifest(record)["steps"]))
 
 
 def knowledge_table() -> pd.DataFrame:

@@ -1,16 +1,23 @@
-"""The endpoints of one run: the cloud's row of ``data/clouds.yaml`` with any overrides applied."""
+"""The endpoints of one run: the cloud's row of ``data/clouds.yaml`` with any host overrides applied.
+
+Overrides (a proxy, a private endpoint, a test stand-in) change *where* requests go, never *which
+resource* a token is for: scopes always come from the cloud's resource identifiers. What Webex Connect
+is told (step 4) always uses the cloud's public hosts, whatever the kit itself talks to.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 if TYPE_CHECKING:
     from .params import Params
 
-CLOUDS: dict[str, dict] = yaml.safe_load(files("runbook_lib").joinpath("data/clouds.yaml").read_text())
+CLOUDS: dict[str, dict[str, Any]] = yaml.safe_load(files("runbook_lib").joinpath("data/clouds.yaml").read_text())
+#: the row fields a parameter file may override: hosts and ports only
+HOST_FIELDS = ("authority_host", "graph_url", "exchange_url", "smtp_host", "smtp_port")
 
 #: Office 365 Exchange Online's well-known application (resource) ID, the same in every cloud.
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
@@ -21,10 +28,16 @@ class Endpoints:
     tenant_id: str
     authority_host: str
     graph_url: str
+    graph_resource: str
     exchange_url: str
+    exchange_resource: str
     smtp_scope_resource: str
     smtp_host: str
     smtp_port: int
+    #: the cloud's own authority host and SMTP host/port: what Webex Connect uses
+    public_authority_host: str
+    public_smtp_host: str
+    public_smtp_port: int
 
     @property
     def authority(self) -> str:
@@ -40,11 +53,22 @@ class Endpoints:
 
     @property
     def authorize_url(self) -> str:
+        """The authorize URL as the kit reaches it (the verify probe)."""
         return f"{self.authority}/oauth2/v2.0/authorize"
 
     @property
+    def webex_authorize_url(self) -> str:
+        """The Authorization URL Webex Connect is given: the cloud's own host, tenant-specific."""
+        return f"https://{self.public_authority_host}/{self.tenant_id}/oauth2/v2.0/authorize"
+
+    @property
+    def webex_token_url(self) -> str:
+        """The Access Token and Refresh Token URL Webex Connect is given."""
+        return f"https://{self.public_authority_host}/{self.tenant_id}/oauth2/v2.0/token"
+
+    @property
     def exchange_scope(self) -> str:
-        return f"{self.exchange_url}/.default"
+        return f"{self.exchange_resource}/.default"
 
     @property
     def exchange_admin(self) -> str:
@@ -56,12 +80,13 @@ class Endpoints:
         return f"{self.smtp_scope_resource}/SMTP.Send"
 
     def graph_scope(self, name: str) -> str:
-        return f"{self.graph_url}/{name}"
+        return f"{self.graph_resource}/{name}"
 
 
 def for_params(params: "Params") -> Endpoints:
-    """The cloud's endpoints with the parameter file's overrides on top."""
+    """The cloud's endpoints with the parameter file's host overrides on top."""
     row = dict(CLOUDS[params.cloud])
-    overrides = params.endpoints.model_dump(exclude_none=True, exclude={"ca_bundle", "proxy"})
-    row.update(overrides)
-    return Endpoints(tenant_id=params.tenant_id, **row)
+    public = {"public_authority_host": row["authority_host"], "public_smtp_host": row["smtp_host"],
+              "public_smtp_port": row["smtp_port"]}
+    row.update(params.endpoints.model_dump(exclude_none=True, include=set(HOST_FIELDS)))
+    return Endpoints(tenant_id=params.tenant_id, **row, **public)

@@ -1,42 +1,48 @@
 """Step 2: the Microsoft Entra ID application Webex Connect signs in with.
 
-Each ``ensure_*`` function reads the current state, compares it with the desired state and
-returns a :class:`Change`; with ``apply: false`` it plans and writes nothing. Lists that Graph
-replaces whole (redirect URIs, required resource access) are merged, never overwritten, so
-anything the tenant added stays.
+Each resource has a pure ``diff_*`` function (current state and desired state in, a
+:class:`~runbook_lib.changes.Change` out) and an ``ensure_*`` function that reads, diffs and hands the
+change to the step's executor (which alone knows about plan mode and journals what the tenant accepted).
+Verify calls the same diff functions on what it reads, and never an executor.
 
-Request economy on a fresh tenant: one read of Exchange Online's service principal (permission
-IDs by name), one search by display name, one read of the consent policy, then a create carrying
-everything but the secret, the service principal, the Mail.Send assignment, (the SMTP.Send grant
-in admin consent mode) and the secret. Objects we have just created are not read back, and
-Exchange Online's huge ``appRoleAssignedTo`` collection is never listed.
+Objects by identity. The application is created idempotently under its alternate key ``uniqueName``
+(``PATCH /applications(uniqueName=…)`` with ``Prefer: create-if-missing``) and later addressed by that key,
+its client ID or its object ID, never by a name search again: a list query lags behind a create for seconds
+(occasionally minutes), and two runs racing, or a run repeated after a timed-out create, still end with one
+application. The search by display name remains only to find an application made by hand. The service
+principal is created the same way, under its application's client ID.
+
+Lists Graph replaces whole (redirect URIs, required resource access) are merged, never overwritten.
+Objects just created are not read back, and Exchange Online's huge ``appRoleAssignedTo`` collection is
+never listed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import secrets
+from . import client_secrets, registry, secrets
+from .changes import Change, Confirm, Write, unchanged
 from .endpoints import EXCHANGE_APP_ID
-from .errors import GraphError, StepFailed
+from .errors import StepFailed
 from .graph import key_segment, odata_quote
-from .records import Change
+from .results import SecretFacts
 
 if TYPE_CHECKING:
     from .step import Step
 
-APP_SELECT = "id,appId,displayName,createdDateTime,web,requiredResourceAccess,passwordCredentials"
+APP_SELECT = "id,appId,uniqueName,displayName,createdDateTime,web,requiredResourceAccess,passwordCredentials"
 MAIL_SEND = "Mail.Send"
 SMTP_SEND = "SMTP.Send"
 REPLICATION_CODES = ("NoBackingApplicationObject", "Request_ResourceNotFound")
-STEP = "02_azure_app_registration"
+STEP = registry.APP_REGISTRATION
+UPSERT = {"Prefer": "create-if-missing"}
 #: what each kind of write needs when Graph answers 403: the scope, and the directory roles that may do it
-WRITE_NEEDS = {
+NEEDS = {
     "application": "Application.ReadWrite.All and the Application Administrator or Cloud Application Administrator role",
-    "service principal": "Application.ReadWrite.All and the Application Administrator or Cloud Application Administrator role",
     "admin consent": "AppRoleAssignment.ReadWrite.All with Application.Read.All, and a role that may grant admin "
                      "consent (Cloud Application Administrator, Application Administrator or Global Administrator)",
     "tenant-wide consent": "DelegatedPermissionGrant.ReadWrite.All and a role that may grant admin consent "
@@ -45,17 +51,7 @@ WRITE_NEEDS = {
 }
 
 
-def _write(step: "Step", resource: str, method: str, path: str, body: Any, **kwargs: Any) -> Any:
-    """A Graph write whose 403 names exactly the permission and role this kind of change needs."""
-    try:
-        return step.graph.request(method, path, body=body, **kwargs)
-    except GraphError as error:
-        if error.status != 403:
-            raise
-        raise StepFailed(f"Graph refused to change the {resource}: {error.message}",
-                         fix=f"this change needs {WRITE_NEEDS[resource]}; sign in with an account that has it",
-                         step=STEP) from error
-
+# --- Exchange Online's permissions ----------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ExchangeOnline:
@@ -64,6 +60,16 @@ class ExchangeOnline:
     sp_id: str
     mail_send_role: str
     smtp_send_scope: str
+
+    def _repr_html_(self) -> str:
+        return pd.DataFrame({"value": {
+            "Office 365 Exchange Online service principal": self.sp_id,
+            "Mail.Send (application permission) ID": self.mail_send_role,
+            "SMTP.Send (delegated permission) ID": self.smtp_send_scope}}).to_html()
+
+    def __repr__(self) -> str:
+        return (f"Exchange Online service principal {self.sp_id}: Mail.Send is {self.mail_send_role}, "
+                f"SMTP.Send is {self.smtp_send_scope}")
 
 
 def exchange_online(step: "Step") -> ExchangeOnline:
@@ -94,6 +100,13 @@ class UserConsent:
     mailbox_user_can_consent: bool | None   # None: depends on permission classifications
     explanation: str
 
+    def _repr_html_(self) -> str:
+        return pd.DataFrame({"value": {"user consent policy": self.policy,
+                                       "what it means here": self.explanation}}).to_html()
+
+    def __repr__(self) -> str:
+        return f"User consent: {self.policy}. {self.explanation}"
+
 
 def user_consent(step: "Step") -> UserConsent:
     """Can the mailbox user consent at Webex Connect's Generate Token? Read from the authorization policy."""
@@ -122,16 +135,38 @@ def require_consent_path(step: "Step", consent: UserConsent) -> None:
 
 # --- the application ----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class DesiredApp:
+    """What the application must be: named, keyed, with the callback URL and Exchange Online's permissions."""
+
+    display_name: str
+    unique_name: str
+    callback_url: str
+    access: tuple[tuple[str, str], ...]   # (permission ID, "Role" | "Scope") on Exchange Online
+
+
+def desired_application(step: "Step", exo: ExchangeOnline) -> DesiredApp:
+    app = step.params.application
+    return DesiredApp(app.display_name, app.key, step.params.webex.callback_url,
+                      ((exo.mail_send_role, "Role"), (exo.smtp_send_scope, "Scope")))
+
+
 def find_application(step: "Step") -> dict[str, Any] | None:
-    """The application by ``app_id`` if given, else by display name; several matches stop the step."""
+    """The application by ``app_id`` if given, else by its alternate key, else (made by hand) by display name;
+    several by name stop the step. Found by key or ID, it is found at once after a create."""
     app = step.params.application
     if app.app_id:
         found = step.graph.get(f"/applications(appId={key_segment(app.app_id)})",
                                params={"$select": APP_SELECT}, missing_ok=True)
         if found is None:
             raise StepFailed(f"no application with client ID {app.app_id} in this tenant",
-                             fix="correct application.app_id, or remove it to search by display name", step=STEP)
+                             fix="correct application.app_id, or remove it to find the application by its key",
+                             step=STEP)
         return found
+    keyed = step.graph.get(f"/applications(uniqueName={key_segment(app.key)})", params={"$select": APP_SELECT},
+                           missing_ok=True)
+    if keyed is not None:
+        return keyed
     matches = step.graph.get_all("/applications", params={
         "$filter": f"displayName eq {odata_quote(app.display_name)}", "$select": APP_SELECT})
     if len(matches) > 1:
@@ -151,11 +186,11 @@ class DuplicateApplications(StepFailed):
                          fix="set application.app_id to the client ID of the one to configure", step=STEP)
 
 
-def _desired_access(exo: ExchangeOnline) -> list[dict[str, str]]:
-    return [{"id": exo.mail_send_role, "type": "Role"}, {"id": exo.smtp_send_scope, "type": "Scope"}]
+def _access(desired: DesiredApp) -> list[dict[str, str]]:
+    return [{"id": pid, "type": kind} for pid, kind in desired.access]
 
 
-def _merged_access(current: list[dict[str, Any]], exo: ExchangeOnline) -> list[dict[str, Any]]:
+def _merged_access(current: list[dict[str, Any]], desired: DesiredApp) -> list[dict[str, Any]]:
     """requiredResourceAccess with ours added to Exchange Online's entry; every other entry kept as is."""
     merged = [dict(entry, resourceAccess=list(entry.get("resourceAccess", []))) for entry in current]
     entry = next((e for e in merged if e.get("resourceAppId") == EXCHANGE_APP_ID), None)
@@ -163,203 +198,258 @@ def _merged_access(current: list[dict[str, Any]], exo: ExchangeOnline) -> list[d
         entry = {"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": []}
         merged.append(entry)
     have = {(a["id"], a["type"]) for a in entry["resourceAccess"]}
-    entry["resourceAccess"] += [a for a in _desired_access(exo) if (a["id"], a["type"]) not in have]
+    entry["resourceAccess"] += [a for a in _access(desired) if (a["id"], a["type"]) not in have]
     return merged
 
 
-def _create_body(step: "Step", exo: ExchangeOnline) -> dict[str, Any]:
+def _create_body(desired: DesiredApp) -> dict[str, Any]:
     return {
-        "displayName": step.params.application.display_name,
+        "displayName": desired.display_name,
         "signInAudience": "AzureADMyOrg",
-        "web": {"redirectUris": [step.params.webex.callback_url],
+        "web": {"redirectUris": [desired.callback_url],
                 "implicitGrantSettings": {"enableAccessTokenIssuance": True, "enableIdTokenIssuance": False}},
-        "requiredResourceAccess": [{"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": _desired_access(exo)}],
+        "requiredResourceAccess": [{"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": _access(desired)}],
     }
 
 
-def _patch_body(step: "Step", app: dict[str, Any], exo: ExchangeOnline) -> tuple[dict[str, Any], list[str]]:
+def _patch_body(app: dict[str, Any], desired: DesiredApp) -> tuple[dict[str, Any], list[str]]:
     """The smallest PATCH that brings ``app`` to the desired state, and a sentence per difference."""
     web = app.get("web") or {}
     uris = list(web.get("redirectUris") or [])
     implicit = dict(web.get("implicitGrantSettings") or {})
-    callback = step.params.webex.callback_url
     patch: dict[str, Any] = {}
     why: list[str] = []
-    if callback not in uris or not implicit.get("enableAccessTokenIssuance"):
+    if desired.callback_url not in uris or not implicit.get("enableAccessTokenIssuance"):
         patch["web"] = {}
-        if callback not in uris:
-            patch["web"]["redirectUris"] = uris + [callback]
-            why.append(f"add redirect URI {callback}")
+        if desired.callback_url not in uris:
+            patch["web"]["redirectUris"] = uris + [desired.callback_url]
+            why.append(f"add redirect URI {desired.callback_url}")
         if not implicit.get("enableAccessTokenIssuance"):
             patch["web"]["implicitGrantSettings"] = dict(implicit, enableAccessTokenIssuance=True)
             why.append("turn on implicit-grant access tokens")
     access = app.get("requiredResourceAccess") or []
-    merged = _merged_access(access, exo)
+    merged = _merged_access(access, desired)
     if merged != access:
         patch["requiredResourceAccess"] = merged
         why.append("add Exchange Online Mail.Send (application) and SMTP.Send (delegated) permissions")
     return patch, why
 
 
+def diff_application(current: dict[str, Any] | None, desired: DesiredApp) -> Change:
+    """Create under the alternate key (idempotent), or patch only what differs."""
+    if current is None:
+        body = _create_body(desired)
+        return Change("application", desired.display_name, "planned", "create with redirect URI, implicit-grant "
+                      "access tokens and Exchange Online permissions", None, {"uniqueName": desired.unique_name, **body},
+                      Write("graph", "PATCH", f"/applications(uniqueName={key_segment(desired.unique_name)})", body,
+                            UPSERT, idempotent=True, needs=NEEDS["application"], keep=("id", "appId")),
+                      outcome="created")
+    ident = {"id": current["id"], "appId": current["appId"]}
+    patch, why = _patch_body(current, desired)
+    if not patch:
+        return unchanged("application", desired.display_name, "redirect URI, implicit grant and permissions as "
+                         "desired", ident)
+    return Change("application", desired.display_name, "planned", "; ".join(why),
+                  {**ident, **{k: current.get(k) for k in patch}}, patch,
+                  Write("graph", "PATCH", f"/applications/{current['id']}", patch, idempotent=True,
+                        retry_codes=("Request_ResourceNotFound",), needs=NEEDS["application"]))
+
+
 def ensure_application(step: "Step", exo: ExchangeOnline, current: dict[str, Any] | None) -> tuple[Change, dict[str, Any] | None]:
     """Create the application in one request, or patch what differs; returns the change and the app."""
-    name = step.params.application.display_name
-    if current is None:
-        body = _create_body(step, exo)
-        if not step.params.apply:
-            return step.record(Change("application", name, "planned", "create with redirect URI, implicit-grant "
-                                      "access tokens and Exchange Online permissions", None, body)), None
-        created = _write(step, "application", "POST", "/applications", body)
-        step.created.add("application")
-        return step.record(Change("application", name, "created", "created with redirect URI, implicit-grant access "
-                                  "tokens and Exchange Online permissions", None,
-                                  {"id": created["id"], "appId": created["appId"], **body})), created
-    patch, why = _patch_body(step, current, exo)
-    ident = {"id": current["id"], "appId": current["appId"]}
-    if not patch:
-        return step.record(Change("application", name, "unchanged", "redirect URI, implicit grant and "
-                                  "permissions as desired", ident, ident)), current
-    before = {k: current.get(k) for k in patch}
-    if not step.params.apply:
-        return step.record(Change("application", name, "planned", "; ".join(why), before, patch)), current
-    _write(step, "application", "PATCH", f"/applications/{current['id']}", patch)
-    return step.record(Change("application", name, "updated", "; ".join(why), before, patch)), {**current, **patch}
+    desired = desired_application(step, exo)
+    change, answer = step.executor.apply(diff_application(current, desired))
+    if change.action == "planned":
+        return change, current
+    if current is None:   # created (201 with the object), or it existed under the key (204): read it by key
+        app = answer or step.graph.get(f"/applications(uniqueName={key_segment(desired.unique_name)})",
+                                       params={"$select": APP_SELECT}, retry_codes=("Request_ResourceNotFound",))
+    else:
+        app = {**current, **(change.after or {})} if change.action == "updated" else current
+    step.facts.client_id, step.facts.object_id = app["appId"], app["id"]
+    step.facts.unique_name = app.get("uniqueName")
+    return change, app
 
 
-def ensure_service_principal(step: "Step", app: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The application's service principal (its enterprise application), which consent attaches to."""
-    name = step.params.application.display_name
-    if app is None:
-        step.record(Change("service principal", name, "planned", "create", None, {}))
+# --- the service principal and consent -----------------------------------------------------------
+
+def find_service_principal(step: "Step", app: dict[str, Any] | None, app_change: Change) -> dict[str, Any] | None:
+    """The application's service principal, by its client ID; none to read for an application just created."""
+    if app is None or app_change.action == "created":
         return None
-    if "application" not in step.created:
-        sp = step.graph.get(f"/servicePrincipals(appId={key_segment(app['appId'])})",
-                            params={"$select": "id,appId,displayName"}, missing_ok=True)
-        if sp is not None:
-            step.record(Change("service principal", name, "unchanged", "exists", {"id": sp["id"]}, {"id": sp["id"]}))
-            return sp
-    if not step.params.apply:
-        step.record(Change("service principal", name, "planned", "create", None, {"appId": app["appId"]}))
-        return None
-    sp = _write(step, "service principal", "POST", "/servicePrincipals", {"appId": app["appId"]},
-                retry_codes=REPLICATION_CODES)
-    step.created.add("service principal")
-    step.record(Change("service principal", name, "created", "created", None, {"id": sp["id"], "appId": app["appId"]}))
-    return sp
+    return step.graph.get(f"/servicePrincipals(appId={key_segment(app['appId'])})",
+                          params={"$select": "id,appId,displayName"}, missing_ok=True)
 
 
-def ensure_mail_send_consent(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline) -> Change:
-    """Admin consent for the Mail.Send application permission: an app role assignment."""
-    wanted = {"principalId": sp["id"] if sp else "(new)", "resourceId": exo.sp_id, "appRoleId": exo.mail_send_role}
-    if sp is not None and "service principal" not in step.created:
-        assignments = step.graph.get_all(f"/servicePrincipals/{sp['id']}/appRoleAssignments")
-        if any(a.get("resourceId") == exo.sp_id and a.get("appRoleId") == exo.mail_send_role for a in assignments):
-            return step.record(Change("admin consent", MAIL_SEND, "unchanged", "granted", wanted, wanted))
-    if sp is None or not step.params.apply:
-        return step.record(Change("admin consent", MAIL_SEND, "planned", "grant admin consent", None, wanted))
-    _write(step, "admin consent", "POST", f"/servicePrincipals/{exo.sp_id}/appRoleAssignedTo", wanted,
-           retry_codes=REPLICATION_CODES)
-    return step.record(Change("admin consent", MAIL_SEND, "created", "granted admin consent", None, wanted))
+def diff_service_principal(app: dict[str, Any] | None, sp: dict[str, Any] | None, name: str) -> Change:
+    """The application's service principal (its enterprise application), created idempotently by client ID."""
+    if sp is not None:
+        return unchanged("service principal", name, "exists", {"id": sp["id"]})
+    write = None if app is None else Write(
+        "graph", "PATCH", f"/servicePrincipals(appId={key_segment(app['appId'])})", {"displayName": name}, UPSERT,
+        idempotent=True, retry_codes=REPLICATION_CODES, needs=NEEDS["application"], keep=("id",))
+    return Change("service principal", name, "planned", "create", None, {"appId": (app or {}).get("appId", "(new)")},
+                  write, outcome="created")
 
 
-def ensure_smtp_send_grant(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline) -> Change:
+def ensure_service_principal(step: "Step", app: dict[str, Any] | None,
+                             app_change: Change) -> tuple[Change, dict[str, Any] | None]:
+    """Read (unless the application is new), diff, apply; returns the change and the service principal
+    (None while only planned)."""
+    name = step.params.application.display_name
+    sp = find_service_principal(step, app, app_change)
+    change, answer = step.executor.apply(diff_service_principal(app, sp, name))
+    if change.action in ("unchanged", "planned"):
+        return change, sp
+    assert app is not None
+    return change, answer or step.graph.get(f"/servicePrincipals(appId={key_segment(app['appId'])})",
+                                            params={"$select": "id,appId,displayName"}, retry_codes=REPLICATION_CODES)
+
+
+def diff_mail_send_consent(sp_id: str | None, assignments: list[dict[str, Any]], exo: ExchangeOnline) -> Change:
+    """Admin consent for the Mail.Send application permission: an app role assignment on our service principal."""
+    wanted = {"principalId": sp_id or "(new)", "resourceId": exo.sp_id, "appRoleId": exo.mail_send_role}
+    if any(a.get("resourceId") == exo.sp_id and a.get("appRoleId") == exo.mail_send_role for a in assignments):
+        return unchanged("admin consent", MAIL_SEND, "granted", wanted)
+    write = None if sp_id is None else Write(
+        "graph", "POST", f"/servicePrincipals/{exo.sp_id}/appRoleAssignedTo", wanted, retry_codes=REPLICATION_CODES,
+        needs=NEEDS["admin consent"], keep=("id",),
+        confirm=Confirm("graph", "GET", f"/servicePrincipals/{sp_id}/appRoleAssignments",
+                        {"resourceId": exo.sp_id, "appRoleId": exo.mail_send_role}))
+    return Change("admin consent", MAIL_SEND, "planned", "grant admin consent", None, wanted, write, outcome="created")
+
+
+def role_assignments(step: "Step", sp_id: str | None) -> list[dict[str, Any]]:
+    """Our service principal's own app role assignments (never the resource's huge appRoleAssignedTo)."""
+    return step.graph.get_all(f"/servicePrincipals/{sp_id}/appRoleAssignments") if sp_id else []
+
+
+def ensure_mail_send_consent(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline, sp_change: Change) -> Change:
+    """Read our service principal's own assignments (unless it is new), diff, apply."""
+    sp_id = sp["id"] if sp else None
+    assignments = [] if sp_change.action == "created" else role_assignments(step, sp_id)
+    return step.executor.apply(diff_mail_send_consent(sp_id, assignments, exo))[0]
+
+
+def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: ExchangeOnline) -> Change:
     """Tenant-wide consent for delegated SMTP.Send: one grant per client and resource, patched in place."""
-    wanted = {"clientId": sp["id"] if sp else "(new)", "consentType": "AllPrincipals", "resourceId": exo.sp_id}
-    grant = None
-    if sp is not None and "service principal" not in step.created:
-        grants = step.graph.get_all("/oauth2PermissionGrants", params={"$filter": f"clientId eq {odata_quote(sp['id'])}"})
-        grant = next((g for g in grants if g.get("resourceId") == exo.sp_id
-                      and g.get("consentType") == "AllPrincipals"), None)
+    wanted = {"clientId": sp_id or "(new)", "consentType": "AllPrincipals", "resourceId": exo.sp_id}
     scopes = (grant or {}).get("scope", "").split()
-    if SMTP_SEND in scopes:
-        return step.record(Change("tenant-wide consent", SMTP_SEND, "unchanged", "granted",
-                                  {"scope": grant["scope"]}, {"scope": grant["scope"]}))
+    if grant is not None and SMTP_SEND in scopes:
+        return unchanged("tenant-wide consent", SMTP_SEND, "granted", {"scope": grant["scope"]})
     scope = " ".join(scopes + [SMTP_SEND])
-    summary = "add SMTP.Send to the existing grant" if grant else "grant tenant-wide consent"
-    before = {"scope": grant["scope"]} if grant else None
-    if sp is None or not step.params.apply:
-        return step.record(Change("tenant-wide consent", SMTP_SEND, "planned", summary, before, {**wanted, "scope": scope}))
-    if grant:
-        _write(step, "tenant-wide consent", "PATCH", f"/oauth2PermissionGrants/{grant['id']}", {"scope": scope})
-        return step.record(Change("tenant-wide consent", SMTP_SEND, "updated", summary, before, {"scope": scope}))
-    _write(step, "tenant-wide consent", "POST", "/oauth2PermissionGrants", {**wanted, "scope": scope},
-           retry_codes=REPLICATION_CODES)
-    return step.record(Change("tenant-wide consent", SMTP_SEND, "created", summary, None, {**wanted, "scope": scope}))
+    if grant is not None:
+        return Change("tenant-wide consent", SMTP_SEND, "planned", "add SMTP.Send to the existing grant",
+                      {"scope": grant["scope"]}, {"scope": scope},
+                      Write("graph", "PATCH", f"/oauth2PermissionGrants/{grant['id']}", {"scope": scope},
+                            idempotent=True, needs=NEEDS["tenant-wide consent"]))
+    write = None if sp_id is None else Write(
+        "graph", "POST", "/oauth2PermissionGrants", {**wanted, "scope": scope}, retry_codes=REPLICATION_CODES,
+        needs=NEEDS["tenant-wide consent"], keep=("id",),
+        confirm=Confirm("graph", "GET", "/oauth2PermissionGrants", {"resourceId": exo.sp_id, "consentType": "AllPrincipals"},
+                        params={"$filter": f"clientId eq {odata_quote(sp_id)}"}))
+    return Change("tenant-wide consent", SMTP_SEND, "planned", "grant tenant-wide consent", None,
+                  {**wanted, "scope": scope}, write, outcome="created")
+
+
+def find_smtp_send_grant(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline,
+                         sp_change: Change | None = None) -> dict[str, Any] | None:
+    """The tenant-wide SMTP.Send grant of our service principal; none to read for a new one."""
+    if sp is None or (sp_change is not None and sp_change.action == "created"):
+        return None
+    grants = step.graph.get_all("/oauth2PermissionGrants", params={"$filter": f"clientId eq {odata_quote(sp['id'])}"})
+    return next((g for g in grants if g.get("resourceId") == exo.sp_id and g.get("consentType") == "AllPrincipals"), None)
+
+
+def ensure_delegated_consent(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline, consent: UserConsent,
+                             sp_change: Change) -> Change | str:
+    """consent: admin grants SMTP.Send tenant-wide; consent: user leaves it to Generate Token."""
+    if step.params.consent == "admin":
+        grant = find_smtp_send_grant(step, sp, exo, sp_change)
+        return step.executor.apply(diff_smtp_send_grant(sp["id"] if sp else None, grant, exo))[0]
+    return ("consent: user, so the mailbox user consents to SMTP.Send at Webex Connect's Generate Token "
+            f"(user consent policy: {consent.policy}); no tenant-wide grant is made")
 
 
 # --- the client secret --------------------------------------------------------------------------
 
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def stored_match(step: "Step", app: dict[str, Any] | None) -> client_secrets.StoredMatch:
+    """What the secret store holds, among the application's secrets."""
+    return client_secrets.match_stored(secrets.read(step.params.secret_store), client_secrets.app_secrets(app),
+                                       step.clock.now())
 
 
 def secrets_table(step: "Step", app: dict[str, Any] | None) -> pd.DataFrame:
     """The application's secrets by hint and expiry (values are never readable), with their state."""
-    now = step.clock.now()
-    renew = timedelta(days=step.params.application.secret_renew_days)
-    rows = []
-    for cred in (app or {}).get("passwordCredentials") or []:
-        end = _parse_time(cred["endDateTime"])
-        state = "expired" if end <= now else "expiring soon" if end <= now + renew else "valid"
-        rows.append({"hint": cred.get("hint"), "description": cred.get("displayName"),
-                     "expires": end.date().isoformat(), "state": state, "keyId": cred.get("keyId")})
-    return pd.DataFrame(rows, columns=["hint", "description", "expires", "state", "keyId"])
+    return client_secrets.table(client_secrets.app_secrets(app), step.clock.now(),
+                                step.params.application.secret_renew_days)
+
+
+def diff_expired_secrets(app: dict[str, Any] | None, step_now: Any, remove: bool) -> list[Change]:
+    """Expired secrets to remove (only when ``application.remove_expired_secrets`` says so)."""
+    if app is None or not remove:
+        return []
+    return [Change("expired client secret", f"hint {s.hint}", "planned", "remove",
+                   {"hint": s.hint, "expired": s.expires.date().isoformat(), "keyId": s.key_id}, None,
+                   Write("graph", "POST", f"/applications/{app['id']}/removePassword", {"keyId": s.key_id},
+                         needs=NEEDS["client secret"]), outcome="removed")
+            for s in client_secrets.app_secrets(app) if s.state(step_now, 0) == "expired"]
 
 
 def prune_expired_secrets(step: "Step", app: dict[str, Any] | None) -> list[Change]:
     """Remove expired secrets, only when ``application.remove_expired_secrets`` says so."""
-    table = secrets_table(step, app)
-    expired = table[table["state"] == "expired"]
-    if app is None or expired.empty or not step.params.application.remove_expired_secrets:
-        return []
-    changes = []
-    for _, cred in expired.iterrows():
-        what = {"hint": cred["hint"], "expired": cred["expires"], "keyId": cred["keyId"]}
-        if step.params.apply:
-            _write(step, "client secret", "POST", f"/applications/{app['id']}/removePassword", {"keyId": cred["keyId"]})
-            app["passwordCredentials"] = [c for c in app["passwordCredentials"] if c["keyId"] != cred["keyId"]]
-        changes.append(step.record(Change("expired client secret", f"hint {cred['hint']}",
-                                          "updated" if step.params.apply else "planned", "removed" if
-                                          step.params.apply else "remove", what, None)))
-    return changes
+    done = []
+    for change in diff_expired_secrets(app, step.clock.now(), step.params.application.remove_expired_secrets):
+        applied, _ = step.executor.apply(change)
+        if applied.action == "removed" and app is not None:
+            app["passwordCredentials"] = [c for c in app["passwordCredentials"]
+                                          if c["keyId"] != (change.before or {}).get("keyId")]
+        done.append(applied)
+    return done
 
 
-def stored_secret(step: "Step", app: dict[str, Any] | None) -> pd.Series | None:
-    """The application's secret whose value the store holds (matched by hint), if it is still valid."""
-    stored = secrets.read(step.params.secret_store)
-    table = secrets_table(step, app)
-    usable = table[(table["state"] == "valid") & (table["hint"] == (stored or "")[:3])] if stored else table.iloc[0:0]
-    return usable.iloc[0] if len(usable) else None
+def diff_secret(app: dict[str, Any] | None, match: client_secrets.StoredMatch, store: str, *, now: Any,
+                renew_days: int, lifetime_days: int) -> Change:
+    """Keep the stored secret while it is valid for longer than ``renew_days``; otherwise add a new one."""
+    cred = match.secret
+    if match.kind == "matched" and cred is not None and cred.state(now, renew_days) == "valid":
+        facts = {"hint": cred.hint, "expires": cred.expires.date().isoformat(), "keyId": cred.key_id, "store": store}
+        return unchanged("client secret", store, f"valid until {facts['expires']}; value is in the store", facts)
+    reason = (f"the stored secret expires on {cred.expires.date().isoformat()}" if match.kind == "matched" and cred
+              else match.explain(store))
+    body = {"passwordCredential": {"displayName": f"Webex Connect (runbook {now.date().isoformat()})",
+                                   "endDateTime": (now + timedelta(days=lifetime_days)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    write = None if app is None else Write(
+        "graph", "POST", f"/applications/{app['id']}/addPassword", body, retry_codes=REPLICATION_CODES,
+        needs=NEEDS["client secret"], keep=("keyId", "hint", "endDateTime"))
+    return Change("client secret", store, "planned", f"add a new secret ({reason})", None, {"store": store}, write,
+                  outcome="created")
 
 
 def ensure_secret(step: "Step", app: dict[str, Any] | None) -> Change:
-    """A valid client secret whose value is in the secret store; a new one only when needed."""
+    """A valid client secret whose value is in the secret store; a new one only when needed. The new value
+    goes straight into the store; the record keeps its hint, Secret ID and a fingerprint."""
     store = step.params.secret_store
-    cred = stored_secret(step, app)
-    if cred is not None:
-        facts = {"hint": cred["hint"], "expires": cred["expires"], "keyId": cred["keyId"], "store": store.describe()}
-        step.facts["secret"] = facts
-        return step.record(Change("client secret", store.describe(), "unchanged",
-                                  f"valid until {cred['expires']}; value is in the store", facts, facts))
-    reason = "the secret store holds no secret that is valid in Entra ID"
-    if app is None or not step.params.apply:
-        return step.record(Change("client secret", store.describe(), "planned", f"add a new secret ({reason})"))
-    lifetime = timedelta(days=step.params.application.secret_lifetime_days)
-    now = step.clock.now()
-    body = {"passwordCredential": {"displayName": f"Webex Connect (runbook {now.date().isoformat()})",
-                                   "endDateTime": (now + lifetime).strftime("%Y-%m-%dT%H:%M:%SZ")}}
-    created = _write(step, "client secret", "POST", f"/applications/{app['id']}/addPassword", body,
-                     retry_codes=REPLICATION_CODES)
-    where = secrets.write(store, created["secretText"])
-    app.setdefault("passwordCredentials", []).append({k: v for k, v in created.items() if k != "secretText"})
-    facts = {"hint": created["hint"], "expires": _parse_time(created["endDateTime"]).date().isoformat(),
-             "keyId": created["keyId"], "store": store.describe(), "fingerprint": secrets.fingerprint(created["secretText"])}
-    step.facts["secret"] = facts
-    return step.record(Change("client secret", store.describe(), "created", f"added a new secret ({reason}); {where}",
-                              None, facts))
+    application = step.params.application
+    match = stored_match(step, app)
+    change, answer = step.executor.apply(diff_secret(app, match, store.describe(), now=step.clock.now(),
+                                                     renew_days=application.secret_renew_days,
+                                                     lifetime_days=application.secret_lifetime_days))
+    if change.action == "unchanged" and match.secret is not None:
+        step.facts.secret = SecretFacts(match.secret.hint, match.secret.expires.date().isoformat(),
+                                        match.secret.key_id, store.describe())
+    elif change.action == "created" and answer is not None and app is not None:
+        where = secrets.write(store, answer["secretText"])
+        app.setdefault("passwordCredentials", []).append({k: v for k, v in answer.items() if k != "secretText"})
+        step.facts.secret = SecretFacts(answer["hint"], client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
+                                        answer["keyId"], store.describe(), secrets.fingerprint(answer["secretText"]))
+        change = Change(change.resource, change.name, change.action, f"{change.summary}; {where}", change.before,
+                        {**(change.after or {}), "fingerprint": step.facts.secret.fingerprint})
+        step.result.changes[-1] = change
+    return change
 
 
-# --- the operator, delegated consent and the summary ---------------------------------------------
+# --- the operator and the summary ------------------------------------------------------------------
 
 def needed_permissions(step: "Step") -> dict[str, str]:
     """The Graph permissions this step's writes need, with why; read-only ones fail later with a clear 403."""
@@ -385,27 +475,20 @@ def check_operator(step: "Step") -> pd.DataFrame:
     return table
 
 
-def ensure_delegated_consent(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline,
-                             consent: UserConsent) -> Change | str:
-    """consent: admin grants SMTP.Send tenant-wide; consent: user leaves it to Generate Token."""
-    if step.params.consent == "admin":
-        return ensure_smtp_send_grant(step, sp, exo)
-    return ("consent: user, so the mailbox user consents to SMTP.Send at Webex Connect's Generate Token "
-            f"(user consent policy: {consent.policy}); no tenant-wide grant is made")
-
-
 def summary(step: "Step", app: dict[str, Any] | None, consent: UserConsent) -> pd.DataFrame:
     """What step 4 will need, and whether the mailbox user can consent: recorded as the step's facts."""
-    secret = step.facts.get("secret", {})
+    secret = step.facts.secret
     rows = {
         "Directory (tenant) ID": step.params.tenant_id,
         "Application (client) ID": (app or {}).get("appId", "(planned)"),
         "Object ID": (app or {}).get("id", "(planned)"),
+        "Unique name (alternate key)": (app or {}).get("uniqueName") or
+                                       ("(made by hand: none)" if app else step.params.application.key),
         "Redirect URI": step.params.webex.callback_url,
-        "Client secret": f"hint {secret['hint']}..., expires {secret['expires']}, in {secret['store']}"
-                         if secret else "(planned)",
+        "Client secret": f"hint {secret.hint}..., expires {secret.expires}, in {secret.store}" if secret else "(planned)",
         "User consent": consent.policy + (" (admin consent granted instead)" if step.params.consent == "admin" else ""),
     }
-    step.facts.update({"client_id": rows["Application (client) ID"], "object_id": rows["Object ID"],
-                       "user_consent": consent.policy})
+    step.facts.client_id = rows["Application (client) ID"]
+    step.facts.object_id = rows["Object ID"]
+    step.facts.user_consent = consent.policy
     return pd.DataFrame({"value": rows})

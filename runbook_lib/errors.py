@@ -6,6 +6,23 @@ request IDs only.
 """
 from __future__ import annotations
 
+from typing import Any
+
+#: how much of a value a message quotes, and how long one problem's message may get: a parameter
+#: can be megabytes long, and a message must stay readable
+QUOTE_LIMIT = 60
+MESSAGE_LIMIT = 600
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """At most ``limit`` characters of ``text``, saying how long the whole is when it was cut."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def quoted(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` quoted for a message, as ``repr`` would, but only its start when it is long."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
+
 
 class RunbookError(Exception):
     """Base error: ``fix`` says what to do, ``step`` names the notebook that does it."""
@@ -30,9 +47,10 @@ class ParamsError(RunbookError):
 
     def __init__(self, source: str, problems: dict[str, str]) -> None:
         self.source = source
-        self.problems = problems
+        # bounded whatever the validator quoted: an unknown key or a message can carry a huge value
+        self.problems = {shorten(field): shorten(why, MESSAGE_LIMIT) for field, why in problems.items()}
         lines = [f"{source}: {len(problems)} invalid parameter(s)"]
-        lines += [f"  - {field}: {why}" for field, why in problems.items()]
+        lines += [f"  - {field}: {why}" for field, why in self.problems.items()]
         super().__init__("\n".join(lines), fix="correct the fields listed above and run again")
 
 
@@ -77,3 +95,31 @@ class GraphError(RunbookError):
 
 class StepFailed(RunbookError):
     """A step found something it must not paper over (duplicates, no Exchange Online, consent blocked)."""
+
+
+class Interrupted(RunbookError):
+    """The operator asked the run to stop (Ctrl-C, SIGTERM): the step stopped before its next request."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, fix="run the same command again: every step reads before it writes, so it "
+                         "continues from where the tenant is now")
+
+
+class OutcomeUnknown(RunbookError):
+    """A write got no answer (timeout, reset connection) and no read could tell whether it happened."""
+
+
+class LockHeld(RunbookError):
+    """Another process holds the tenant's lock: two runs must never both create an application.
+    ``holder`` is what the holder wrote into the lock file (pid, host, user, tenant, command, since)."""
+
+    def __init__(self, tenant_id: str, application: str, holder: dict[str, Any], waited: float = 0.0) -> None:
+        self.holder = holder
+        if holder:
+            who = (f"{holder.get('command', 'a run')} for tenant {holder.get('tenant', '?')} (pid {holder.get('pid', '?')}, "
+                   f"user {holder.get('user', '?')} on {holder.get('host', '?')}) since {holder.get('since', '?')}")
+        else:
+            who = "another process (it has not written its name yet)"
+        after = f" after waiting {waited:g} s" if waited else ""
+        super().__init__(f"tenant {tenant_id}, application {application!r}: locked by {who}{after}",
+                         fix="wait for it to finish, or run with --wait SECONDS")

@@ -1,15 +1,26 @@
 """Step 3: the Office 365 mailbox: authenticated SMTP, forwarding to Webex Connect, external forwarding.
 
-Graph checks the mailbox user (exists, enabled, has an Exchange Online mailbox, and its UPN is the
-email ID Webex Connect was given). Graph has nothing for the three settings themselves, so:
+**The mailbox user, from Graph**, with what an administrator's delegated token may read for *another* user
+(``User.Read.All``): the user exists, is enabled, its UPN is the email ID Webex Connect was given, and
+Exchange Online is provisioned for it (``provisionedPlans`` with ``service: exchange``). The kit does not
+read ``/users/{id}/mailboxSettings``: delegated ``MailboxSettings.Read`` reaches only the signed-in user's
+own mailbox, so an administrator gets 403 for anyone else. What Graph cannot tell, a shared mailbox (no
+plans, sign-in blocked) or an on-premises one (``mail`` set, no Exchange Online plan), the kit learns from
+Exchange itself: the admin API's ``Get-Mailbox`` (``RecipientTypeDetails``) or the PowerShell script's own
+first check.
+
+**The three settings**, which Graph cannot read or write:
 
 * ``mailbox.apply_with: powershell`` (default, the documented way): the kit writes an Exchange Online
-  PowerShell script into the record (:mod:`runbook_lib.powershell`); the operator runs it. The three
-  changes are ``planned``.
-* ``mailbox.apply_with: adminapi``: the same read-compare-apply through Exchange Online's admin REST
-  endpoint (``InvokeCommand``, what the ExchangeOnlineManagement v3 module uses). **It is undocumented
-  and unsupported by Microsoft and may change.** The operator needs an Exchange administrator role.
-  The script is still written, holding only what differed.
+  PowerShell script into the record (:mod:`runbook_lib.powershell`); the operator runs it. The changes are
+  ``planned``: the kit cannot see them happen.
+* ``mailbox.apply_with: adminapi``: read-compare-apply through Exchange Online's admin REST endpoint
+  (``InvokeCommand``, what the ExchangeOnlineManagement v3 module uses). **It is undocumented and unsupported
+  by Microsoft and may change.** The operator needs an Exchange administrator role. The script is still
+  written, holding only what differed.
+
+Optional reads (security defaults, the tenant-wide SMTP AUTH setting) that fail become warnings with their
+reason: no write depends on them.
 """
 from __future__ import annotations
 
@@ -19,23 +30,49 @@ from urllib.parse import quote as url_quote
 
 import pandas as pd
 
-from . import __version__, powershell
-from .errors import GraphError, StepFailed
+from . import __version__, powershell, registry
+from .changes import Change, Write, unchanged
+from .errors import GraphError, OutcomeUnknown, StepFailed
 from .graph import odata_quote
-from .records import Change
 
 if TYPE_CHECKING:
     from .step import Step
 
-STEP = "03_office365_mailbox"
+STEP = registry.MAILBOX
 SCRIPT_NAME = "mailbox.ps1"
-USER_SELECT = "id,mail,userPrincipalName,accountEnabled"
+USER_SELECT = "id,mail,userPrincipalName,accountEnabled,assignedPlans,provisionedPlans"
+EXCHANGE_ADMIN_NEEDS = ("an Exchange Administrator (or Global Administrator) role; for automation the application "
+                        "needs Exchange.ManageAsApp and the Exchange Administrator role; or use mailbox.apply_with: "
+                        "powershell")
 
 
 # --- the mailbox user (Graph) --------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class MailboxKind:
+    """What Graph (and, where it can, Exchange) says about the user's mailbox."""
+
+    kind: str            # "Exchange Online", "being provisioned", "none", "unknown from Graph", "shared", ...
+    usable: bool | None  # None: Graph cannot tell; Exchange (admin API or the script) decides
+    explanation: str
+
+
+def mailbox_kind(user: dict[str, Any]) -> MailboxKind:
+    """Decide from ``provisionedPlans`` (and ``mail``) what Graph can know about the user's mailbox."""
+    plans = [p for p in user.get("provisionedPlans") or [] if str(p.get("service", "")).lower() == "exchange"]
+    if any(p.get("provisioningStatus") == "Success" and p.get("capabilityStatus") == "Enabled" for p in plans):
+        return MailboxKind("Exchange Online", True, "Exchange Online is provisioned for the user")
+    if any(str(p.get("provisioningStatus", "")).startswith("Pending") for p in plans):
+        return MailboxKind("being provisioned", False, "Exchange Online is still being provisioned for the user "
+                           "(a licence was assigned recently)")
+    if not user.get("mail"):
+        return MailboxKind("none", False, "the user has no mailbox: no Exchange Online licence, and no mail address")
+    return MailboxKind("unknown from Graph", None, "the user has a mail address but no Exchange Online plan: a "
+                       "shared mailbox, a mailbox on-premises, or a licence removed; Graph cannot tell which")
+
+
 def check_mailbox_user(step: "Step") -> pd.DataFrame:
-    """The mailbox user exists, is enabled, has an Exchange Online mailbox, and its UPN is the email ID."""
+    """The mailbox user exists, is enabled, its UPN is the email ID, and Exchange Online serves its mailbox."""
     upn = step.params.webex.email_id
     user = step.graph.get(f"/users/{url_quote(upn)}", params={"$select": USER_SELECT}, missing_ok=True)
     if user is None:
@@ -44,46 +81,48 @@ def check_mailbox_user(step: "Step") -> pd.DataFrame:
             raise StepFailed(f"{upn} is the mail address of {by_mail[0]['userPrincipalName']}, not its user "
                              "principal name (UPN); Webex Connect signs in and authenticates SMTP with the UPN",
                              fix=f"set webex.email_id to {by_mail[0]['userPrincipalName']} (in Webex Connect too)",
-                             step="01_webex_connect_app")
+                             step=registry.WEBEX_VALUES)
         raise StepFailed(f"there is no user {upn} in this tenant",
                          fix="check webex.email_id against Microsoft 365 admin center > Users > Active users",
-                         step="01_webex_connect_app")
-    if not user.get("accountEnabled", True):
+                         step=registry.WEBEX_VALUES)
+    kind = mailbox_kind(user)
+    if kind.usable is False:
+        raise StepFailed(f"{upn}: {kind.explanation}",
+                         fix="assign a licence that includes Exchange Online and wait until the mailbox exists "
+                         "(minutes to hours), or choose a cloud mailbox", step=STEP)
+    if not user.get("accountEnabled", True) and kind.usable:
         raise StepFailed(f"the account {upn} is disabled: it could not sign in at Generate Token",
                          fix="unblock sign-in for the account in Microsoft 365 admin center", step=STEP)
-    try:
-        step.graph.get(f"/users/{user['id']}/mailboxSettings")
-    except GraphError as error:
-        if error.code != "MailboxNotEnabledForRESTAPI":
-            raise
-        raise StepFailed(f"{upn} has no Exchange Online mailbox: it has no Exchange Online licence, its mailbox "
-                         "is on-premises, or the mailbox was deleted and is only soft-deleted",
-                         fix="assign a licence that includes Exchange Online (and wait for the mailbox to be "
-                         "created), or choose a cloud mailbox", step=STEP) from error
-    defaults = step.graph.get("/policies/identitySecurityDefaultsEnforcementPolicy")
-    step.facts["mailbox_user"] = {"id": user["id"], "upn": user["userPrincipalName"]}
-    step.facts["security_defaults"] = bool(defaults.get("isEnabled"))
+    step.facts.mailbox_user = {"id": user["id"], "upn": user["userPrincipalName"]}
+    step.facts.mailbox_kind = kind.kind
+    if kind.usable is None:
+        step.facts.warn(f"{upn}: {kind.explanation}. " + (
+            "The admin API's Get-Mailbox decides below." if step.params.mailbox.apply_with == "adminapi"
+            else "The PowerShell script checks it first (Get-EXOMailbox) and stops for an on-premises mailbox."))
+    defaults = security_defaults(step)
     return pd.DataFrame({"value": {
-        "user principal name": user["userPrincipalName"], "account enabled": True, "Exchange Online mailbox": True,
-        "security defaults": "ON: they block SMTP AUTH even when it is enabled on the mailbox; turn them off or "
-                             "use Conditional Access instead" if defaults.get("isEnabled") else "off",
+        "user principal name": user["userPrincipalName"],
+        "account enabled": bool(user.get("accountEnabled", True)),
+        "mailbox (from Graph)": kind.explanation,
+        "security defaults": {True: "ON: they block SMTP AUTH even when it is enabled on the mailbox; turn them off "
+                                    "or use Conditional Access instead", False: "off",
+                              None: "not read (see the warnings)"}[defaults],
     }})
 
 
-# --- the three settings ----------------------------------------------------------------------------
+def security_defaults(step: "Step") -> bool | None:
+    """Whether security defaults are on: an optional read, a warning when it fails."""
+    try:
+        defaults = step.graph.get("/policies/identitySecurityDefaultsEnforcementPolicy")
+    except (GraphError, OutcomeUnknown) as error:
+        step.facts.warn(f"security defaults could not be read ({error.message.splitlines()[0]}); they block SMTP AUTH "
+                        "when on: check Microsoft Entra admin center > Properties > Manage security defaults")
+        return None
+    step.facts.security_defaults = bool(defaults.get("isEnabled"))
+    return step.facts.security_defaults
 
-@dataclass(frozen=True)
-class MailboxState:
-    """What Exchange Online says now (adminapi mode only)."""
 
-    smtp_auth_disabled: bool | None
-    tenant_smtp_auth_disabled: bool
-    forwarding: str | None
-    keep_copy: bool
-    policy: dict[str, Any] | None
-    rule: dict[str, Any] | None
-    default_mode: str
-
+# --- Exchange's own answers (admin API) -------------------------------------------------------------
 
 def settings(step: "Step") -> powershell.Settings:
     mailbox = step.params.mailbox
@@ -91,22 +130,15 @@ def settings(step: "Step") -> powershell.Settings:
                                mailbox.keep_copy, mailbox.forwarding_policy, mailbox.use_default_policy)
 
 
-def invoke(step: "Step", cmdlet: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Run one cmdlet through the admin API; its error's real message is nested, so dig it out."""
-    body = {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}}
-    try:
-        answer = step.exchange.post("/InvokeCommand", body)
-    except GraphError as error:
-        raise _admin_error(cmdlet, error) from error
-    return (answer or {}).get("value", [])
+def cmdlet_body(cmdlet: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}}
 
 
-def _admin_error(cmdlet: str, error: GraphError) -> StepFailed:
+def admin_error(cmdlet: str, error: GraphError) -> StepFailed:
+    """The admin API hides its real message: dig it out of ``details`` or ``innererror``."""
     if error.status in (401, 403):
         return StepFailed(f"Exchange Online refused {cmdlet} (HTTP {error.status})",
-                          fix="sign in as an Exchange Administrator (or Global Administrator); for automation the "
-                          "application needs Exchange.ManageAsApp and the Exchange Administrator role; or use "
-                          "mailbox.apply_with: powershell", step=STEP)
+                          fix=f"sign in with {EXCHANGE_ADMIN_NEEDS}", step=STEP)
     inner = error.body.get("error", {})
     details = inner.get("details") or [{}]
     nested = (details[0].get("message") or
@@ -116,123 +148,183 @@ def _admin_error(cmdlet: str, error: GraphError) -> StepFailed:
                       "Exchange's full answer", step=STEP)
 
 
+def invoke(step: "Step", cmdlet: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run one read-only cmdlet (Get-*) through the admin API: a read, retried like any read."""
+    try:
+        answer = step.exchange.request("POST", "/InvokeCommand", body=cmdlet_body(cmdlet, parameters), idempotent=True)
+    except GraphError as error:
+        raise admin_error(cmdlet, error) from error
+    return list((answer or {}).get("value", []))
+
+
+def cmdlet_write(cmdlet: str, parameters: dict[str, Any]) -> Write:
+    """A cmdlet that changes something: Set-* are idempotent (the same values again), New-* are not."""
+    return Write("exchange", "POST", "/InvokeCommand", cmdlet_body(cmdlet, parameters),
+                 idempotent=cmdlet.startswith("Set-"), needs=EXCHANGE_ADMIN_NEEDS)
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    """What Exchange Online says now (adminapi mode only)."""
+
+    recipient_type: str
+    smtp_auth_disabled: bool | None
+    tenant_smtp_auth_disabled: bool | None
+    forwarding: str | None
+    keep_copy: bool
+    policy: dict[str, Any] | None
+    rule: dict[str, Any] | None
+    default_mode: str
+
+
 def read_state(step: "Step") -> MailboxState:
-    """Five read-only cmdlets: the mailbox's SMTP AUTH and forwarding, the tenant's SMTP AUTH, the policies."""
+    """Read-only cmdlets: the mailbox (its type, SMTP AUTH, forwarding), the tenant's SMTP AUTH, the policies."""
     mailbox = step.params.webex.email_id
+    try:
+        box = invoke(step, "Get-Mailbox", {"Identity": mailbox})[0]
+    except StepFailed as error:
+        raise StepFailed(f"Exchange Online has no mailbox {mailbox}: it is on-premises, or has no Exchange Online "
+                         f"licence ({error.message})", fix="choose a cloud mailbox, or assign an Exchange Online "
+                         "licence and wait for the mailbox to be created", step=STEP) from error
+    recipient_type = str(box.get("RecipientTypeDetails", "UserMailbox"))
+    if recipient_type == "SharedMailbox":
+        step.facts.warn(f"{mailbox} is a shared mailbox: nobody signs in to it (sign-in is blocked by design), so at "
+                        "Generate Token Webex Connect needs 'Login ID For Generating Token': a licensed user with "
+                        "Send As on the shared mailbox, whose own SMTP AUTH must be on")
+    step.facts.mailbox_kind = recipient_type
     cas = invoke(step, "Get-CASMailbox", {"Identity": mailbox})[0]
-    tenant = invoke(step, "Get-TransportConfig")[0]
-    box = invoke(step, "Get-Mailbox", {"Identity": mailbox})[0]
     name = step.params.mailbox.forwarding_policy
     policies = invoke(step, "Get-HostedOutboundSpamFilterPolicy")
     rules = invoke(step, "Get-HostedOutboundSpamFilterRule")
     default = next((p for p in policies if p.get("IsDefault") or p.get("Name") == "Default"), {})
     return MailboxState(
+        recipient_type=recipient_type,
         smtp_auth_disabled=cas.get("SmtpClientAuthenticationDisabled"),
-        tenant_smtp_auth_disabled=bool(tenant.get("SmtpClientAuthenticationDisabled")),
+        tenant_smtp_auth_disabled=tenant_smtp_auth_disabled(step),
         forwarding=box.get("ForwardingSmtpAddress"), keep_copy=bool(box.get("DeliverToMailboxAndForward")),
         policy=next((p for p in policies if p.get("Name") == name), None),
         rule=next((r for r in rules if r.get("Name") == name), None),
         default_mode=str(default.get("AutoForwardingMode", "Automatic")))
 
 
+def tenant_smtp_auth_disabled(step: "Step") -> bool | None:
+    """The tenant-wide SMTP AUTH setting (the mailbox's own wins): optional, a warning when unreadable."""
+    try:
+        value = bool(invoke(step, "Get-TransportConfig")[0].get("SmtpClientAuthenticationDisabled"))
+    except (StepFailed, OutcomeUnknown, IndexError) as error:
+        step.facts.warn(f"the tenant-wide SMTP AUTH setting could not be read ({error}); the mailbox's own setting "
+                        "decides anyway")
+        return None
+    step.facts.tenant_smtp_auth_disabled = value
+    return value
+
+
+# --- the settings as changes ---------------------------------------------------------------------------
+
 def _same_address(current: str | None, wanted: str) -> bool:
     return (current or "").lower().removeprefix("smtp:") == wanted.lower()
 
 
-def compare(step: "Step", state: MailboxState | None) -> dict[str, Change]:
-    """Each setting as a change: ``planned`` writes where it differs (or is unknown), ``unchanged`` where not."""
-    mailbox, wanted = step.params.webex.email_id, settings(step)
-    unknown = state is None
-    changes: dict[str, Change] = {}
+def diff_smtp_auth(state: MailboxState | None, mailbox: str) -> Change:
     on = {"SmtpClientAuthenticationDisabled": False}
-    before = None if unknown else {"SmtpClientAuthenticationDisabled": state.smtp_auth_disabled,
-                                   "tenant-wide SmtpClientAuthenticationDisabled": state.tenant_smtp_auth_disabled}
-    if unknown or state.smtp_auth_disabled is not False:
-        changes["smtp_auth"] = Change("authenticated SMTP", mailbox, "planned", "enable SMTP AUTH for the mailbox", before, on)
-    else:
-        changes["smtp_auth"] = Change("authenticated SMTP", mailbox, "unchanged", "enabled", before, on)
+    if state is not None and state.smtp_auth_disabled is False:
+        return unchanged("authenticated SMTP", mailbox, "enabled", on)
+    before = None if state is None else {"SmtpClientAuthenticationDisabled": state.smtp_auth_disabled,
+                                         "tenant-wide SmtpClientAuthenticationDisabled": state.tenant_smtp_auth_disabled}
+    return Change("authenticated SMTP", mailbox, "planned", "enable SMTP AUTH for the mailbox", before, on,
+                  cmdlet_write("Set-CASMailbox", {"Identity": mailbox, "SmtpClientAuthenticationDisabled": False})
+                  if state is not None else None)
+
+
+def diff_forwarding(state: MailboxState | None, wanted: powershell.Settings) -> Change:
     forward = {"ForwardingSmtpAddress": f"smtp:{wanted.forwarding_address}", "DeliverToMailboxAndForward": wanted.keep_copy}
-    before = None if unknown else {"ForwardingSmtpAddress": state.forwarding, "DeliverToMailboxAndForward": state.keep_copy}
-    if unknown or not _same_address(state.forwarding, wanted.forwarding_address) or state.keep_copy != wanted.keep_copy:
-        summary = (f"replace forwarding to {state.forwarding.removeprefix('smtp:')} with Webex Connect's address"
-                   if not unknown and state.forwarding and not _same_address(state.forwarding, wanted.forwarding_address)
-                   else "forward every message to Webex Connect" + (", keeping a copy" if wanted.keep_copy else ""))
-        changes["forwarding"] = Change("mailbox forwarding", mailbox, "planned", summary, before, forward)
-    else:
-        changes["forwarding"] = Change("mailbox forwarding", mailbox, "unchanged", "forwards to Webex Connect", before, forward)
-    changes["external_forwarding"] = _compare_external(step, state)
-    return changes
+    if state is not None and _same_address(state.forwarding, wanted.forwarding_address) and state.keep_copy == wanted.keep_copy:
+        return unchanged("mailbox forwarding", wanted.mailbox, "forwards to Webex Connect", forward)
+    replacing = state is not None and state.forwarding and not _same_address(state.forwarding, wanted.forwarding_address)
+    summary = (f"replace forwarding to {(state.forwarding or '').removeprefix('smtp:')} with Webex Connect's address"
+               if state is not None and replacing
+               else "forward every message to Webex Connect" + (", keeping a copy" if wanted.keep_copy else ""))
+    before = None if state is None else {"ForwardingSmtpAddress": state.forwarding,
+                                         "DeliverToMailboxAndForward": state.keep_copy}
+    return Change("mailbox forwarding", wanted.mailbox, "planned", summary, before, forward,
+                  cmdlet_write("Set-Mailbox", {"Identity": wanted.mailbox, **forward}) if state is not None else None)
 
 
-def _compare_external(step: "Step", state: MailboxState | None) -> Change:
-    wanted, mailbox = settings(step), step.params.webex.email_id
+def diff_external_forwarding(state: MailboxState | None, wanted: powershell.Settings) -> list[Change]:
+    """Automatic forwarding to an external address: the Default policy when asked, else a dedicated outbound
+    spam policy and a rule scoped to this one sender (two changes, each one write)."""
     if wanted.use_default_policy:
         after = {"policy": "Default", "AutoForwardingMode": "On"}
-        before = None if state is None else {"policy": "Default", "AutoForwardingMode": state.default_mode}
-        differs = state is None or state.default_mode != "On"
-        return Change("external forwarding", "Default policy", "planned" if differs else "unchanged",
-                      "allow automatic forwarding for every sender (Default policy)" if differs else "allowed", before, after)
-    after = {"policy": wanted.policy, "AutoForwardingMode": "On", "rule From": mailbox}
-    if state is None:
-        return Change("external forwarding", wanted.policy, "planned", "dedicated outbound spam policy and rule "
-                      "allowing forwarding for this sender only", None, after)
-    senders = [s.lower() for s in (state.rule or {}).get("From") or []]
-    before = {"policy": (state.policy or {}).get("Name"), "AutoForwardingMode": (state.policy or {}).get("AutoForwardingMode"),
-              "rule From": (state.rule or {}).get("From"), "Default policy AutoForwardingMode": state.default_mode}
-    if state.policy and state.policy.get("AutoForwardingMode") == "On" and mailbox.lower() in senders:
-        return Change("external forwarding", wanted.policy, "unchanged", "allowed for this sender", before, after)
-    return Change("external forwarding", wanted.policy, "planned", "dedicated outbound spam policy and rule allowing "
-                  f"forwarding for this sender only (Default policy: {state.default_mode})", before, after)
+        if state is not None and state.default_mode == "On":
+            return [unchanged("external forwarding", "Default policy", "allowed", after)]
+        return [Change("external forwarding", "Default policy", "planned", "allow automatic forwarding for every "
+                       "sender (Default policy)", None if state is None else {"AutoForwardingMode": state.default_mode},
+                       after, cmdlet_write("Set-HostedOutboundSpamFilterPolicy", {"Identity": "Default",
+                                                                                   "AutoForwardingMode": "On"})
+                       if state is not None else None)]
+    return [_diff_policy(state, wanted), _diff_rule(state, wanted)]
 
 
-def apply(step: "Step", state: MailboxState, changes: dict[str, Change]) -> None:
-    """adminapi mode: make the planned changes, each with its cmdlet(s), and record them."""
-    mailbox, wanted = step.params.webex.email_id, settings(step)
-    for key, change in changes.items():
-        if change.action != "planned" or not step.params.apply:
-            step.record(change)
-            continue
-        if key == "smtp_auth":
-            invoke(step, "Set-CASMailbox", {"Identity": mailbox, "SmtpClientAuthenticationDisabled": False})
-        elif key == "forwarding":
-            invoke(step, "Set-Mailbox", {"Identity": mailbox, "ForwardingSmtpAddress": f"smtp:{wanted.forwarding_address}",
-                                         "DeliverToMailboxAndForward": wanted.keep_copy})
-        elif wanted.use_default_policy:
-            invoke(step, "Set-HostedOutboundSpamFilterPolicy", {"Identity": "Default", "AutoForwardingMode": "On"})
-        else:
-            _apply_dedicated(step, state)
-        new_policy = key == "external_forwarding" and not wanted.use_default_policy and state.policy is None
-        step.record(Change(change.resource, change.name, "created" if new_policy else "updated",
-                           change.summary, change.before, change.after))
+def _diff_policy(state: MailboxState | None, wanted: powershell.Settings) -> Change:
+    after = {"AutoForwardingMode": "On"}
+    policy = state.policy if state is not None else None
+    if policy is not None and policy.get("AutoForwardingMode") == "On":
+        return unchanged("outbound spam policy", wanted.policy, "allows automatic forwarding", after)
+    default = f" (Default policy: {state.default_mode})" if state is not None else ""
+    if policy is None:
+        return Change("outbound spam policy", wanted.policy, "planned", "create a dedicated policy allowing automatic "
+                      f"forwarding{default}", None, after,
+                      cmdlet_write("New-HostedOutboundSpamFilterPolicy", {"Name": wanted.policy, "AutoForwardingMode": "On"})
+                      if state is not None else None, outcome="created")
+    return Change("outbound spam policy", wanted.policy, "planned", "allow automatic forwarding",
+                  {"AutoForwardingMode": policy.get("AutoForwardingMode")}, after,
+                  cmdlet_write("Set-HostedOutboundSpamFilterPolicy", {"Identity": wanted.policy, "AutoForwardingMode": "On"}))
 
 
-def _apply_dedicated(step: "Step", state: MailboxState) -> None:
-    name, mailbox = step.params.mailbox.forwarding_policy, step.params.webex.email_id
-    if state.policy is None:
-        invoke(step, "New-HostedOutboundSpamFilterPolicy", {"Name": name, "AutoForwardingMode": "On"})
-    elif state.policy.get("AutoForwardingMode") != "On":
-        invoke(step, "Set-HostedOutboundSpamFilterPolicy", {"Identity": name, "AutoForwardingMode": "On"})
-    if state.rule is None:
-        invoke(step, "New-HostedOutboundSpamFilterRule", {"Name": name, "HostedOutboundSpamFilterPolicy": name,
-                                                          "From": [mailbox]})
-    elif mailbox.lower() not in [s.lower() for s in state.rule.get("From") or []]:
-        invoke(step, "Set-HostedOutboundSpamFilterRule", {"Identity": name, "From": list(state.rule["From"]) + [mailbox]})
+def _diff_rule(state: MailboxState | None, wanted: powershell.Settings) -> Change:
+    rule = state.rule if state is not None else None
+    senders = list((rule or {}).get("From") or [])
+    if rule is not None and wanted.mailbox.lower() in [s.lower() for s in senders]:
+        return unchanged("outbound spam rule", wanted.policy, "covers this sender", {"From": senders})
+    if rule is None:
+        return Change("outbound spam rule", wanted.policy, "planned", "create a rule applying the policy to this "
+                      "sender only", None, {"From": [wanted.mailbox]},
+                      cmdlet_write("New-HostedOutboundSpamFilterRule", {"Name": wanted.policy, "HostedOutboundSpamFilterPolicy":
+                                                                        wanted.policy, "From": [wanted.mailbox]})
+                      if state is not None else None, outcome="created")
+    return Change("outbound spam rule", wanted.policy, "planned", "add this sender to the rule", {"From": senders},
+                  {"From": senders + [wanted.mailbox]},
+                  cmdlet_write("Set-HostedOutboundSpamFilterRule", {"Identity": wanted.policy, "From": senders + [wanted.mailbox]}))
+
+
+#: the script's section for each kind of change
+SECTIONS = {"authenticated SMTP": "smtp_auth", "mailbox forwarding": "forwarding", "external forwarding":
+            "external_forwarding", "outbound spam policy": "external_forwarding", "outbound spam rule": "external_forwarding"}
+
+
+def diff_mailbox(state: MailboxState | None, wanted: powershell.Settings) -> list[Change]:
+    """Every setting as a change: ``planned`` where it differs (or is unknown: powershell mode), else ``unchanged``.
+    Without a state (powershell mode) the changes carry no write: the script applies them."""
+    return [diff_smtp_auth(state, wanted.mailbox), diff_forwarding(state, wanted),
+            *diff_external_forwarding(state, wanted)]
 
 
 def configure(step: "Step") -> pd.DataFrame:
-    """Read (adminapi), compare, apply or plan, and write the script; returns the changes as a table."""
+    """Read (adminapi), diff, apply or plan, and write the script; returns the changes as a table."""
     state = read_state(step) if step.params.mailbox.apply_with == "adminapi" else None
     if state is not None:
-        step.facts["tenant_smtp_auth_disabled"] = state.tenant_smtp_auth_disabled
-        step.facts["default_forwarding_mode"] = state.default_mode
-    changes = compare(step, state)
-    if state is None:
-        for change in changes.values():
-            step.record(change)
-    else:
-        apply(step, state, changes)
-    differing = {key for key, change in changes.items() if change.action == "planned"}
-    text = powershell.script(settings(step), tenant=step.params.tenant, version=__version__,
+        step.facts.default_forwarding_mode = state.default_mode
+    wanted = settings(step)
+    changes = diff_mailbox(state, wanted)
+    for change in changes:
+        try:
+            step.executor.apply(change)
+        except GraphError as error:
+            cmdlet = change.write.body["CmdletInput"]["CmdletName"] if change.write else change.resource
+            raise admin_error(cmdlet, error) from error
+    differing = {SECTIONS[c.resource] for c in changes if c.action != "unchanged"}
+    text = powershell.script(wanted, tenant=step.params.tenant, version=__version__,
                              date=step.clock.now().date().isoformat(), sections=differing)
     step.artifact(SCRIPT_NAME, text)
     return step.changes()
+

@@ -1,15 +1,18 @@
-"""A thin Microsoft Graph client: JSON in and out, typed errors, bounded retries, paging.
+"""A thin client for Microsoft Graph and Exchange Online's admin API: JSON in and out, typed errors,
+bounded retries, paging.
 
-Retry policy (what is safe to repeat):
+Retry policy (what is safe to repeat, bounded by ``network.attempts`` and ``network.max_wait_seconds``):
 
-* 429, and 503 with Retry-After: the request was not processed; every method is retried,
-  honouring Retry-After (exponential backoff when it is absent).
-* other 5xx: retried for GET and PATCH only. A POST that failed with 500/502/504 may have been
-  applied, so it is reported instead; re-running the step is safe because every step reads first.
+* 429, and 503 with Retry-After: the request was not processed; any request is retried, honouring
+  Retry-After (exponential backoff when it is absent).
+* 502, 503, 504, a reset connection or a read timeout: retried for reads and idempotent writes (PATCH, PUT,
+  DELETE, upserts). A plain POST that got no answer may have been applied: it raises
+  :class:`~runbook_lib.errors.OutcomeUnknown`, and the executor reads whether it happened before repeating it.
 * codes the caller names (``retry_codes``): replication delays right after a write, such as
   ``NoBackingApplicationObject`` or ``Request_ResourceNotFound`` on a brand-new object.
 
-Every retry and its wait is counted in the transport's :class:`Counts` and so lands in the record.
+Every retry and its wait is counted in the transport's :class:`~runbook_lib.transport.Counts`, and so lands
+in the record.
 """
 from __future__ import annotations
 
@@ -20,15 +23,14 @@ from urllib.parse import quote
 import requests
 
 from . import knowledge
-from .errors import GraphError
+from .errors import GraphError, OutcomeUnknown
+from .params import Network
 from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6
-MAX_WAIT = 60.0
-TIMEOUT = (10, 60)
 IDEMPOTENT = {"GET", "PATCH", "PUT", "DELETE"}
+TRANSIENT = {502, 503, 504}
 
 
 def odata_quote(value: str) -> str:
@@ -50,54 +52,73 @@ def _error_codes(body: dict[str, Any]) -> tuple[str, str, set[str]]:
 
 
 class Graph:
-    """Calls Graph as the signed-in operator; ``token`` is called for a fresh bearer token."""
+    """Calls an API as the signed-in identity; ``token`` is called for a fresh bearer token."""
 
-    def __init__(self, base_url: str, token: Callable[[], str], transport: Transport) -> None:
+    def __init__(self, base_url: str, token: Callable[[], str], transport: Transport, network: Network) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.transport = transport
+        self.network = network
 
     def request(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None,
-                retry_codes: Iterable[str] = (), missing_ok: bool = False) -> Any:
+                headers: dict[str, str] | None = None, retry_codes: Iterable[str] = (), missing_ok: bool = False,
+                idempotent: bool | None = None) -> Any:
         """Send one call; return the JSON body (None for 204, or for 404 when ``missing_ok``)."""
         url = path if path.startswith("https://") else f"{self.base_url}{path}"
+        repeatable = method in IDEMPOTENT if idempotent is None else idempotent
         retry_codes = set(retry_codes)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            response = self.transport.session.request(
-                method, url, json=body, params=params, timeout=TIMEOUT,
-                headers={"Authorization": f"Bearer {self.token()}", "Accept": "application/json"},
-            )
+        attempts = self.network.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.transport.session.request(
+                    method, url, json=body, params=params,
+                    timeout=(self.network.connect_timeout, self.network.read_timeout),
+                    headers={"Authorization": f"Bearer {self.token()}", "Accept": "application/json", **(headers or {})})
+            except (requests.ConnectionError, requests.Timeout) as lost:
+                kind = type(lost).__name__
+                if not repeatable:
+                    raise OutcomeUnknown(f"{method} {path.split('?')[0]} got no answer ({kind}): it may or may not "
+                                         "have been applied") from None
+                if attempt == attempts:
+                    raise OutcomeUnknown(f"{method} {path.split('?')[0]} got no answer after {attempts} attempts "
+                                         f"({kind})", fix="check the network path to Microsoft (proxy, firewall); "
+                                         "raise network.read_timeout if the service is slow, then run the step "
+                                         "again") from None
+                self._wait(method, path, None, kind, self._backoff(attempt, None), attempt)
+                continue
             if response.status_code < 400:
                 return response.json() if response.content else None
             error = self._error(response, method, path)
             if missing_ok and response.status_code == 404 and error.code != "MailboxNotEnabledForRESTAPI":
                 return None
-            wait = self._retry_wait(response, method, error, retry_codes, attempt)
+            wait = self._retry_wait(response, repeatable, error, retry_codes, attempt)
             if wait is None:
                 raise error
-            self.transport.counts.retries += 1
-            self.transport.counts.waits.append(
-                {"request": f"{method} {path}", "status": response.status_code, "code": error.code,
-                 "wait_seconds": wait, "attempt": attempt})
-            log.info("retrying %s %s after HTTP %s %s: waiting %.0f s", method, path, response.status_code,
-                     error.code, wait)
-            self.transport.clock.sleep(wait)
-        raise error  # the last attempt's error, after MAX_ATTEMPTS
+            self._wait(method, path, response.status_code, error.code, wait, attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _retry_wait(self, response: requests.Response, method: str, error: GraphError,
+    def _wait(self, method: str, path: str, status: int | None, code: str, seconds: float, attempt: int) -> None:
+        self.transport.counts.wait(f"{method} {path.split('?')[0]}", status, code, seconds, attempt)
+        log.info("retrying %s %s after %s %s: waiting %.0f s", method, path, status or "no answer", code, seconds)
+        self.transport.clock.sleep(seconds)
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after and retry_after.isdigit():
+            return min(float(retry_after), self.network.max_wait_seconds)
+        return min(2.0 ** attempt, self.network.max_wait_seconds)
+
+    def _retry_wait(self, response: requests.Response, repeatable: bool, error: GraphError,
                     retry_codes: set[str], attempt: int) -> float | None:
-        if attempt >= MAX_ATTEMPTS:
+        if attempt >= self.network.attempts:
             return None
         status = response.status_code
         retry_after = response.headers.get("Retry-After")
         throttled = status == 429 or (status == 503 and retry_after is not None)
-        transient = status >= 500 and method in IDEMPOTENT
+        transient = status in TRANSIENT and repeatable
         replicating = bool(retry_codes & error.codes)
         if not (throttled or transient or replicating):
             return None
-        if retry_after and retry_after.isdigit():
-            return min(float(retry_after), MAX_WAIT)
-        return min(2.0 ** attempt, MAX_WAIT)
+        return self._backoff(attempt, retry_after)
 
     @staticmethod
     def _error(response: requests.Response, method: str, path: str) -> GraphError:
@@ -130,6 +151,3 @@ class Graph:
 
     def post(self, path: str, body: Any, **kwargs: Any) -> Any:
         return self.request("POST", path, body=body, **kwargs)
-
-    def patch(self, path: str, body: Any, **kwargs: Any) -> Any:
-        return self.request("PATCH", path, body=body, **kwargs)

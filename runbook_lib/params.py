@@ -8,16 +8,16 @@ secrets out of the change record.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import webex
+from . import registry, strict_yaml, webex
 from .endpoints import CLOUDS
-from .errors import ParamsError
+from .errors import ParamsError, quoted
 
 GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$", re.IGNORECASE)
@@ -29,8 +29,7 @@ GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 
 Mode = Literal["replay", "live", "record", "sandbox"]
 #: the procedure's notebooks, in order
-STEP_NAMES = ("01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox",
-              "04_webex_connect_email_app", "05_verify", "06_troubleshoot")
+STEP_NAMES = registry.NAMES
 
 
 class _Strict(BaseModel):
@@ -61,7 +60,7 @@ def _https_url(value: str | None) -> str | None:
         return value
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
-        raise ValueError(f"{value!r} must be an https:// URL")
+        raise ValueError(f"{quoted(value)} must be an https:// URL")
     if parts.username or parts.password:
         raise ValueError("must not carry credentials")
     return value.rstrip("/")
@@ -89,7 +88,7 @@ class Endpoints(_Strict):
         if parts.username or parts.password:   # checked first: this message must not echo a password
             raise ValueError("must not carry credentials (put none in a parameter file)")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} must be an http:// or https:// proxy URL")
+            raise ValueError(f"{quoted(value)} must be an http:// or https:// proxy URL")
         return value
 
 
@@ -114,7 +113,7 @@ class WebexValues(_Strict):
     def _address(cls, value: str) -> str:
         """Any address here; the Webex Connect shape is required in :func:`_non_webex_forwarding`."""
         if not webex.EMAIL_RE.match(value):
-            raise ValueError(f"{value!r} is not {webex.EXPECTED['forwarding_address']}")
+            raise ValueError(f"{quoted(value)} is not {webex.EXPECTED['forwarding_address']}")
         return value
 
 
@@ -126,6 +125,16 @@ class Application(_Strict):
     secret_lifetime_days: int = Field(180, ge=1, le=730)
     secret_renew_days: int = Field(30, ge=0, le=365)
     remove_expired_secrets: bool = False
+    #: the application's alternate key in Graph: the kit creates it idempotently under this key and addresses
+    #: it by it in every later step and run (no name search, which lags behind a create); derived from
+    #: ``display_name`` unless given
+    unique_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$")
+
+    @property
+    def key(self) -> str:
+        """``unique_name``, or the display name made into a key: lower case, words joined by dashes."""
+        return self.unique_name or ("-".join(re.findall(r"[a-z0-9]+", self.display_name.lower()))[:64].strip("-")
+                                    or "webex-connect-email")
 
 
 class Mailbox(_Strict):
@@ -144,6 +153,17 @@ class Checklist(_Strict):
 
     confirmed_by: str = Field("", max_length=120)
     done: list[Literal[tuple(webex.CHECKLIST)]] = []  # type: ignore[valid-type]
+
+
+class Network(_Strict):
+    """How long to wait for Microsoft, and how often to try again (reads and idempotent writes only)."""
+
+    connect_timeout: float = Field(10, gt=0, le=120)
+    read_timeout: float = Field(60, gt=0, le=600)
+    attempts: int = Field(6, ge=1, le=12)
+    max_wait_seconds: float = Field(60, ge=1, le=600)
+    #: how long a brand-new secret or permission may take before the token endpoint honours it
+    propagation_wait_seconds: float = Field(300, ge=0, le=1800)
 
 
 class Verify(_Strict):
@@ -188,6 +208,7 @@ class Params(_Strict):
     checklist: Checklist = Checklist()
     verify: Verify = Verify()
     operator: Operator = Operator()
+    network: Network = Network()
     consent: Literal["user", "admin"] = "user"
     steps: list[Literal[tuple(STEP_NAMES)]] = list(STEP_NAMES)  # type: ignore[valid-type]
 
@@ -195,7 +216,18 @@ class Params(_Strict):
     @classmethod
     def _tenant_id(cls, value: str) -> str:
         if not (GUID_RE.match(value) or DOMAIN_RE.match(value)):
-            raise ValueError(f"{value!r} is neither a tenant GUID nor a verified domain such as contoso.onmicrosoft.com")
+            raise ValueError(f"{quoted(value)} is neither a tenant GUID nor a verified domain such as contoso.onmicrosoft.com")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[str]) -> list[str]:
+        """An empty list would run nothing and still archive a record; a repeat would run a step twice."""
+        if not value:
+            raise ValueError("must name at least one step; leave steps out to run them all")
+        repeated = [step for step, count in Counter(value).items() if count > 1]
+        if repeated:
+            raise ValueError(f"names {', '.join(repeated)} more than once; name each step once")
         return value
 
     @model_validator(mode="after")
@@ -243,9 +275,15 @@ def _non_webex_forwarding(data: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(address, str) and webex.EMAIL_RE.match(address) and not allowed:
         why = webex.problem("forwarding_address", address)
         if why:
-            return {"webex.forwarding_address": why + "; if mail really must go elsewhere, set "
+            return {"webex.forwarding_address": _bounded(why, address) + "; if mail really must go elsewhere, set "
                     "mailbox.allow_non_webex_forwarding: true"}
     return {}
+
+
+def _bounded(message: str, value: Any) -> str:
+    """``message`` with a quoted ``value`` in it cut to its start: validators outside this module
+    (:func:`webex.problem`) quote the whole value, which may be megabytes."""
+    return message.replace(repr(value), quoted(value)) if isinstance(value, str) else message
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
@@ -255,8 +293,7 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         return loc, "unknown key"
     if kind == "missing":
         return loc, "required but missing"
-    message = error["msg"].removeprefix("Value error, ")
-    return loc, message
+    return loc, _bounded(error["msg"].removeprefix("Value error, "), error.get("input"))
 
 
 def validate(data: Any, source: str = "parameters") -> Params:
@@ -278,15 +315,9 @@ def validate(data: Any, source: str = "parameters") -> Params:
 
 
 def load(path: str | Path) -> Params:
-    """Read and validate a tenant's parameter file."""
+    """Read a tenant's parameter file strictly (see :mod:`runbook_lib.strict_yaml`) and validate it."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ParamsError(str(path), {"(file)": "does not exist"}) from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(str(path), {"(file)": f"is not valid YAML ({exc.__class__.__name__})"}) from None
-    return validate(data, str(path))
+    return validate(strict_yaml.load_file(path), str(path))
 
 
 def from_namespace(namespace: Mapping[str, Any], source: str = "notebook parameters") -> Params:

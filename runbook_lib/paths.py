@@ -27,3 +27,8 @@ def state_dir() -> Path:
 def token_cache(tenant: str) -> Path:
     """The live-mode msal token cache of one tenant (mode 0600; cleared around each run)."""
     return state_dir() / "cache" / f"{tenant}.json"
+
+
+def archive_dir() -> Path:
+    """Where run records go unless ``--archive`` says otherwise."""
+    return project_root() / "archive"

@@ -43,6 +43,16 @@ HEADER = """\
 $ErrorActionPreference = 'Stop'
 Connect-ExchangeOnline -ShowBanner:$false
 $mailbox = {q_mailbox}
+
+# 0. What Graph cannot tell: is this an Exchange Online mailbox, and of which kind? An on-premises or
+#    unlicensed mailbox is not found here; a shared mailbox needs a licensed user to sign in for it.
+$found = Get-EXOMailbox -Identity $mailbox -ErrorAction SilentlyContinue
+if (-not $found) {{
+    throw "Exchange Online has no mailbox $mailbox (on-premises, or no Exchange Online licence): nothing changed"
+}}
+if ($found.RecipientTypeDetails -eq 'SharedMailbox') {{
+    Write-Warning "$mailbox is a shared mailbox: in Webex Connect set 'Login ID For Generating Token' to a licensed user with Send As on it"
+}}
 """
 
 SMTP_AUTH = """

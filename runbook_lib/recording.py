@@ -12,6 +12,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from .params import GUID_RE
+
 #: JSON fields whose value is a credential (token responses, addPassword); JWTs among them keep their claims
 JSON_SECRET_FIELDS = {"access_token", "refresh_token", "id_token", "secretText", "device_code", "client_secret",
                       "password"}
@@ -19,7 +21,6 @@ JSON_SECRET_FIELDS = {"access_token", "refresh_token", "id_token", "secretText",
 #: while in a JSON error body it is an error code and must stay)
 FORM_SECRET_FIELDS = {"client_secret", "client_assertion", "assertion", "code", "code_verifier", "device_code",
                       "refresh_token", "password"}
-GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 JWT_FIELDS = {"access_token", "id_token", "token"}
 JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
 SCRUBBED_SIGNATURE = "scrubbed-signature"

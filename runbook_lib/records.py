@@ -1,187 +1,205 @@
-"""Changes and run records.
+"""Run records: ``archive/<tenant>/<UTC stamp>/``, opened when a run starts and sealed however it ends.
 
-A :class:`Change` is what one ``ensure_*`` call found and did: like an Ansible task result, it says
-whether something was ``created``, ``updated``, left ``unchanged``, or only ``planned`` (plan mode).
-The run record (:func:`write_record`) is an archive folder that is written once and never changed.
+A record folder exists from a run's first moment, holding the run's journal (:mod:`runbook_lib.journal`),
+so a change the tenant accepted is on disk even if the process is killed. When the run ends (ok, failed,
+interrupted by Ctrl-C or SIGTERM) the runner writes the executed notebooks, their HTML, the files steps
+keep and ``manifest.json``, then seals it (:mod:`runbook_lib.integrity`): a hash over the manifest, an
+optional signature, a link to the tenant's previous record, every file read-only. A record left unsealed
+by a killed process is sealed, from its journal, by the next ``runbook`` command for that tenant, with
+status ``interrupted``. No hidden folder is ever used, so ``runbook records`` lists every record.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import shutil
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any
 
 import pandas as pd
 
+from . import integrity, journal
+from .changes import Change
 from .errors import RunbookError
+from .results import Facts, Identity, StepRecord
 
-Action = Literal["created", "updated", "unchanged", "planned"]
-
-
-@dataclass(frozen=True)
-class Change:
-    """One resource's comparison of current and desired state, and what was done about it."""
-
-    resource: str
-    name: str
-    action: Action
-    summary: str
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.action in ("created", "updated")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def _repr_html_(self) -> str:
-        return changes_frame([self]).to_html(index=False)
-
-    def __repr__(self) -> str:
-        return f"{self.action:>9}  {self.resource}: {self.name} ({self.summary})"
-
-
-def changes_frame(changes: list[Change] | list[dict[str, Any]]) -> pd.DataFrame:
-    """The changes as a table: what the notebooks show and the record summarises."""
-    rows = [c.as_dict() if isinstance(c, Change) else c for c in changes]
-    return pd.DataFrame(rows, columns=["resource", "name", "action", "summary"])
-
-
-@dataclass
-class StepRecord:
-    """The outcome of one notebook, as the runner reads it back from the executed notebook."""
-
-    step: str
-    status: str = "running"
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, Any] = field(default_factory=dict)
-    facts: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    artifacts: dict[str, str] = field(default_factory=dict)   # file name -> text, written into the record
-
-    def summary(self) -> str:
-        c = self.counts
-        changed = sum(ch["action"] in ("created", "updated") for ch in self.changes)
-        planned = sum(ch["action"] == "planned" for ch in self.changes)
-        text = (f"Step {self.step}: {self.status}; {changed} changed, {planned} planned, "
-                f"{len(self.changes) - changed - planned} unchanged; requests: {c.get('reads', 0)} reads, "
-                f"{c.get('writes', 0)} writes, {c.get('auth', 0)} sign-in, {c.get('retries', 0)} retries")
-        return text + (f"\nError: {self.error}" if self.error else "")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+MANIFEST = integrity.MANIFEST
+sha256 = integrity.sha256
 
 
 def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
 
 
-def new_record_dir(archive: Path, tenant: str) -> tuple[Path, Path]:
-    """A private temporary folder to write into, and the final name it will be renamed to."""
+def open_record(archive: Path, tenant: str) -> Path:
+    """A new record folder for a run, with an empty journal; never an existing one."""
     base = archive / tenant
     base.mkdir(parents=True, exist_ok=True)
     stamp = utc_stamp()
-    final = base / stamp
-    suffix = 1
-    while final.exists():
-        final = base / f"{stamp}-{suffix}"
-        suffix += 1
-    tmp = base / f".tmp-{final.name}-{os.getpid()}"
-    tmp.mkdir()
-    return tmp, final
-
-
-@contextmanager
-def tenant_lock(archive: Path, tenant: str) -> Iterator[None]:
-    """One run per tenant at a time: a second one is refused at once, never both creating applications."""
-    folder = archive / tenant
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+    for suffix in range(1000):
+        folder = base / (stamp if suffix == 0 else f"{stamp}-{suffix}")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunbookError(f"a run for tenant {tenant} is already in progress ({holder})",
-                               fix="wait for it to finish, then run again") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {utc_stamp()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        (folder / journal.JOURNAL_FILE).touch(mode=0o600)
+        return folder
+    raise RunbookError(f"could not create a record folder under {base}", fix="check the archive folder")
 
 
-def seal(tmp: Path, final: Path, manifest: dict[str, Any]) -> Path:
-    """Hash every file, write the manifest, then rename: a record appears whole or not at all."""
-    manifest["files"] = {p.relative_to(tmp).as_posix(): sha256(p)
-                         for p in sorted(tmp.rglob("*")) if p.is_file()}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    try:
-        os.rename(tmp, final)  # fails rather than overwrite an existing record
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+def is_sealed(record: Path) -> bool:
+    return (record / integrity.SEAL).exists()
 
 
 def record_dirs(archive: Path, tenant: str) -> list[Path]:
-    """A tenant's complete records, oldest first (temporary folders and the lock are not records)."""
+    """A tenant's records, sealed or not, oldest first."""
     base = archive / tenant
-    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.exists() else []
+    if not base.exists():
+        return []
+    return sorted((p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: integrity.record_order(p.name))
+
+
+def seal(record: Path, manifest: dict[str, Any], *, signing_key: Path | None = None) -> str:
+    """Write the manifest (linking the tenant's previous record, listing every file's sha256) and seal it.
+    Returns the manifest's sha256. Call it under the tenant lock."""
+    manifest["previous"] = integrity.previous_link(record.parent, before=record.name)
+    manifest["files"] = integrity.file_hashes(record)
+    (record / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    return integrity.seal(record, signing_key=signing_key)
+
+
+def journal_changes(entries: list[dict[str, Any]], step: str) -> list[Change]:
+    return [Change.from_dict(e["change"]) for e in entries if e.get("kind") == "change" and e.get("step") == step]
+
+
+def signed_in(entries: list[dict[str, Any]]) -> Identity | None:
+    found = next((e["identity"] for e in entries if e.get("kind") == "identity"), None)
+    return Identity(**found) if found else None
+
+
+def steps_from_journal(entries: list[dict[str, Any]]) -> list[StepRecord]:
+    """What a journal says of each step it saw start: its status and the changes the tenant accepted."""
+    ended = {e["step"]: e.get("status", "failed") for e in entries if e.get("kind") == "step" and e.get("event") == "ended"}
+    started = [e["step"] for e in entries if e.get("kind") == "step" and e.get("event") == "started"]
+    return [StepRecord(name, status=ended.get(name, "interrupted"), changes=journal_changes(entries, name),
+                       facts=Facts(), error=None if name in ended else "the run stopped during this step")
+            for name in dict.fromkeys(started)]
+
+
+def unsealed(archive: Path, tenant: str) -> list[Path]:
+    """Records of a tenant that no run has sealed: running now, or left by a killed process."""
+    return [r for r in record_dirs(archive, tenant) if not is_sealed(r)]
+
+
+def run_entry(record: Path) -> dict[str, Any]:
+    """The journal's first entry: the run's tenant, mode and parameters (empty if it was never written)."""
+    return next((e for e in journal.read(record / journal.JOURNAL_FILE) if e.get("kind") == "run"), {})
+
+
+def seal_from_journal(record: Path, *, signing_key: Path | None = None) -> str:
+    """Seal a record a killed run left, from its journal: status ``interrupted``, every change it holds.
+    Call it only when the record's own tenant lock is free (its run is over)."""
+    entries = journal.read(record / journal.JOURNAL_FILE)
+    steps = steps_from_journal(entries)
+    manifest = manifest_for(run_entry(record), steps, entries, status="interrupted",
+                            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            note="sealed from its journal by a later command: the run was killed before it ended")
+    seal(record, manifest, signing_key=signing_key)
+    return f"sealed the interrupted record {record} from its journal ({sum(len(s.changed) for s in steps)} " \
+           "change(s) the tenant accepted)"
+
+
+def manifest_for(run: dict[str, Any], steps: list[StepRecord], entries: list[dict[str, Any]], *, status: str,
+                 finished: str, note: str = "", files: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The manifest of a record: who (the signed-in identity and the local account), what mode, when, each
+    step with its changes, checks and counts, and totals that count accepted writes and failed attempts apart."""
+    identity = next((s.facts.signed_in for s in steps if s.facts.signed_in), None) or signed_in(entries)
+    totals = {k: sum(int(s.counts.get(k, 0)) for s in steps) for k in ("reads", "writes", "failed_writes", "auth", "retries")}
+    totals["changes"] = sum(len(s.changed) for s in steps)
+    return {
+        "kind": "run", "mode": run.get("mode"), "tenant": run.get("tenant"), "tenant_id": run.get("tenant_id"),
+        "kit_version": run.get("kit_version"), "git_commit": run.get("git_commit"),
+        "operator": {"signed_in": identity.__dict__ if identity else None, "local_account": run.get("local_account")},
+        "parameters": run.get("parameters"), "started": run.get("at"), "finished": finished, "status": status,
+        **({"note": note} if note else {}),
+        "steps": [{**{k: v for k, v in s.to_json().items() if k != "artifacts"},
+                   "files": (files or {}).get(s.step, [])} for s in steps],
+        "totals": totals,
+    }
 
 
 def read_manifest(record: Path) -> dict[str, Any]:
+    """A record's manifest, or a clear error when it is missing, unreadable or not a JSON object."""
     try:
-        return json.loads((record / "manifest.json").read_text(encoding="utf-8"))
+        data = json.loads((record / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise RunbookError(f"{record} is not a run record: it has no readable manifest.json",
+        raise RunbookError(f"{record} is not a sealed run record: it has no readable manifest.json",
                            fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps", []), list):
+        raise RunbookError(f"{record}/manifest.json is not a run record's manifest (a JSON object with steps)",
+                           fix="the record was damaged or forged: check it with `runbook verify-record`")
+    return data
+
+
+def _operator(manifest: dict[str, Any]) -> str:
+    operator = manifest.get("operator") or {}
+    who = (operator.get("signed_in") or {}).get("name") if isinstance(operator, dict) else operator
+    local = operator.get("local_account") if isinstance(operator, dict) else None
+    return f"{who or 'nobody signed in'}" + (f" (local account {local})" if local else "")
 
 
 def history(archive: Path, tenant: str) -> pd.DataFrame:
-    """Past runs of a tenant: when, who, how it ended, how many writes."""
+    """Every record of a tenant, sealed or not: when, mode, who, how it ended, accepted writes."""
     rows = []
     for record in record_dirs(archive, tenant):
-        m = read_manifest(record)
-        failed = [s["step"] for s in m["steps"] if s["status"] == "failed"]
-        rows.append({"record": record.name, "started": m["started"], "operator": m["operator"], "status": m["status"],
-                     "writes": m["totals"]["writes"], "failed step": ", ".join(failed)})
-    return pd.DataFrame(rows, columns=["record", "started", "operator", "status", "writes", "failed step"])
+        if not is_sealed(record):
+            rows.append({"record": record.name, "started": "", "mode": "", "operator": "", "status":
+                         "unsealed (running now, or killed: the next command for this tenant seals it)",
+                         "writes": "", "failed step": ""})
+            continue
+        try:
+            m = read_manifest(record)
+        except RunbookError as error:
+            rows.append({"record": record.name, "status": f"damaged: {error.message}"})
+            continue
+        failed = [s.get("step") for s in m.get("steps", []) if s.get("status") in ("failed", "interrupted")]
+        rows.append({"record": record.name, "started": m.get("started"), "mode": m.get("mode"),
+                     "operator": _operator(m), "status": m.get("status"),
+                     "writes": (m.get("totals") or {}).get("writes"), "failed step": ", ".join(map(str, failed))})
+    return pd.DataFrame(rows, columns=["record", "started", "mode", "operator", "status", "writes", "failed step"])
+
+
+#: what each mode means for the tenant, said first in every record a person reads
+MODE_MEANING = {
+    "live": "LIVE: these changes were made to the real tenant",
+    "record": "RECORD: live against the real tenant, and the exchanges were recorded",
+    "replay": "REPLAY of recorded answers: nothing was sent to any tenant",
+    "sandbox": "SANDBOX: a simulated training tenant on this machine; no real tenant was touched",
+}
 
 
 def describe(record: Path) -> str:
-    """A record in a few lines: who, when, each step's outcome, the changes, failed checks."""
+    """A record in a few lines: the mode first, who, when, each step's outcome, the changes, failed checks."""
     m = read_manifest(record)
-    lines = [f"{m['tenant']} {record.name}: {m['status']} (operator {m['operator']}, kit {m['kit_version']}, "
-             f"{m['started']} to {m['finished']})",
-             f"requests: {m['totals']['reads']} reads, {m['totals']['writes']} writes, {m['totals']['retries']} retries"]
-    for step in m["steps"]:
-        lines.append(f"  {step['step']}: {step['status']}" + (f": {step['error'].splitlines()[0]}" if step.get("error") else ""))
-        lines += [f"      {c['action']:>9} {c['resource']}: {c['name']} ({c['summary']})" for c in step["changes"]]
-        lines += [f"      check {c['verdict']}: {c['check']}: {c['detail']}" for c in step["facts"].get("checks", [])
-                  if c["verdict"] != "pass"]
+    totals = m.get("totals") or {}
+    lines = [MODE_MEANING.get(str(m.get("mode")), f"mode {m.get('mode')}"),
+             f"{m.get('tenant')} {record.name}: {m.get('status')} (signed in: {_operator(m)}; kit {m.get('kit_version')}, "
+             f"{m.get('started')} to {m.get('finished')})",
+             f"requests: {totals.get('reads', 0)} reads, {totals.get('writes', 0)} accepted writes, "
+             f"{totals.get('failed_writes', 0)} failed write attempts, {totals.get('retries', 0)} retries"]
+    if m.get("note"):
+        lines.append(f"note: {m['note']}")
+    for data in m.get("steps", []):
+        step = StepRecord.from_json(data)
+        lines.append(f"  {step.step}: {step.status}" + (f": {step.error.splitlines()[0]}" if step.error else ""))
+        lines += [f"      {c.action:>9} {c.resource}: {c.name} ({c.summary})" for c in step.changes]
+        lines += [f"      check {c.verdict}: {c.check}: {c.detail}" for c in step.checks if c.verdict != "pass"]
     return "\n".join(lines)
 
 
-def verify_files(record: Path) -> list[str]:
-    """Every file against the manifest's sha256: what was altered, removed or added since the run."""
-    expected: dict[str, str] = read_manifest(record)["files"]
-    present = {p.relative_to(record).as_posix() for p in record.rglob("*") if p.is_file()} - {"manifest.json"}
-    problems = [f"removed: {name}" for name in sorted(set(expected) - present)]
-    problems += [f"added: {name}" for name in sorted(present - set(expected))]
-    problems += [f"altered: {name}" for name in sorted(set(expected) & present) if sha256(record / name) != expected[name]]
-    return problems
+def write_text(path: Path, text: str) -> None:
+    """A record file, written once."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)

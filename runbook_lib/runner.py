@@ -1,54 +1,72 @@
-"""``runbook run``: execute a tenant's notebooks headlessly with papermill and archive the record.
+"""``runbook run``: execute a tenant's notebooks headlessly and archive the record, whatever happens.
 
-A record is ``archive/<tenant>/<UTC timestamp>/``: each executed notebook, an HTML rendering of
-each, and ``manifest.json`` (kit version and commit, parameters, operator, times, each step's status,
-changes and request counts, sha256 of every file). It is written to a temporary folder and renamed,
-so it appears whole or not at all, and an existing record is never overwritten.
+Before the first request: the parameters are checked offline (:mod:`runbook_lib.preflight`), the tenant's
+lock is taken (:mod:`runbook_lib.locks`, keyed by tenant ID, whatever the archive folder), and any record a
+killed run left is sealed from its journal. Then a record folder is opened with its journal, and every step
+runs in **one kernel** (imports and start-up paid once per run). Each notebook is parameterized the way
+papermill does it (an ``injected-parameters`` cell) and executed with nbclient, and written to the record
+**once**, when the step ends: crash safety is the journal's job, not a notebook rewritten after every cell.
+
+Endings: a step that fails stops the run (troubleshooting still runs on the failures); the first Ctrl-C asks
+the running step to stop before its next request (the request in flight finishes and is journaled); a
+second Ctrl-C or a SIGTERM stops at once. Every ending seals the record (``ok``, ``failed`` or
+``interrupted``), holding every change the tenant accepted.
 """
 from __future__ import annotations
 
-import getpass
-import shutil
+import copy
+import html
+import os
+import signal
 import subprocess
-from dataclasses import dataclass
-from functools import cache
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Callable
 
 import nbformat
-import papermill
 from jupyter_client.kernelspec import find_kernel_specs
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbconvert import HTMLExporter
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
 
-from . import __version__, auth, diagnose, paths, records
+from . import __version__, auth, diagnose, html_record, journal, locks, paths, preflight, records, registry
 from . import params as params_mod
-from .records import StepRecord
+from .changes import changes_frame
+from .errors import LockHeld
+from .results import StepRecord
 from .step import STEP_MIME
+from .transport import STOP_FILE_ENV
 
-#: the troubleshooting step runs even after a failure, on this run's errors
-TROUBLESHOOT = "06_troubleshoot"
-#: the steps that change a tenant: what a plan runs (verifying a plan would only report what it plans)
-CHANGING_STEPS = ("01_webex_connect_app", "02_azure_app_registration", "03_office365_mailbox")
 KERNEL = "runbook-kit"
 CELL_TIMEOUT = 600
+STOP_FILE = "stop-requested"
+#: a record with no journal entry yet is left alone this long: its run may have only just opened it
+JOURNAL_GRACE_SECONDS = 60
 
 
 @dataclass
 class RunResult:
     record: Path
     steps: list[StepRecord]
+    status: str            # ok | failed | interrupted
+    manifest_sha256: str
 
     @property
     def ok(self) -> bool:
-        return all(s.status == "ok" for s in self.steps)
+        return self.status == "ok"
 
     @property
     def writes(self) -> int:
-        return sum(s.counts.get("writes", 0) for s in self.steps)
+        return sum(int(s.counts.get("writes", 0)) for s in self.steps)
 
 
 @cache
@@ -57,19 +75,25 @@ def kernel_name() -> str:
     return KERNEL if KERNEL in find_kernel_specs() else "python3"
 
 
-def step_record(notebook: Path, name: str) -> StepRecord:
+@cache
+def _template(path: Path) -> nbformat.NotebookNode:
+    """A notebook as papermill reads it (every cell with its tags), read once per process."""
+    return load_notebook_node(str(path))
+
+
+def step_record(nb: nbformat.NotebookNode, name: str) -> StepRecord:
     """The record a step published into its executed notebook (the last one, if re-run)."""
-    nb = nbformat.read(notebook, as_version=4)
     found = [out["data"][STEP_MIME] for cell in nb.cells if cell.cell_type == "code"
              for out in cell.get("outputs", []) if STEP_MIME in out.get("data", {})]
-    if not found:
-        errors = [f"{out['ename']}: {out['evalue']}" for cell in nb.cells if cell.cell_type == "code"
-                  for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-        return StepRecord(name, status="failed", error=errors[0] if errors else
-                          "the notebook stopped before its step started (see the executed notebook)")
-    return StepRecord(**found[-1])
+    if found:
+        return StepRecord.from_json(found[-1])
+    errors = [f"{out['ename']}: {out['evalue']}" for cell in nb.cells if cell.cell_type == "code"
+              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    return StepRecord(name, status="failed", error=errors[0] if errors else
+                      "the notebook stopped before its step started (see the executed notebook)")
 
 
+@cache
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.project_root(), capture_output=True,
@@ -79,28 +103,17 @@ def _git_commit() -> str | None:
         return None
 
 
-def _html(notebook: Path, record: StepRecord) -> str:
-    """The notebook for reading without Jupyter: the step's outcome and changes first, then the prose and
-    outputs, no code."""
-    nb = nbformat.read(notebook, as_version=4) if notebook.exists() else nbformat.v4.new_notebook()
-    summary = f"**Record of {record.step}: {record.status}**\n\n" + (
-        records.changes_frame(record.changes).to_html(index=False) if record.changes else "No changes.")
-    if record.error:
-        summary += f"\n\n**Error:**\n\n```\n{record.error}\n```"
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(summary))
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
-    return body
-
-
 class _Kernel:
-    """One kernel for all the steps of a run: imports and start-up are paid once, not per notebook.
-    Each step still builds its own transport, sign-in and msal objects, so recordings stay per step
-    (and nbval, which runs every notebook alone, would catch a step leaning on an earlier one)."""
+    """One kernel for all the steps of a run, started with the run's journal and stop file in its
+    environment. Each step still builds its own transport, sign-in and msal objects, so recordings stay per
+    step (and nbval, which runs every notebook alone, would catch a step leaning on an earlier one)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
 
     def __enter__(self) -> "_Kernel":
         self.manager = AsyncKernelManager(kernel_name=kernel_name())
-        run_sync(self.manager.start_kernel)()
+        run_sync(self.manager.start_kernel)(env={**os.environ, **self.env})
         return self
 
     def restart(self) -> None:
@@ -113,75 +126,183 @@ class _Kernel:
             run_sync(self.manager.shutdown_kernel)(now=True)
 
 
-def _execute(name: str, notebooks: Path, output: Path, parameters: dict[str, Any], cell_timeout: int,
-             kernel: _Kernel) -> StepRecord:
-    """One notebook, retried once (in a fresh kernel) if its kernel died or a cell hung: every step reads
-    before it writes, so running it again is safe."""
+class _Stop:
+    """Ctrl-C and SIGTERM during a run. The first Ctrl-C creates the stop file, which the kernel checks
+    before each request; a second Ctrl-C, or SIGTERM, raises KeyboardInterrupt here at once."""
+
+    def __init__(self, stop_file: Path, report: Callable[[str], None]) -> None:
+        self.stop_file = stop_file
+        self.report = report
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Stop":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGTERM or self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.stop_file.touch()
+        self.report("Stopping: the step finishes the request in flight, records it and stops (Ctrl-C again to "
+                    "stop at once; the record is sealed either way).")
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _execute(spec: registry.StepSpec, notebooks: Path, parameters: dict[str, Any], cell_timeout: int,
+             kernel: _Kernel, current: dict[str, Any]) -> tuple[nbformat.NotebookNode, StepRecord]:
+    """One notebook, parameterized as papermill does and executed in the run's kernel; retried once in a new
+    kernel if its kernel died or a cell hung (every step reads before it writes, so that is safe)."""
     problem = ""
     for attempt in (1, 2):
         if problem:
             kernel.restart()
+        nb = parameterize_notebook(copy.deepcopy(_template(notebooks / spec.notebook)), parameters)
+        for cell in nb.cells:   # the injected cell comes without an ID, which nbformat will soon require
+            cell.setdefault("id", "injected-parameters")
+        current["nb"] = nb
+        client = NotebookClient(nb, km=kernel.manager, kernel_name=kernel_name(), timeout=cell_timeout,
+                                record_timing=False, allow_errors=False)
         try:
-            # no `cwd=`: papermill would chdir the whole process, breaking the other runs of a batch;
-            # the kit resolves every path from the project root instead (runbook_lib.paths)
-            papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(output), parameters=parameters,
-                                       kernel_name=kernel_name(), progress_bar=False, km=kernel.manager,
-                                       execution_timeout=cell_timeout, log_output=False)
-        except papermill.PapermillExecutionError:
+            client.execute()
+        except CellExecutionError:
             pass  # the step published its failure into the notebook; read it below
         except (DeadKernelError, CellTimeoutError, TimeoutError, RuntimeError) as error:
             problem = (f"attempt {attempt}: " + ("a cell ran longer than the cell timeout "
                        f"({cell_timeout} s)" if isinstance(error, (CellTimeoutError, TimeoutError))
                        else f"the kernel died ({type(error).__name__}: {str(error)[:160]})"))
             continue
-        result = step_record(output, name)
+        result = step_record(nb, spec.name)
         if problem:
-            result.facts["retried"] = problem
-        return result
-    return StepRecord(name, status="failed", error=f"{problem}; retried once, giving up",
-                      facts={"retried": problem})
+            result.facts.retried = problem
+        return nb, result
+    return current["nb"], StepRecord(spec.name, status="failed", error=f"{problem}; retried once, giving up")
+
+
+def _summary_html(result: StepRecord, mode: str) -> str:
+    parts = [f"<p><b>Record of {html.escape(result.step)}: {html.escape(result.status)}</b></p>",
+             f"<p>{html.escape(records.MODE_MEANING.get(mode, mode))}</p>",
+             changes_frame(result.changes).to_html(index=False) if result.changes else "<p>No changes.</p>"]
+    if result.error:
+        parts.append(f"<p><b>Error:</b></p><pre>{html.escape(result.error)}</pre>")
+    return "\n".join(parts)
+
+
+def _write_step(record: Path, nb: nbformat.NotebookNode | None, result: StepRecord, mode: str) -> list[str]:
+    """The executed notebook, its HTML for people, and the files the step kept: written once."""
+    written = []
+    if nb is not None:
+        nbformat.write(nb, record / f"{result.step}.ipynb")
+        records.write_text(record / f"{result.step}.html",
+                           html_record.render(nb, title=f"{result.step} ({mode})", summary_html=_summary_html(result, mode)))
+        written += [f"{result.step}.ipynb", f"{result.step}.html"]
+    for artifact, text in result.artifacts.items():
+        records.write_text(record / f"{result.step}.{artifact}", text)
+        written.append(f"{result.step}.{artifact}")
+    return written
+
+
+def _with_journal(result: StepRecord, entries: list[dict[str, Any]]) -> StepRecord:
+    """A step's record with every change the journal holds for it (a retried step made some in its first
+    attempt; a step stopped at once never published its record)."""
+    known = {(c.resource, c.name, c.action) for c in result.changes}
+    missing = [c for c in records.journal_changes(entries, result.step) if (c.resource, c.name, c.action) not in known]
+    return replace(result, changes=[*result.changes, *missing]) if missing else result
+
+
+def seal_abandoned(archive: Path, tenant: str, *, holding: params_mod.Params | None = None,
+                   signing_key: Path | None = None, report: Callable[[str], None] = print) -> list[Path]:
+    """Seal the records of ``tenant`` that killed runs left, each only once its own tenant lock is free
+    (``holding``: the parameters whose lock this process already holds). Runs still going are left alone."""
+    sealed = []
+    for record in records.unsealed(archive, tenant):
+        entry = records.run_entry(record)
+        try:
+            owner = params_mod.validate(entry["parameters"], f"the journal of {record}") if entry else None
+        except params_mod.ParamsError:
+            owner = None
+        if owner is not None and (holding is None or locks.lock_file(owner) != locks.lock_file(holding)):
+            try:
+                with locks.tenant_lock(owner, command="seal an interrupted record"):
+                    report(records.seal_from_journal(record, signing_key=signing_key))
+            except LockHeld:
+                continue   # its run is still going
+        elif holding is not None or time.time() - record.stat().st_mtime > JOURNAL_GRACE_SECONDS:
+            report(records.seal_from_journal(record, signing_key=signing_key))
+        else:
+            continue   # a run that has only just opened it
+        sealed.append(record)
+    return sealed
 
 
 def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[str] | None = None,
-        progress: Any = print, cell_timeout: int = CELL_TIMEOUT, notebooks: Path | None = None) -> RunResult:
-    """Run the steps for one tenant and archive the record. Parameters are validated already.
-    A second run for the same tenant while one is going is refused (a lock in the archive)."""
-    archive = archive or paths.project_root() / "archive"
+        progress: Callable[[str], None] = print, cell_timeout: int = CELL_TIMEOUT, notebooks: Path | None = None,
+        signing_key: Path | None = None, wait_lock: float = 0.0) -> RunResult:
+    """Run the steps for one tenant and seal the record, however the run ends."""
+    archive = archive or paths.archive_dir()
     notebooks = notebooks or paths.project_root() / "notebooks"
-    with records.tenant_lock(archive, params.tenant), _Kernel() as kernel:
-        tmp, final = records.new_record_dir(archive, params.tenant)
-        started = datetime.now(timezone.utc)
+    preflight.require(params, archive=archive, source=f"the parameters of {params.tenant}")
+    with locks.tenant_lock(params, wait_seconds=wait_lock, command="run"):
+        seal_abandoned(archive, params.tenant, holding=params, signing_key=signing_key, report=progress)
+        record = records.open_record(archive, params.tenant)
+        log = journal.Journal(record / journal.JOURNAL_FILE)
+        log.append("run", tenant=params.tenant, tenant_id=params.tenant_id, mode=params.mode,
+                   parameters=params.public(), kit_version=__version__, git_commit=_git_commit(),
+                   local_account=auth.local_account())
+        stop_file = record / STOP_FILE
+        env = {journal.JOURNAL_ENV: str(log.path), STOP_FILE_ENV: str(stop_file)}
         results: list[StepRecord] = []
+        files: dict[str, list[str]] = {}
+        current: dict[str, Any] = {}
+        status, note = "failed", ""
+        stop = _Stop(stop_file, lambda text: print(text, file=sys.stderr))
         auth.clear_cache(params)
         try:
-            for name in steps or params.steps:
-                if any(r.status == "failed" for r in results) and name != TROUBLESHOOT:
-                    results.append(StepRecord(name, status="skipped", error="an earlier step failed"))
-                    continue
-                parameters = params.public()
-                if name == TROUBLESHOOT:
-                    parameters["run_errors"] = diagnose.failure_lines([r.__dict__ for r in results])
-                output = tmp / f"{name}.ipynb"
-                result = _execute(name, notebooks, output, parameters, cell_timeout, kernel)
-                results.append(result)
-                for artifact, text in result.artifacts.items():
-                    (tmp / f"{name}.{artifact}").write_text(text, encoding="utf-8")
-                (tmp / f"{name}.html").write_text(_html(output, result), encoding="utf-8")
-                progress(result.summary())
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written record behind
+            with stop, _Kernel(env) as kernel:
+                for name in steps or params.steps:
+                    spec = registry.BY_NAME[name]
+                    if stop.requested:
+                        results.append(StepRecord(name, status="not started", error="the run was interrupted first"))
+                        continue
+                    if any(r.status in ("failed", "interrupted") for r in results) and not spec.after_failure:
+                        results.append(StepRecord(name, status="skipped", error="an earlier step failed"))
+                        continue
+                    parameters = params.public()
+                    if spec.after_failure:
+                        parameters["run_errors"] = diagnose.failure_lines(results)
+                    log.append("step", step=name, event="started")
+                    current.clear()
+                    nb, result = _execute(spec, notebooks, parameters, cell_timeout, kernel, current)
+                    current.clear()
+                    log.append("step", step=name, event="ended", status=result.status)
+                    results.append(result)
+                    files[name] = _write_step(record, nb, result, params.mode)
+                    progress(result.summary())
+            status = ("interrupted" if stop.requested or any(r.status == "interrupted" for r in results)
+                      else "ok" if all(r.status == "ok" for r in results) else "failed")
+        except KeyboardInterrupt:
+            status, note = "interrupted", "stopped at once (a second Ctrl-C, or SIGTERM)"
+        except BaseException as crash:
+            note = f"the runner stopped on an unexpected error: {type(crash).__name__}: {str(crash)[:200]}"
             raise
         finally:
             auth.clear_cache(params)
-        manifest = {
-            "kit_version": __version__, "git_commit": _git_commit(), "tenant": params.tenant,
-            "parameters": params.public(), "operator": getpass.getuser(),
-            "started": started.isoformat(timespec="seconds"),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "status": "ok" if all(r.status == "ok" for r in results) else "failed",
-            "steps": [{**{k: v for k, v in r.__dict__.items() if k != "artifacts"},
-                       "notebook": f"{r.step}.ipynb" if (tmp / f"{r.step}.ipynb").exists() else None,
-                       "files": [f"{r.step}.{a}" for a in r.artifacts]} for r in results],
-            "totals": {k: sum(r.counts.get(k, 0) for r in results) for k in ("reads", "writes", "auth", "retries")},
-        }
-        return RunResult(records.seal(tmp, final, manifest), results)
+            stop_file.unlink(missing_ok=True)
+            entries = journal.read(log.path) if log.path else []
+            done = {r.step for r in results}
+            for unfinished in records.steps_from_journal(entries):
+                if unfinished.step not in done:
+                    files[unfinished.step] = _write_step(record, current.get("nb"), unfinished, params.mode)
+                    results.append(unfinished)
+            results = [_with_journal(r, entries) for r in results]
+            run_entry = next((e for e in entries if e.get("kind") == "run"), {})
+            manifest = records.manifest_for(run_entry, results, entries, status=status, note=note, files=files,
+                                            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            digest = records.seal(record, manifest, signing_key=signing_key)
+        return RunResult(record, results, status, digest)

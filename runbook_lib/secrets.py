@@ -26,6 +26,21 @@ def fingerprint(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
 
 
+def private_folder(folder: Path) -> None:
+    """Create ``folder`` and any missing parent with mode 0700: ``mkdir(parents=True)`` gives the
+    parents the umask's mode, and a folder others can write to lets them replace what is in it."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it first: its mode is that process's business
+        created.chmod(0o700)  # the umask may have taken bits away
+
+
 def _file(ref: SecretRef) -> Path:
     return paths.resolve(ref.file or "")
 
@@ -57,7 +72,7 @@ def write(ref: SecretRef, value: str) -> str:
                 "password manager now, it cannot be read from Entra ID again")
     if ref.file:
         path = _file(ref)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -79,7 +94,10 @@ def private_copy(ref: SecretRef, folder: Path, name: str = "store.secret") -> Se
     """A file store in ``folder`` holding what ``ref`` holds now: runs that must not touch the real store
     (recording, tests, benchmarks) use it, and a secret the scenario depends on is still there."""
     copy = folder / name
-    folder.mkdir(parents=True, exist_ok=True)
-    copy.write_text(read(ref) or "", encoding="utf-8")
-    copy.chmod(0o600)
+    private_folder(folder)
+    value = read(ref) or ""
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others, even briefly
+    os.fchmod(fd, 0o600)  # a file that was there keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value)
     return SecretRef(file=str(copy))

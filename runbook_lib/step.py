@@ -1,23 +1,25 @@
-"""What a notebook's setup cell starts: the validated parameters, transport, sign-in and Graph client
-of one step, and the step's record.
+"""What a notebook's setup cell starts: the validated parameters, transport, sign-in, API clients, change
+executor and record of one step.
 
-The step publishes its record (status, changes, request counts, facts) as an output of the
-notebook, under the MIME type :data:`STEP_MIME`, when it finishes or fails. ``runbook run`` reads
-it back from the executed notebook, so the notebook file is the whole truth of what the step did.
-Errors of the kit are shown as their message and fix, without a stack trace.
+The step publishes its record (status, changes, checks, request counts, facts) as an output of the
+notebook, under the MIME type :data:`STEP_MIME`, when it finishes or fails. ``runbook run`` reads it back
+from the executed notebook, so the notebook file is the whole truth of what the step did; the changes are
+also in the run's journal the moment they happen (:mod:`runbook_lib.journal`). Errors of the kit are shown
+as their message and fix, without a stack trace.
 """
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
-from . import endpoints, params as params_mod
+from . import endpoints, journal, params as params_mod
 from .auth import OperatorSignIn
-from .errors import RunbookError
+from .changes import Change, changes_frame
+from .errors import Interrupted, RunbookError
+from .executor import Executor
 from .graph import Graph
-from .records import Change, StepRecord, changes_frame
-from .transport import Transport
+from .results import Identity, StepRecord
+from .transport import open_transport
 
 STEP_MIME = "application/vnd.runbook.step+json"
 _current: "Step | None" = None
@@ -30,27 +32,27 @@ class Step:
         self.name = name
         self.params = params
         self.endpoints = endpoints.for_params(params)
-        self.transport = Transport(params, name)
+        self.transport = open_transport(params, name)
         self.clock = self.transport.clock
         self.result = StepRecord(name)
         self.facts = self.result.facts
-        self.created: set[str] = set()
+        self.journal = journal.for_kernel()
         self._signin: OperatorSignIn | None = None
         self._graph: Graph | None = None
         self._exchange: Graph | None = None
-        self._planning: list[Change] | None = None
+        self._executor: Executor | None = None
 
     @property
     def signin(self) -> OperatorSignIn:
         if self._signin is None:
-            self._signin = OperatorSignIn(self.params, self.endpoints, self.transport)
+            self._signin = OperatorSignIn(self.params, self.endpoints, self.transport, on_identity=self._signed_in)
         return self._signin
 
     @property
     def graph(self) -> Graph:
         """Graph as the operator; the first call signs in (device code or client credentials)."""
         if self._graph is None:
-            self._graph = Graph(self.endpoints.graph, self.signin.token, self.transport)
+            self._graph = Graph(self.endpoints.graph, self.signin.token, self.transport, self.params.network)
         return self._graph
 
     @property
@@ -58,27 +60,26 @@ class Step:
         """Exchange Online's admin API as the operator (a second sign-in, for that resource)."""
         if self._exchange is None:
             signin = OperatorSignIn(self.params, self.endpoints, self.transport, resource="exchange")
-            self._exchange = Graph(self.endpoints.exchange_admin, signin.token, self.transport)
+            self._exchange = Graph(self.endpoints.exchange_admin, signin.token, self.transport, self.params.network)
         return self._exchange
+
+    @property
+    def executor(self) -> Executor:
+        """Applies this step's changes (or, in plan mode, only records them)."""
+        if self._executor is None:
+            self._executor = Executor.for_step(self)
+        return self._executor
+
+    def _signed_in(self, identity: Identity) -> None:
+        """Who the record names: the identity in the token, not the local account."""
+        if self.facts.signed_in is None:
+            self.facts.signed_in = identity
+            self.journal.append("identity", step=self.name, identity=identity.__dict__)
 
     def record(self, change: Change) -> Change:
         """Add a change to the step's record; returns it so a cell can show it."""
-        if self._planning is not None:
-            self._planning.append(change)
-        else:
-            self.result.changes.append(change.as_dict())
+        self.result.changes.append(change)
         return change
-
-    @contextmanager
-    def planning(self) -> Iterator[list[Change]]:
-        """Run ``ensure_*`` functions as a plan that is not part of this step's changes: verify uses it
-        to compare the tenant with the desired state, with no write possible."""
-        saved, self.params = self.params, self.params.model_copy(update={"apply": False})
-        self._planning = []
-        try:
-            yield self._planning
-        finally:
-            self.params, self._planning = saved, None
 
     def artifact(self, name: str, text: str) -> None:
         """Keep a file (a script, a values sheet) with the step's record."""
@@ -95,6 +96,12 @@ class Step:
         """The step's changes so far, as a table."""
         return changes_frame(self.result.changes)
 
+    def warnings(self) -> Any:
+        """What the step noticed but did not stop for (an optional read that failed, and why)."""
+        from IPython.display import Markdown
+
+        return Markdown("\n".join(f"- {w}" for w in self.facts.warnings) or "No warnings.")
+
     def finish(self) -> None:
         """Close the transport (writing a recording in record mode) and publish the record."""
         self._close("ok")
@@ -102,16 +109,15 @@ class Step:
     def fail(self, error: BaseException) -> None:
         """Record the failure, saying which changes were already made, so the operator knows where things stand."""
         text = error.explain() if isinstance(error, RunbookError) else f"{type(error).__name__}: {error}"
-        made = [f"{c['resource']} {c['name']} ({c['action']})" for c in self.result.changes
-                if c["action"] in ("created", "updated")]
+        made = [f"{c.resource} {c.name} ({c.action})" for c in self.result.changed]
         text += ("\nAlready changed before the failure: " + "; ".join(made) +
                  ". Running the step again after the fix continues from there.") if made else \
             "\nNothing was changed in the tenant."
         self.result.error = text
-        self._close("failed")
+        self._close("interrupted" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed")
 
     def retries(self) -> Any:
-        """Each retry of this step so far (throttling, replication delays) and how long it waited."""
+        """Each retry of this step so far (throttling, replication delays, lost answers) and how long it waited."""
         import pandas as pd
 
         return pd.DataFrame(self.transport.counts.waits, columns=["request", "status", "code", "wait_seconds", "attempt"])
@@ -119,7 +125,7 @@ class Step:
     def _close(self, status: str) -> None:
         if self.result.status != "running":
             return
-        self.result.status = status
+        self.result.status = status  # type: ignore[assignment]
         problem: RunbookError | None = None
         try:
             self.transport.close()
@@ -138,7 +144,7 @@ def _publish(record: StepRecord) -> None:
         from IPython.display import display
     except ImportError:  # outside Jupyter: nothing to publish to
         return
-    data = {"text/plain": record.summary(), STEP_MIME: json.loads(json.dumps(record.__dict__, default=str))}
+    data = {"text/plain": record.summary(), STEP_MIME: json.loads(json.dumps(record.to_json(), default=str))}
     display(data, raw=True)
 
 
@@ -166,7 +172,7 @@ def start(name: str, namespace: Mapping[str, Any]) -> Step:
     except ImportError:
         shell = None
     if shell is not None:
-        shell.set_custom_exc((Exception,), _show_error)
+        shell.set_custom_exc((Exception, KeyboardInterrupt), _show_error)
         import pandas as pd
 
         pd.set_option("display.max_colwidth", None)   # addresses and URLs are shown whole, never cut short

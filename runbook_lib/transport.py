@@ -1,24 +1,25 @@
-"""The one switch that decides where HTTP goes: ``replay``, ``live`` or ``record``.
+"""Where HTTP goes: one transport per mode, behind one small interface, chosen from :data:`TRANSPORTS`.
 
-Everything that talks to Microsoft (msal and the Graph client) uses the ``requests.Session`` built
-here, so a replayed run exercises the live code path and only the layer underneath changes:
+Everything that talks to Microsoft (msal and the Graph client) uses the transport's ``requests.Session``,
+so a replayed run exercises the live code path and only the layer underneath changes:
 
-* ``live``: the real endpoints.
-* ``record``: the real endpoints, and every exchange is written to ``recordings/<tenant>/<step>.yaml``
+* :class:`LiveTransport`: the real endpoints (or the hosts the parameters' ``endpoints`` name).
+* :class:`RecordTransport`: live, and every exchange is written to ``recordings/<tenant>/<step>.yaml``
   with secrets scrubbed (:mod:`runbook_lib.recording`).
-* ``replay``: answers come from that file; a request it lacks is a :class:`ReplayMissError`.
-* ``sandbox``: a simulated tenant on loopback, one per trainee, its state kept between steps
-  (:mod:`runbook_lib.sandbox.state`); the seed is ``tenant.yaml`` in the recordings folder.
+* :class:`ReplayTransport`: answers come from that file; a request it lacks is a :class:`ReplayMissError`.
+* the sandbox's transport (:mod:`runbook_lib.sandbox.transport`): a simulated tenant on loopback for
+  training. It is named in the table by its import path, so this module never imports the sandbox.
 
-The transport also owns time. In replay, waits (Retry-After, backoff, device-code polling) are
-virtual and "now" is when the recording was made, so expiry checks replay the same verdicts on
-any day. No other module asks which mode is on.
+A transport also owns time (in replay, waits are virtual and "now" is when the recording was made, so
+expiry checks replay the same verdicts on any day) and counts what was sent: reads, accepted writes and
+failed write attempts separately, sign-ins, retries and every wait. No other module asks which mode is on.
 """
 from __future__ import annotations
 
+import importlib
+import os
 import ssl
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -32,37 +33,56 @@ import yaml
 from vcr.errors import CannotOverwriteExistingCassetteException
 
 from . import paths
-from .errors import ReplayMissError, RunbookError
+from .errors import Interrupted, ReplayMissError, RunbookError
 from .params import Params
 from .recording import REQUEST_HEADERS_DROPPED, Scrubber
 
 MATCH_ON = ["method", "scheme", "host", "port", "path", "query"]
 AUTH_PATHS = ("/oauth2/v2.0/token", "/oauth2/v2.0/devicecode", "/openid-configuration")
+#: mode -> "module:class"; the sandbox registers itself here by name only
+TRANSPORTS = {
+    "live": "runbook_lib.transport:LiveTransport",
+    "record": "runbook_lib.transport:RecordTransport",
+    "replay": "runbook_lib.transport:ReplayTransport",
+    "sandbox": "runbook_lib.sandbox.transport:SandboxTransport",
+}
+#: set by ``runbook run`` for its kernel: a file whose existence asks the step to stop before its next request
+STOP_FILE_ENV = "RUNBOOK_STOP_FILE"
 
 
 @dataclass
 class Counts:
-    """Requests of one step: what the request-economy benchmark and the record report."""
+    """Requests of one step: what the record reports and the request-economy benchmark counts."""
 
     reads: int = 0
     writes: int = 0
+    failed_writes: int = 0
     auth: int = 0
     retries: int = 0
     waits: list[dict[str, Any]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
 
-    def count(self, method: str, url: str, body: bytes | str | None = None) -> None:
+    def count(self, method: str, url: str, body: bytes | str | None, status: int | None) -> None:
+        """Count one exchange once it has ended; ``status`` is None when no answer came."""
         path = urlsplit(url).path
         if path.endswith(AUTH_PATHS):
             self.auth += 1
         elif method == "GET" or _tunnelled_read(path, body):
             self.reads += 1
-        else:
+        elif status is not None and status < 400:
             self.writes += 1
+        else:
+            self.failed_writes += 1
         self.requests.append(f"{method} {path}")
 
+    def wait(self, request: str, status: int | None, code: str, seconds: float, attempt: int) -> None:
+        """Note a retry and the time waited before it."""
+        self.retries += 1
+        self.waits.append({"request": request, "status": status, "code": code, "wait_seconds": seconds,
+                           "attempt": attempt})
+
     def as_dict(self) -> dict[str, Any]:
-        return {"reads": self.reads, "writes": self.writes, "auth": self.auth,
+        return {"reads": self.reads, "writes": self.writes, "failed_writes": self.failed_writes, "auth": self.auth,
                 "retries": self.retries, "waits": self.waits}
 
 
@@ -75,7 +95,7 @@ def _tunnelled_read(path: str, body: bytes | str | None) -> bool:
 
 
 class Clock:
-    """Real time: live and record runs."""
+    """Real time: live, record and sandbox runs."""
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
@@ -99,40 +119,37 @@ class ReplayClock(Clock):
 
 
 class _Session(requests.Session):
-    """Counts every exchange and turns a replay miss into an error naming the request."""
+    """Counts every exchange, stops before a request once a stop is asked for, and turns a replay miss
+    into an error naming the request."""
 
     def __init__(self, counts: Counts, recording: Path | None) -> None:
         super().__init__()
         self.counts = counts
         self.recording = recording
         self.finished = False
+        stop = os.environ.get(STOP_FILE_ENV)
+        self.stop_file = Path(stop) if stop else None
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if self.finished:  # never fall through to the network once replay or record is switched off
             raise RunbookError("this step has finished and sends no more requests",
                                fix="run the notebook's setup cell again to start the step anew")
-        self.counts.count(request.method or "GET", request.url or "", request.body)
+        if self.stop_file is not None and self.stop_file.exists():
+            raise Interrupted("the run was interrupted (Ctrl-C or a stop request) before this request was sent")
+        method, url = request.method or "GET", request.url or ""
         try:
-            return super().send(request, **kwargs)
+            response = super().send(request, **kwargs)
         except CannotOverwriteExistingCassetteException:
-            raise ReplayMissError(request.method or "", _without_query_secrets(request.url or ""),
-                                  str(self.recording)) from None
+            raise ReplayMissError(method, _without_query(url), str(self.recording)) from None
+        except requests.RequestException:
+            self.counts.count(method, url, request.body, None)
+            raise
+        self.counts.count(method, url, request.body, response.status_code)
+        return response
 
 
-def _without_query_secrets(url: str) -> str:
+def _without_query(url: str) -> str:
     return url.split("?", 1)[0] + ("?..." if "?" in url else "")
-
-
-def _recorded_at(cassette: Path) -> datetime | None:
-    """The Date header of the first recorded response: replay's "now"."""
-    if not cassette.exists():
-        return None
-    data = yaml.safe_load(cassette.read_text(encoding="utf-8")) or {}
-    for interaction in data.get("interactions", []):
-        for name, values in interaction["response"]["headers"].items():
-            if name.lower() == "date":
-                return parsedate_to_datetime(values[0])
-    return None
 
 
 @dataclass(frozen=True)
@@ -145,74 +162,122 @@ class SmtpTarget:
 
 
 class Transport:
-    """The session, clock and request counts of one step, in the mode the parameters name."""
+    """The session, clock and request counts of one step. Subclasses decide where requests go."""
 
     def __init__(self, params: Params, step: str) -> None:
-        self.mode = params.mode
         self.counts = Counts()
         self.recording = paths.resolve(params.recordings) / f"{step}.yaml"
-        self.scrubber = Scrubber()
-        self.session = _Session(self.counts, self.recording if self.mode != "live" else None)
+        self.session = _Session(self.counts, self.recording)
+        self.clock: Clock = Clock()
+        self.ca_bundle = str(paths.resolve(params.endpoints.ca_bundle)) if params.endpoints.ca_bundle else None
         if params.endpoints.ca_bundle or params.endpoints.proxy:
             self.session.trust_env = False  # explicit parameters win over HTTPS_PROXY / REQUESTS_CA_BUNDLE
-        self._ca_bundle = str(paths.resolve(params.endpoints.ca_bundle)) if params.endpoints.ca_bundle else None
-        self._smtp_servers: list[Any] = []
-        self._stack = ExitStack()
-        if self._ca_bundle:
-            self.session.verify = self._ca_bundle
+        if self.ca_bundle:
+            self.session.verify = self.ca_bundle
         if params.endpoints.proxy:
             self.session.proxies = {"https": params.endpoints.proxy}
-        self._live_cache = paths.token_cache(params.tenant)
-        self.clock: Clock = Clock()
-        self._cassette_cm: Any = None
-        if self.mode == "replay":
-            start = _recorded_at(self.recording)
-            self.clock = ReplayClock(start or datetime.now(timezone.utc))
-            self._use_cassette("none")
-        elif self.mode == "sandbox":
-            self._open_sandbox(params)
-        elif self.mode == "record":
-            self.recording.parent.mkdir(parents=True, exist_ok=True)
-            self.recording.unlink(missing_ok=True)
-            self.smtp_recording.unlink(missing_ok=True)
-            self._use_cassette("all")
 
-    def _open_sandbox(self, params: Params) -> None:
-        from .sandbox import state
-        from .sandbox.server import serve
+    @property
+    def token_cache(self) -> Path | None:
+        """Where msal keeps tokens between the notebooks of a run; None keeps them in memory, so a recorded
+        or replayed step signs in within its own recording and replays on its own (nbval, JupyterLab)."""
+        return None
 
-        self._sandbox = state.load(params.tenant, paths.resolve(params.recordings) / "tenant.yaml")
-        self._sandbox_name = params.tenant
-        self._sandbox_store = params.secret_store.model_dump(exclude_none=True)
-        running = self._stack.enter_context(serve(self._sandbox))
-        self.session.trust_env = False
-        self.session.proxies = {"https": running.proxy}
-        self.session.verify = self._ca_bundle = running.ca_bundle
-        self._sandbox_smtp = running.smtp_port
+    def smtp_target(self, host: str, port: int) -> SmtpTarget:
+        """The SMTP server to connect to (the real one unless a subclass serves one)."""
+        return SmtpTarget(host, port, ssl.create_default_context(cafile=self.ca_bundle))
 
-    def _use_cassette(self, record_mode: str) -> None:
-        recorder = vcr.VCR(
-            record_mode=record_mode,
-            match_on=MATCH_ON,
-            filter_headers=REQUEST_HEADERS_DROPPED,
-            before_record_request=self.scrubber.request,
-            before_record_response=self.scrubber.response,
-            decode_compressed_response=True,
-        )
-        self._cassette_cm = recorder.use_cassette(str(self.recording))
-        self._cassette_cm.__enter__()
+    def smtp_done(self, transcript: dict[str, Any]) -> None:
+        """What the SMTP server said, once the check is over (record mode keeps it)."""
+
+    def close(self) -> None:
+        """Stop sending: any later request is refused."""
+        self.session.finished = True
+        self.session.close()
+
+
+class LiveTransport(Transport):
+    """The real endpoints; tokens are shared by the notebooks of one run through a private cache file."""
+
+    def __init__(self, params: Params, step: str) -> None:
+        super().__init__(params, step)
+        self._cache = paths.token_cache(params.tenant)
+
+    @property
+    def token_cache(self) -> Path | None:
+        return self._cache
+
+
+class _Cassette:
+    """vcrpy around the session: every exchange recorded (scrubbed) or answered from the recording."""
+
+    def __init__(self, recording: Path, record_mode: str, scrubber: Scrubber) -> None:
+        recorder = vcr.VCR(record_mode=record_mode, match_on=MATCH_ON, filter_headers=REQUEST_HEADERS_DROPPED,
+                           before_record_request=scrubber.request, before_record_response=scrubber.response,
+                           decode_compressed_response=True)
+        self._cm: Any = recorder.use_cassette(str(recording))
+        self._cm.__enter__()
+
+    def close(self) -> None:
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+
+class RecordTransport(Transport):
+    """Live, and the exchanges written to the step's recording with every secret scrubbed; after
+    writing, the file is checked for every value the scrubber replaced."""
+
+    def __init__(self, params: Params, step: str) -> None:
+        super().__init__(params, step)
+        self.recording.parent.mkdir(parents=True, exist_ok=True)
+        self.recording.unlink(missing_ok=True)
+        self.smtp_recording.unlink(missing_ok=True)
+        self.scrubber = Scrubber()
+        self._cassette = _Cassette(self.recording, "all", self.scrubber)
 
     @property
     def smtp_recording(self) -> Path:
         return self.recording.with_suffix(".smtp.yaml")
 
+    def smtp_done(self, transcript: dict[str, Any]) -> None:
+        """Keep the SMTP conversation: the server's replies only, nothing the client sent."""
+        self.smtp_recording.write_text(yaml.safe_dump(transcript, sort_keys=False), encoding="utf-8")
+
+    def close(self) -> None:
+        super().close()
+        self._cassette.close()
+        if self.recording.exists():
+            leaks = self.scrubber.leaks(self.recording.read_text(encoding="utf-8"))
+            if leaks:
+                self.recording.unlink()
+                raise RunbookError(f"recording {self.recording.name} would have held secrets ({', '.join(leaks)}); "
+                                   "it was deleted", fix="report this as a bug in runbook_lib.recording")
+
+
+def _recorded_at(cassette: Path) -> datetime | None:
+    """The Date header of the first recorded response: replay's "now"."""
+    if not cassette.exists():
+        return None
+    data = yaml.load(cassette.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    for interaction in data.get("interactions", []):
+        for name, values in interaction["response"]["headers"].items():
+            if name.lower() == "date":
+                return parsedate_to_datetime(values[0])
+    return None
+
+
+class ReplayTransport(Transport):
+    """Answers from the recording, in virtual time; SMTP from a loopback server replaying its transcript."""
+
+    def __init__(self, params: Params, step: str) -> None:
+        super().__init__(params, step)
+        self.clock = ReplayClock(_recorded_at(self.recording) or datetime.now(timezone.utc))
+        self._cassette = _Cassette(self.recording, "none", Scrubber())
+        self._smtp_servers: list[Any] = []
+
     def smtp_target(self, host: str, port: int) -> SmtpTarget:
-        """The SMTP server for this mode: the real one, or in replay a loopback server answering as recorded."""
-        if self.mode == "sandbox":
-            return SmtpTarget("127.0.0.1", self._sandbox_smtp, ssl.create_default_context(cafile=self._ca_bundle))
-        if self.mode != "replay":
-            return SmtpTarget(host, port, ssl.create_default_context(cafile=self._ca_bundle))
-        transcript_file = self.smtp_recording
+        transcript_file = self.recording.with_suffix(".smtp.yaml")
         if not transcript_file.exists():
             raise ReplayMissError("SMTP", f"{host}:{port}", str(transcript_file))
         from .smtp_server import LoopbackSMTP, ReplayHandler
@@ -222,34 +287,15 @@ class Transport:
         self._smtp_servers.append(server)
         return SmtpTarget("127.0.0.1", server.port, server.client_context())
 
-    def smtp_done(self, transcript: dict[str, Any]) -> None:
-        """In record mode, keep the SMTP conversation (server replies only; nothing the client sent)."""
-        if self.mode == "record":
-            self.smtp_recording.write_text(yaml.safe_dump(transcript, sort_keys=False), encoding="utf-8")
-
-    @property
-    def token_cache(self) -> Path | None:
-        """Where msal keeps tokens between the notebooks of a live run. Recorded and replayed steps
-        sign in within their own recording, so each recording replays on its own (nbval, JupyterLab)."""
-        return None if self.mode in ("replay", "record", "sandbox") else self._live_cache
-
     def close(self) -> None:
-        """Stop intercepting; in record mode write the recording and prove it holds no secret."""
-        self.session.finished = True
+        super().close()
         while self._smtp_servers:
             self._smtp_servers.pop().__exit__(None, None, None)
-        if self.mode == "sandbox":
-            from .sandbox import state
+        self._cassette.close()
 
-            state.save(self._sandbox_name, self._sandbox, self._sandbox_store)
-        self._stack.close()
-        if self._cassette_cm is not None:
-            cm, self._cassette_cm = self._cassette_cm, None
-            cm.__exit__(None, None, None)
-        self.session.close()
-        if self.mode == "record" and self.recording.exists():
-            leaks = self.scrubber.leaks(self.recording.read_text(encoding="utf-8"))
-            if leaks:
-                self.recording.unlink()
-                raise RunbookError(f"recording {self.recording.name} would have held secrets ({', '.join(leaks)}); "
-                                   "it was deleted", fix="report this as a bug in runbook_lib.recording")
+
+def open_transport(params: Params, step: str) -> Transport:
+    """The transport of the parameters' mode, from :data:`TRANSPORTS`."""
+    module, name = TRANSPORTS[params.mode].split(":")
+    cls: type[Transport] = getattr(importlib.import_module(module), name)
+    return cls(params, step)

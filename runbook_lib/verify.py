@@ -1,80 +1,79 @@
-"""Step 5: prove it works. Every check gives a verdict, ``pass``, ``warn`` or ``fail``, with the fix.
+"""Step 5: prove it works. Every check gives a verdict, ``pass``, ``warn``, ``fail`` or ``not tested``, with
+the fix; a check that did not run is never a pass.
 
-* drift: step 2's and step 3's compare logic run as a plan (nothing can be written) against the state
-  read now; anything that would change is drift;
-* the app-only token Webex Connect's application gets with the stored secret: its claims (aud, tid,
-  appid, roles) must carry Mail.Send and this tenant;
-* the secret's expiry: warn under ``verify.secret_warn_days``, fail once expired;
-* SMTP: STARTTLS on the submission port and AUTH XOAUTH2 offered; with ``verify.mailbox_sign_in``, the
-  mailbox account signs in (device code) and AUTH XOAUTH2 must succeed;
+* drift: step 2's and step 3's diff functions on the state read now (verify has no executor: nothing can
+  be written); anything that would change is drift;
+* the client secret: the store's value among the application's secrets (a Secret ID pasted as the value, a
+  secret removed or rotated away, one that expires soon or has expired are told apart);
+* the app-only token Webex Connect's application gets with the stored secret: its claims (aud, tid, appid,
+  roles) must carry Mail.Send and this tenant. A brand-new secret or consent can take minutes to reach the
+  token endpoint, so for those (only) it waits, within ``network.propagation_wait_seconds``, saying so;
+* SMTP: STARTTLS on the submission port and AUTH XOAUTH2 offered; with ``verify.mailbox_sign_in`` the
+  mailbox account signs in through the application itself (device code) and AUTH XOAUTH2 must succeed;
 * the authorize URL Webex Connect's Generate Token opens; with ``verify.probe_authorize_url`` it is
   requested (without signing in) to catch AADSTS50011 / AADSTS700016 before the operator tries.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import msal
 import pandas as pd
 
-from . import auth, diagnose, entra, exchange, knowledge, secrets, smtp
+from . import auth, client_secrets, diagnose, entra, exchange, knowledge, registry, secrets, smtp
+from .changes import Change
 from .errors import AuthError, StepFailed
 from .params import GUID_RE
+from .results import Check, Finding, Verdict
 
 if TYPE_CHECKING:
     from .step import Step
 
-STEP = "05_verify"
-
-
-@dataclass(frozen=True)
-class Check:
-    check: str
-    verdict: str         # pass | warn | fail
-    detail: str
-    fix: str = ""
-    notebook: str = ""
-    code: str = ""       # the knowledge-base key, so troubleshooting can explain the check
+STEP = registry.VERIFY
 
 
 class Checks:
-    """The verdicts of one verify run, kept in the step's facts (and so in the record)."""
+    """The verdicts of one verify run, kept in the step's record."""
 
     def __init__(self, step: "Step") -> None:
         self.step = step
-        self.items: list[Check] = []
-        step.facts["checks"] = []
+        self.items = step.result.checks
 
-    def add(self, check: str, verdict: str, detail: str, *, code: str = "", explained: Any = None) -> Check:
+    def add(self, check: str, verdict: Verdict, detail: str, *, code: str = "",
+            explained: Finding | None = None) -> Check:
         """Record a verdict; its fix comes from ``explained`` (a diagnosis) or the knowledge base entry ``code``."""
-        entry = explained or knowledge.lookup("checks", code or check)
+        entry: Any = explained or knowledge.lookup("checks", code or check)
         if verdict != "pass" and code.startswith("AADSTS"):
             entry = knowledge.lookup("aadsts", code.removeprefix("AADSTS")) or entry
-        item = Check(check, verdict, detail, entry.fix if entry and verdict != "pass" else "",
-                     entry.notebook if entry and verdict != "pass" else "", code or check)
+        show = entry is not None and verdict != "pass"
+        item = Check(check, verdict, detail, entry.fix if show else "", entry.notebook if show else "", code or check)
         self.items.append(item)
-        self.step.facts["checks"].append(asdict(item))
         return item
 
+    def drift(self, changes: list[Change], code: str) -> None:
+        """A verdict per compared resource: as desired passes, anything that would change fails."""
+        for change in changes:
+            ok = change.action == "unchanged"
+            self.add(f"{change.resource}: {change.name}", "pass" if ok else "fail",
+                     change.summary if ok else f"drift: would {change.summary}", code=code)
+
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([asdict(c) for c in self.items], columns=["check", "verdict", "detail", "fix", "notebook"])
+        return pd.DataFrame([c.__dict__ for c in self.items], columns=["check", "verdict", "detail", "fix", "notebook"])
 
 
 def application_drift(step: "Step", checks: Checks) -> dict[str, Any] | None:
     """Step 2's desired state against the tenant now; returns the application for the later checks."""
-    with step.planning() as plan:
-        exo = entra.exchange_online(step)
-        app = entra.find_application(step)
-        _, app_now = entra.ensure_application(step, exo, app)
-        sp = entra.ensure_service_principal(step, app_now)
-        entra.ensure_mail_send_consent(step, sp, exo)
-        if step.params.consent == "admin":
-            entra.ensure_smtp_send_grant(step, sp, exo)
-    for change in plan:
-        verdict = "fail" if change.action == "planned" else "pass"
-        checks.add(f"{change.resource}: {change.name}", verdict,
-                   change.summary if verdict == "pass" else f"drift: would {change.summary}", code="application_drift")
+    exo = entra.exchange_online(step)
+    app = entra.find_application(step)
+    app_change = entra.diff_application(app, entra.desired_application(step, exo))
+    sp = entra.find_service_principal(step, app, app_change)
+    sp_id = sp["id"] if sp else None
+    changes = [app_change, entra.diff_service_principal(app, sp, step.params.application.display_name),
+               entra.diff_mail_send_consent(sp_id, entra.role_assignments(step, sp_id), exo)]
+    if step.params.consent == "admin":
+        changes.append(entra.diff_smtp_send_grant(sp_id, entra.find_smtp_send_grant(step, sp, exo), exo))
+    checks.drift(changes, "application_drift")
     return app
 
 
@@ -92,48 +91,54 @@ def user_consent(step: "Step", checks: Checks) -> None:
 
 
 def mailbox_drift(step: "Step", checks: Checks) -> None:
-    """Step 3's settings, read back when the admin API is in use."""
+    """Step 3's settings, read back when the admin API is in use; otherwise not tested here."""
     exchange.check_mailbox_user(step)
     if step.params.mailbox.apply_with != "adminapi":
-        checks.add("mailbox settings", "warn", "not read: mailbox.apply_with is powershell; the SMTP check tests "
-                   "authenticated SMTP, and the record of step 3 holds the script", code="mailbox_not_read")
+        checks.add("mailbox settings", "not tested", "not read: mailbox.apply_with is powershell, so the kit cannot "
+                   "read them; the step 3 script checks each setting when it runs", code="mailbox_not_read")
         return
-    for key, change in exchange.compare(step, exchange.read_state(step)).items():
-        verdict = "fail" if change.action == "planned" else "pass"
-        checks.add(f"{change.resource}: {change.name}", verdict,
-                   change.summary if verdict == "pass" else f"drift: {change.summary}", code=f"mailbox_{key}")
+    state = exchange.read_state(step)
+    for change in exchange.diff_mailbox(state, exchange.settings(step)):
+        ok = change.action == "unchanged"
+        checks.add(f"{change.resource}: {change.name}", "pass" if ok else "fail",
+                   change.summary if ok else f"drift: {change.summary}", code=f"mailbox_{exchange.SECTIONS[change.resource]}")
 
 
 def secret_and_token(step: "Step", checks: Checks, app: dict[str, Any] | None) -> None:
-    """Expiry of the stored secret, then the app-only token it gets and that token's claims."""
+    """The stored secret among the application's, its expiry, then the app-only token it gets and its claims."""
+    store = step.params.secret_store.describe()
     stored = secrets.read(step.params.secret_store)
-    table = entra.secrets_table(step, app)
-    match = table[table["hint"] == (stored or "")[:3]] if stored else table.iloc[0:0]
-    if not stored:
-        checks.add("client secret", "fail", f"the store {step.params.secret_store.describe()} is empty", code="secret_missing")
-    elif match.empty:
-        checks.add("client secret", "fail", "the stored value matches none of the application's secrets: it may be "
-                   "the Secret ID instead of the Value, or a secret of another application", code="AADSTS7000215")
+    now = step.clock.now()
+    match = client_secrets.match_stored(stored, client_secrets.app_secrets(app), now)
+    cred = match.secret
+    if match.kind == "empty":
+        checks.add("client secret", "fail", match.explain(store), code="secret_missing")
+    elif match.kind == "secret id":
+        checks.add("client secret", "fail", match.explain(store), code="secret_id_pasted")
+    elif match.kind == "no match" or cred is None:
+        checks.add("client secret", "fail", match.explain(store), code="secret_no_match")
+    elif cred.days_left(now) <= 0:
+        checks.add("client secret", "fail", f"expired on {cred.expires.date()} (hint {cred.hint}...)", code="AADSTS7000222")
+    elif cred.days_left(now) < step.params.verify.secret_warn_days:
+        checks.add("client secret", "warn", f"expires in {cred.days_left(now)} days, on {cred.expires.date()}",
+                   code="secret_expiring")
     else:
-        cred = match.iloc[0]
-        days = (pd.Timestamp(cred["expires"]).date() - step.clock.now().date()).days
-        if days <= 0:
-            checks.add("client secret", "fail", f"expired on {cred['expires']} (hint {cred['hint']}...)", code="AADSTS7000222")
-        elif days < step.params.verify.secret_warn_days:
-            checks.add("client secret", "warn", f"expires in {days} days, on {cred['expires']}", code="secret_expiring")
-        else:
-            checks.add("client secret", "pass", f"valid for {days} more days (hint {cred['hint']}...)")
+        checks.add("client secret", "pass", f"valid for {cred.days_left(now)} more days (hint {cred.hint}...)")
     if app is None or not stored:
-        checks.add("app-only token", "fail", "not attempted: no application or no secret", code="app_token")
+        checks.add("app-only token", "not tested", "no application or no secret to ask a token with", code="app_token")
         return
+    wait = step.params.network.propagation_wait_seconds
+    new_secret = cred is not None and cred.is_new(now, wait)
     try:
-        token = auth.app_token(step.endpoints, step.transport, app["appId"], stored, step.endpoints.exchange_scope)
+        token = auth.app_token(step.endpoints, step.transport, app["appId"], stored, step.endpoints.exchange_scope,
+                               wait_up_to=wait if new_secret else 0.0)
     except AuthError as error:
         code = f"AADSTS{error.codes[0]}" if error.codes else "app_token"
-        checks.add("app-only token", "fail", f"{code}: {error.message}", code=code)
+        kb = {"secret id": "secret_id_pasted", "no match": "secret_no_match"}.get(match.kind, code)
+        checks.add("app-only token", "fail", f"{code}: {error.message}", code=kb)
         return
     claims = auth.claims(token)
-    step.facts["token_claims"] = {k: claims.get(k) for k in ("aud", "tid", "appid", "roles")}
+    step.facts.token_claims = {k: claims.get(k) for k in ("aud", "tid", "appid", "roles")}
     checks.add("app-only token", "pass", f"issued for {claims.get('aud')} to {claims.get('appid')}")
     roles = claims.get("roles") or []
     checks.add("Mail.Send in the token's roles", "pass" if entra.MAIL_SEND in roles else "fail",
@@ -143,11 +148,27 @@ def secret_and_token(step: "Step", checks: Checks, app: dict[str, Any] | None) -
         checks.add("token's tenant", "pass" if same else "fail", f"tid {claims.get('tid')}", code="tenant_mismatch")
 
 
-def smtp_checks(step: "Step", checks: Checks) -> None:
-    """STARTTLS and XOAUTH2 offered; then, if the mailbox signs in, AUTH XOAUTH2 itself."""
-    token = None
-    if step.params.verify.mailbox_sign_in:
-        token = auth.OperatorSignIn(step.params, step.endpoints, step.transport, resource="smtp").token()
+def mailbox_token(step: "Step", app: dict[str, Any] | None) -> tuple[str | None, str]:
+    """A delegated SMTP.Send token for the mailbox, signed in through the customer's own application (as
+    Generate Token does); Microsoft's first-party clients are not preauthorized for SMTP.Send. Returns the
+    token, or None and why the sign-in could not be tried."""
+    if not step.params.verify.mailbox_sign_in:
+        return None, "set verify.mailbox_sign_in to sign in as the mailbox, or use Generate Token in Webex Connect"
+    if app is None:
+        return None, "there is no application to sign in through (run step 2)"
+    client = msal.PublicClientApplication(app["appId"], authority=step.endpoints.authority,
+                                          http_client=step.transport.session, instance_discovery=False)
+    result = auth.device_flow(client, [step.endpoints.smtp_scope], step.transport, print)
+    if "access_token" in result:
+        return str(result["access_token"]), ""
+    error = auth.auth_error(result)
+    return None, (f"the mailbox could not sign in through the application ({error.message}); Generate Token in "
+                  "Webex Connect is the test, or allow public client flows on the application for this check")
+
+
+def smtp_checks(step: "Step", checks: Checks, app: dict[str, Any] | None) -> None:
+    """STARTTLS and XOAUTH2 offered; then, if the mailbox signed in, AUTH XOAUTH2 itself."""
+    token, why_not = mailbox_token(step, app)
     transcript = smtp.probe(step, token)
     e = step.endpoints
     offered = smtp.offers_xoauth2(transcript["features_tls"])
@@ -156,8 +177,7 @@ def smtp_checks(step: "Step", checks: Checks) -> None:
                + ", ".join(f for f in transcript["features_tls"] if f.upper().startswith("AUTH")), code="smtp_xoauth2")
     reply = transcript["auth"]
     if reply is None:
-        checks.add("SMTP AUTH XOAUTH2", "warn", "not attempted: set verify.mailbox_sign_in to sign in as the mailbox",
-                   code="smtp_not_tried")
+        checks.add("SMTP AUTH XOAUTH2", "not tested", why_not, code="smtp_not_tried")
         return
     text = f"{reply['code']} {reply['message']}"
     if reply["code"] == 235:
@@ -170,14 +190,16 @@ def smtp_checks(step: "Step", checks: Checks) -> None:
 def authorize_url(step: "Step", checks: Checks, app: dict[str, Any] | None) -> str:
     """The URL Generate Token opens; optionally requested to see whether Entra ID refuses it outright."""
     client_id = (app or {}).get("appId", "")
-    url = f"{step.endpoints.authorize_url}?" + urlencode({
-        "client_id": client_id, "response_type": "code", "redirect_uri": step.params.webex.callback_url,
-        "scope": f"offline_access {step.endpoints.smtp_scope}", "prompt": "select_account"})
-    step.facts["authorize_url"] = url
+    query = urlencode({"client_id": client_id, "response_type": "code", "redirect_uri": step.params.webex.callback_url,
+                       "scope": f"offline_access {step.endpoints.smtp_scope}", "prompt": "select_account"})
+    url = f"{step.endpoints.webex_authorize_url}?{query}"
+    step.facts.authorize_url = url
     if not step.params.verify.probe_authorize_url or not client_id:
-        checks.add("authorize URL", "pass", "built; not requested (verify.probe_authorize_url is off)")
+        checks.add("authorize URL", "not tested", "built, not requested: set verify.probe_authorize_url to have Entra "
+                   "ID check the client ID and redirect URI", code="authorize_not_probed")
         return url
-    page = step.transport.session.get(url, timeout=30, allow_redirects=False).text
+    page = step.transport.session.get(f"{step.endpoints.authorize_url}?{query}", allow_redirects=False,
+                                      timeout=(step.params.network.connect_timeout, step.params.network.read_timeout)).text
     found = [f for f in diagnose.diagnose(page) if f.kind == "aadsts"]
     if found:
         checks.add("authorize URL", "fail", f"Entra ID answers {found[0].code}: {found[0].meaning}", code=found[0].code)
@@ -193,16 +215,21 @@ def run_checks(step: "Step") -> pd.DataFrame:
     user_consent(step, checks)
     mailbox_drift(step, checks)
     secret_and_token(step, checks, app)
-    smtp_checks(step, checks)
+    smtp_checks(step, checks, app)
     authorize_url(step, checks, app)
     return checks.table()
 
 
+def summary_line(checks: list[Check]) -> str:
+    counts = {v: sum(c.verdict == v for c in checks) for v in ("pass", "warn", "fail", "not tested")}
+    return ", ".join(f"{n} {v}" for v, n in counts.items())
+
+
 def require_pass(step: "Step") -> str:
     """Fail the notebook when any check failed, naming each with its fix."""
-    failed = [c for c in step.facts.get("checks", []) if c["verdict"] == "fail"]
-    warned = [c for c in step.facts.get("checks", []) if c["verdict"] == "warn"]
+    checks = step.result.checks
+    failed = [c for c in checks if c.verdict == "fail"]
     if failed:
-        raise StepFailed(f"{len(failed)} check(s) failed: " + "; ".join(f"{c['check']} ({c['detail']})" for c in failed),
-                         fix=" | ".join(dict.fromkeys(c["fix"] for c in failed if c["fix"])), step=STEP)
-    return f"All checks passed ({len(warned)} warning(s))."
+        raise StepFailed(f"{len(failed)} check(s) failed: " + "; ".join(f"{c.check} ({c.detail})" for c in failed),
+                         fix=" | ".join(dict.fromkeys(c.fix for c in failed if c.fix)), step=STEP)
+    return f"No check failed: {summary_line(checks)}."

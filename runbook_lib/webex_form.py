@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import entra, secrets, webex
+from . import entra, registry, secrets, webex
 from .errors import StepFailed
 
 if TYPE_CHECKING:
@@ -26,36 +26,39 @@ REVEAL_SECONDS = 60
 
 
 def form_values(step: "Step") -> pd.DataFrame:
-    """The form's fields in the order Webex Connect shows them, with where each value comes from."""
+    """The form's fields in the order Webex Connect shows them, with where each value comes from. The
+    application is found by its key or client ID, so this works right after step 2 created it."""
     app = entra.find_application(step)
     if app is None:
-        raise StepFailed(f"there is no application named {step.params.application.display_name!r} yet",
-                         fix="run step 2 first", step="02_azure_app_registration")
-    cred = entra.stored_secret(step, app)
+        raise StepFailed(f"there is no application {step.params.application.display_name!r} (key "
+                         f"{step.params.application.key!r}) yet", fix="run step 2 first", step=registry.APP_REGISTRATION)
+    match = entra.stored_match(step, app)
+    cred = match.secret if match.kind == "matched" else None
     e, w = step.endpoints, step.params.webex
+    store = step.params.secret_store.describe()
     rows = [
         ("Asset Name", w.asset_name, "your choice, from step 1"),
         ("Email ID", w.email_id, "the mailbox"),
         ("Authentication Type", "OAuth 2.0", ""),
-        ("SMTP Server", e.smtp_host, "Exchange Online's SMTP submission host"),
+        ("SMTP Server", e.public_smtp_host, "Exchange Online's SMTP submission host"),
         ("Username", w.email_id, "the mailbox's user principal name"),
-        ("Port", str(e.smtp_port), ""),
+        ("Port", str(e.public_smtp_port), ""),
         ("Security", "STARTTLS (TLS)", ""),
         ("Client ID", app["appId"], "Application (client) ID from step 2"),
-        ("Client Secret", f"the Value in {step.params.secret_store.describe()}: hint {cred['hint']}..., expires "
-                          f"{cred['expires']}" if cred is not None else "no valid secret in the store: run step 2",
+        ("Client Secret", f"the Value in {store}: hint {cred.hint}..., expires {cred.expires.date().isoformat()}"
+                          if cred is not None else f"no valid secret in the store: {match.explain(store)}; run step 2",
          "the secret's Value, never its Secret ID"),
         ("Call Back URL", w.callback_url, "shown by Webex Connect; registered in step 2"),
-        ("Authorization URL", e.authorize_url, "tenant-specific, not /common"),
+        ("Authorization URL", e.webex_authorize_url, "tenant-specific, not /common"),
         ("Scope", f"offline_access {e.smtp_scope}", "delegated SMTP.Send, and a refresh token"),
-        ("Access Token URL", e.token_url, ""),
-        ("Refresh Token URL", e.token_url, "the same as the Access Token URL"),
+        ("Access Token URL", e.webex_token_url, ""),
+        ("Refresh Token URL", e.webex_token_url, "the same as the Access Token URL"),
     ]
     values = {field: value for field, value, _ in rows}
-    step.facts["webex_connect_values"] = values
+    step.facts.webex_connect_values = values
     step.artifact(VALUES_FILE, json.dumps(values, indent=2) + "\n")
     if cred is None:
-        step.facts.setdefault("warnings", []).append("no valid client secret in the secret store")
+        step.facts.warn(f"no valid client secret in the secret store: {match.explain(store)}")
     return pd.DataFrame(rows, columns=["field", "value", "note"])
 
 
@@ -96,7 +99,7 @@ def checklist(step: "Step") -> Any:
 
     given = step.params.checklist
     state = {key: key in given.done for key in webex.CHECKLIST}
-    step.facts["checklist"] = {"confirmed_by": given.confirmed_by, "items": state}
+    step.facts.checklist = {"confirmed_by": given.confirmed_by, "items": state}
     boxes = []
     for key, text in webex.CHECKLIST.items():
         box = widgets.Checkbox(value=state[key], description=text, indent=False,
@@ -108,6 +111,6 @@ def checklist(step: "Step") -> Any:
 
 def checklist_table(step: "Step") -> pd.DataFrame:
     """What was confirmed, and by whom: this is what goes into the record."""
-    recorded = step.facts["checklist"]
+    recorded = step.facts.checklist or {"confirmed_by": "", "items": {}}
     return pd.DataFrame([{"action": webex.CHECKLIST[k], "confirmed": done,
                           "by": recorded["confirmed_by"] if done else ""} for k, done in recorded["items"].items()])

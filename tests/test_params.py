@@ -112,3 +112,45 @@ def test_a_proxy_password_is_never_echoed(demo_raw):
     with pytest.raises(ParamsError) as caught:
         params.validate(demo_raw)
     assert "credentials" in caught.value.problems["endpoints.proxy"] and "Pa55w0rd" not in str(caught.value)
+
+
+@pytest.mark.parametrize("where, tail", [
+    (("tenant_id",), ""), (("webex", "email_id"), ""), (("webex", "callback_url"), ""),
+    (("webex", "forwarding_address"), ""), (("webex", "forwarding_address"), "@example.com"),
+    (("endpoints", "graph_url"), ""), (("endpoints", "proxy"), ""),
+])
+def test_a_huge_value_is_echoed_only_in_part(demo_raw, where, tail):
+    target = demo_raw
+    for key in where[:-1]:
+        target = target.setdefault(key, {})
+    target[where[-1]] = "x" * 10_000_000 + tail
+    with pytest.raises(ParamsError) as caught:
+        params.validate(demo_raw)
+    why = caught.value.problems[".".join(where)]
+    assert f"({10_000_000 + len(tail)} characters)" in why and why.count("x") < 250
+    assert len(str(caught.value)) < 1000
+
+
+def test_a_huge_unknown_key_is_named_only_in_part(demo_raw):
+    demo_raw["k" * 1_000_000] = 1
+    with pytest.raises(ParamsError) as caught:
+        params.validate(demo_raw)
+    assert len(str(caught.value)) < 1000 and "(1000000 characters)" in str(caught.value)
+
+
+def test_steps_must_name_each_step_once(demo_raw):
+    demo_raw["steps"] = []
+    with pytest.raises(ParamsError) as caught:
+        params.validate(demo_raw)
+    assert "must name at least one step" in caught.value.problems["steps"]
+    demo_raw["steps"] = ["01_webex_connect_app", "05_verify", "01_webex_connect_app"]
+    with pytest.raises(ParamsError) as caught:
+        params.validate(demo_raw)
+    assert caught.value.problems["steps"].startswith("names 01_webex_connect_app more than once")
+
+
+def test_a_repeated_key_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "tenant.yaml"
+    path.write_text(DEMO.read_text().replace("apply: true", "apply: false\napply: true"))
+    with pytest.raises(ParamsError, match=r"key apply appears twice \(lines 6 and 7\)"):
+        params.load(path)

@@ -7,8 +7,11 @@ and save its state afterwards, so the notebooks can be run in any order, re-run,
 from __future__ import annotations
 
 import json
-import random
-from datetime import datetime, timedelta, timezone
+import os
+import re
+import secrets as pysecrets
+import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,42 +20,63 @@ import yaml
 from .. import paths
 from ..endpoints import EXCHANGE_APP_ID
 from ..errors import RunbookError
+from .messages import iso
 from .tenant import SimulatedTenant
 
-#: attributes of a SimulatedTenant that make up its state
-STATE = ("seed", "key", "faults", "service_principals", "applications", "secret_values", "assignments", "grants",
-         "users", "transport_smtp_auth_disabled", "outbound_policies", "outbound_rules")
+#: attributes of a SimulatedTenant that make up its state (``salt`` varies its secret values from other trainees')
+STATE = ("seed", "key", "salt", "faults", "service_principals", "applications", "secret_values", "assignments",
+         "grants", "users", "transport_smtp_auth_disabled", "outbound_policies", "outbound_rules")
+#: its random sources, whose positions are kept too
+RANDOM = ("rng", "secret_rng")
+#: a tenant name is one file name, never a path
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
 def state_file(tenant: str) -> Path:
+    if not NAME.fullmatch(tenant):
+        raise RunbookError(f"{tenant!r} is not a tenant name for the sandbox",
+                           fix="use lower-case letters, digits and inner hyphens (at most 64)")
     return paths.state_dir() / "sandbox" / f"{tenant}.json"
 
 
 def load(tenant: str, seed_path: Path) -> SimulatedTenant:
-    """The trainee's tenant as it was left, or a new one from the seed."""
+    """The trainee's tenant as it was left, or a new one from the seed with secrets of its own."""
     path = state_file(tenant)
     if not path.exists():
-        return SimulatedTenant(yaml.safe_load(seed_path.read_text(encoding="utf-8")), pending_polls=0)
+        seed = yaml.safe_load(seed_path.read_text(encoding="utf-8"))
+        return SimulatedTenant(seed, pending_polls=0, salt=pysecrets.token_hex(16))
     data = json.loads(path.read_text(encoding="utf-8"))
-    simulated = SimulatedTenant(data["seed"], pending_polls=0)
+    missing = [name for name in (*STATE, *RANDOM) if name not in data]
+    if missing:
+        raise RunbookError(f"the sandbox state of {tenant} lacks {', '.join(missing)}: an older kit wrote it",
+                           fix=f"runbook sandbox reset {tenant}")
+    simulated = SimulatedTenant(data["seed"], pending_polls=0, salt=data["salt"])
     for name in STATE:
         setattr(simulated, name, data[name])
-    simulated.exchange = next((sp for sp in simulated.service_principals if sp["appId"] == EXCHANGE_APP_ID), None)
-    simulated.rng = random.Random()
-    simulated.rng.setstate((data["rng"][0], tuple(data["rng"][1]), data["rng"][2]))
+    for name in RANDOM:
+        version, internal, gauss = data[name]
+        getattr(simulated, name).setstate((version, tuple(internal), gauss))
     simulated.store = data.get("store")
     return simulated
 
 
 def save(tenant: str, simulated: SimulatedTenant, store: dict[str, Any] | None = None) -> None:
+    """Keep the trainee's tenant: readable by its owner only (it holds client secrets and the token-signing
+    key), replaced whole so a crash never leaves half a file."""
     data = {name: getattr(simulated, name) for name in STATE}
-    data["rng"] = list(simulated.rng.getstate())
+    data.update({name: list(getattr(simulated, name).getstate()) for name in RANDOM})
     data["store"] = store or simulated.store
     path = state_file(tenant)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{tenant}.", suffix=".tmp")   # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def reset(tenant: str) -> bool:
@@ -89,7 +113,7 @@ def _consent_missing(t: SimulatedTenant) -> str:
 
 
 def _secret_expired(t: SimulatedTenant) -> str:
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    yesterday = iso(t.now() - timedelta(days=1))
     for cred in _our_app(t)["passwordCredentials"]:
         cred["endDateTime"] = yesterday
     return "every client secret expired yesterday"

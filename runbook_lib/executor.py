@@ -1,0 +1,92 @@
+"""The one place that applies changes: plan mode returns them, apply mode sends their writes.
+
+Given a :class:`~runbook_lib.changes.Change` from a ``diff_*`` function, :meth:`Executor.apply`:
+
+* returns it untouched when it needs no write (``unchanged``, or applied outside the kit), or when the
+  parameters say ``apply: false`` (plan mode): nothing is sent;
+* otherwise sends its write, and the moment the tenant accepts it, appends the applied change to the run's
+  journal (fsynced) before doing anything else; only then is the change added to the step's record;
+* a write whose answer was lost is repeated only when it is idempotent (the Graph client does that) or after
+  a read (``Confirm``) shows it did not happen; a 403 names the permission and role the write needs.
+
+This is the only code that knows about ``apply``: verify calls the diff functions and never an executor.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Mapping
+
+from . import interrupts
+from .changes import Change, Confirm, Service, Write
+from .errors import GraphError, OutcomeUnknown, StepFailed
+from .graph import Graph
+from .journal import Journal
+
+
+class Executor:
+    """Applies a step's changes through its API clients, journaling each accepted one."""
+
+    def __init__(self, clients: Mapping[Service, Callable[[], Graph]], journal: Journal, *, step: str,
+                 apply: bool, record: Callable[[Change], None]) -> None:
+        self.clients = clients
+        self.journal = journal
+        self.step = step
+        self.apply_writes = apply
+        self.record = record
+
+    @classmethod
+    def for_step(cls, step: Any) -> "Executor":
+        """The executor of a notebook's step: its clients, its journal, its ``apply`` parameter."""
+        return cls({"graph": lambda: step.graph, "exchange": lambda: step.exchange}, step.journal,
+                   step=step.name, apply=step.params.apply, record=step.record)
+
+    @property
+    def planning(self) -> bool:
+        """True in plan mode: nothing is written."""
+        return not self.apply_writes
+
+    def apply(self, change: Change) -> tuple[Change, Any]:
+        """Apply one change; returns it as it now stands and the write's answer (None when nothing was sent)."""
+        write = change.write
+        if write is None or change.action != "planned" or not self.apply_writes:
+            self.record(change)
+            return change, None
+        with interrupts.deferred():   # a Ctrl-C waits until the accepted write is journaled
+            answer = self._send(write)
+            applied = change.applied
+            if write.upsert and answer is None:   # 204: it existed already (another run made it): updated
+                applied = replace(applied, action="updated", summary=applied.summary + " (it existed already)")
+            if write.keep and isinstance(answer, dict):
+                applied = replace(applied, after={**(applied.after or {}), **{k: answer.get(k) for k in write.keep}})
+            self.journal.append("change", step=self.step, change=applied.as_dict())
+            self.record(applied)
+        return applied, answer
+
+    def _send(self, write: Write) -> Any:
+        client = self.clients[write.service]()
+        try:
+            return self._request(client, write)
+        except OutcomeUnknown:
+            if write.confirm is None:
+                raise
+            found = self._confirmed(write.confirm)
+            if found is not None:
+                return found
+            return self._request(client, write)   # it did not happen: sending it again is safe
+
+    @staticmethod
+    def _request(client: Graph, write: Write) -> Any:
+        try:
+            return client.request(write.method, write.path, body=write.body, headers=write.headers,
+                                  retry_codes=write.retry_codes, idempotent=write.idempotent)
+        except GraphError as error:
+            if error.status != 403 or not write.needs:
+                raise
+            raise StepFailed(f"Microsoft refused the change ({error.message})",
+                             fix=f"this change needs {write.needs}; sign in with an account that has it") from error
+
+    def _confirmed(self, confirm: Confirm) -> dict[str, Any] | None:
+        answer = self.clients[confirm.service]().request(confirm.method, confirm.path, body=confirm.body,
+                                                         params=dict(confirm.params or {}), idempotent=True)
+        items = (answer or {}).get("value", []) if isinstance(answer, dict) else []
+        return next((item for item in items if all(item.get(k) == v for k, v in confirm.match.items())), None)

@@ -1,0 +1,109 @@
+"""An executed notebook as one self-contained HTML page, for the run record.
+
+Records are read by auditors, years later, often offline: the page loads nothing from anywhere (no
+script, no stylesheet or font from a CDN; a Content-Security-Policy forbids it even if a notebook
+output tried), shows prose and outputs but no code, and is built directly from the notebook, which
+is several times faster than nbconvert's exporter (a run renders every notebook it executes).
+"""
+from __future__ import annotations
+
+import re
+from html import escape
+from typing import Any, Callable
+
+import nbformat
+from nbconvert.filters import strip_ansi
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+# scripts (an unclosed one runs to the end of its fragment, as in a browser), links, remote CSS imports
+_REMOTE = re.compile(r"<script\b.*?(?:</script\s*>|\Z)|<link\b[^>]*>|@import\s+(?:url\()?\s*[\"']?(?:https?:)?//[^;]*;?",
+                     re.IGNORECASE | re.DOTALL)
+
+_CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1b1b1b;
+       max-width: 64em; margin: 2em auto; padding: 0 1em; }
+h1, h2, h3 { line-height: 1.2; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 14px; }
+th, td { border: 1px solid #999; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #eee; }
+code, pre { font: 13px/1.4 ui-monospace, Menlo, Consolas, monospace; background: #f4f4f4; }
+pre { padding: .6em .8em; white-space: pre-wrap; overflow-wrap: anywhere; }
+.summary { border: 2px solid #444; padding: .2em 1em; margin-bottom: 2em; }
+.output { margin: .5em 0 1em; }
+.error, .stderr { color: #b00020; }
+img { max-width: 100%; }
+"""
+
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def _local(html: str) -> str:
+    """HTML with nothing that would load or run anything: what a notebook output or raw HTML may hold."""
+    return _REMOTE.sub("", html)
+
+
+def _pre(text: str, kind: str) -> str:
+    return f'<pre class="{kind}">{escape(strip_ansi(text))}</pre>'
+
+
+def _image(mime: str) -> Callable[[str], str]:
+    return lambda data: f'<img src="data:{mime};base64,{"".join(data.split())}" alt="">'
+
+
+def _output(out: dict[str, Any], markdown: Callable[[str], str]) -> str:
+    """One output in the form a reader needs; widgets (which need a live kernel) by their text form."""
+    kind = out.get("output_type")
+    if kind == "stream":
+        return _pre(out.get("text", ""), out.get("name", "stdout"))
+    if kind == "error":
+        return _pre(f"{out.get('ename', 'Error')}: {out.get('evalue', '')}", "error")
+    data = out.get("data", {})
+    if WIDGET_MIME in data:
+        data = {"text/plain": data.get("text/plain", "")}
+    shown: dict[str, Callable[[str], str]] = {
+        "text/html": _local,
+        "text/markdown": markdown,
+        "image/png": _image("image/png"),
+        "image/jpeg": _image("image/jpeg"),
+        "text/plain": lambda text: _pre(text, "text"),
+    }
+    for mime, show in shown.items():
+        if mime in data:
+            return show(data[mime])
+    return ""
+
+
+def render(nb: nbformat.NotebookNode, *, title: str, summary_html: str) -> str:
+    """The page: ``summary_html`` (the step's outcome and changes) first, then each cell's prose or
+    outputs. Code inputs and raw cells are left out: the reader is an auditor, not a programmer."""
+    renderer = IPythonRenderer(escape=False, exclude_anchor_links=True)
+    md = MarkdownWithMath(renderer=renderer)
+
+    def markdown(source: str, attachments: dict[str, Any] | None = None) -> str:
+        renderer.attachments = attachments or {}
+        return _local(md.render(source))
+
+    parts = [f'<section class="summary">\n{_local(summary_html)}\n</section>']
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            parts.append(f'<div class="markdown">\n{markdown(cell.source, cell.get("attachments"))}</div>')
+        elif cell.cell_type == "code":
+            shown = [_output(out, markdown) for out in cell.get("outputs", [])]
+            parts += [f'<div class="output">\n{html}\n</div>' for html in shown if html]
+    body = "\n".join(parts)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""

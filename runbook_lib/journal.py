@@ -1,0 +1,67 @@
+"""The change journal: what a run did to a tenant, written down the moment it happened.
+
+One JSON object per line, appended and fsynced before the kit does anything else, so that however a
+run ends (success, failure, Ctrl-C, SIGTERM, a dead kernel, a killed process) every change the tenant
+accepted is on disk. ``runbook run`` writes its steps' boundaries into it and seals the record from it
+(:mod:`runbook_lib.records`); the kernel running the notebooks appends each change
+(:mod:`runbook_lib.executor`) and who signed in. The journal holds no secret: changes carry hints,
+fingerprints and IDs only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+#: set by ``runbook run`` for its kernel: the journal file of the run
+JOURNAL_ENV = "RUNBOOK_JOURNAL"
+JOURNAL_FILE = "journal.jsonl"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Journal:
+    """Appends entries to a file (durably) or, with no file, keeps them in memory only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: list[dict[str, Any]] = []
+
+    def append(self, kind: str, **fields: Any) -> None:
+        """Write one entry and force it to disk before returning."""
+        entry = {"kind": kind, "at": _now(), **fields}
+        self.entries.append(entry)
+        if self.path is None:
+            return
+        line = (json.dumps(entry, default=str) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def for_kernel() -> Journal:
+    """The run's journal when ``runbook run`` started this kernel, else one kept in memory."""
+    path = os.environ.get(JOURNAL_ENV)
+    return Journal(Path(path) if path else None)
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """Every complete entry; a line torn by a killed process is skipped, never fatal."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries

@@ -1,0 +1,101 @@
+"""One run at a time per tenant and application, whichever archive folder or parameter file it uses.
+
+Two runs that both find no application would both create one. The lock is an ``fcntl.flock`` on a
+file in the kit's private state (``locks/`` under :func:`paths.state_dir`), named from the tenant ID
+and the application's display name. The operating system releases it when its process ends, however
+it ends, so a killed run leaves no lock behind: the next run takes it over. While held, the file
+names its holder, for the message a second run gets.
+"""
+from __future__ import annotations
+
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import re
+import socket
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from . import paths
+from .errors import LockHeld, RunbookError
+from .params import Params
+from .secrets import private_folder
+
+#: how often a run that may wait tries the lock again
+POLL_SECONDS = 0.2
+
+
+def lock_file(params: Params) -> Path:
+    """The lock of the tenant and application ``params`` configure. The tenant ID is a GUID or a domain
+    (safe in a file name); the application's name is reduced to safe characters and given a short hash,
+    so that any name works and two names never share a lock by accident."""
+    name = params.application.display_name
+    slug = "-".join(re.findall(r"[a-z0-9]+", name.lower()))[:40] or "app"
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return paths.state_dir() / "locks" / f"{params.tenant_id.lower()}--{slug}-{digest}.lock"
+
+
+@contextmanager
+def tenant_lock(params: Params, *, wait_seconds: float = 0.0, command: str = "run") -> Iterator[None]:
+    """Hold the lock of the tenant and application for the ``with`` block, released however it ends.
+    Held elsewhere: raise :class:`LockHeld` at once, or after trying for ``wait_seconds``."""
+    path = lock_file(params)
+    try:
+        private_folder(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise RunbookError(f"cannot open the tenant lock {path} ({exc.strerror or exc.__class__.__name__})",
+                           fix="make that folder yours and writable, or set RUNBOOK_STATE to a private "
+                           "folder of your own") from None
+    with os.fdopen(fd, "r+", encoding="utf-8") as handle:
+        _acquire(handle, params, wait_seconds)
+        try:
+            _write(handle, json.dumps(_holder(params, command)))
+            yield
+        finally:
+            _write(handle, "")  # a lock file names its holder only while it is held
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _acquire(handle: IO[str], params: Params, wait_seconds: float) -> None:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockHeld(params.tenant_id, params.application.display_name, _read_holder(handle),
+                               waited=max(wait_seconds, 0.0)) from None
+            time.sleep(POLL_SECONDS)
+
+
+def _holder(params: Params, command: str) -> dict[str, Any]:
+    """Who holds the lock, for the message of a run that finds it held (no secret: names and times only)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this user ID (a container's anonymous user)
+        user = f"uid {os.getuid()}"
+    return {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "tenant": params.tenant,
+            "command": command, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _read_holder(handle: IO[str]) -> dict[str, Any]:
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read())
+    except ValueError:  # empty or half written: the holder has only just taken the lock
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _write(handle: IO[str], text: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text)
+    handle.flush()

@@ -1,0 +1,145 @@
+"""What a step found and did, as typed records: checks, findings, facts and the step's record.
+
+These travel as objects through the library; they become JSON only at the two edges, the step's output
+in its notebook (which ``runbook run`` reads back) and the record's manifest.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from .changes import CHANGED, Change
+
+Verdict = Literal["pass", "warn", "fail", "not tested"]
+Status = Literal["running", "ok", "failed", "interrupted", "skipped", "not started"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verify verdict with its fix; ``code`` is the knowledge-base key troubleshooting explains it by."""
+
+    check: str
+    verdict: Verdict
+    detail: str
+    fix: str = ""
+    notebook: str = ""
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A known error code found in a text, with what it means and what fixes it."""
+
+    code: str
+    kind: str
+    meaning: str
+    fix: str
+    notebook: str
+    context: str
+
+
+@dataclass(frozen=True)
+class SecretFacts:
+    """The client secret the store holds, as Entra ID describes it (never its value)."""
+
+    hint: str
+    expires: str
+    key_id: str
+    store: str
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who signed in, from the token's claims: a person (UPN) or an application (app ID)."""
+
+    kind: Literal["user", "application"]
+    name: str
+    object_id: str
+    tenant_id: str
+    client_id: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.kind}, object {self.object_id}, tenant {self.tenant_id})"
+
+
+@dataclass
+class Facts:
+    """What a step learned that later steps, the record and people need."""
+
+    client_id: str | None = None
+    object_id: str | None = None
+    unique_name: str | None = None
+    secret: SecretFacts | None = None
+    user_consent: str | None = None
+    signed_in: Identity | None = None
+    mailbox_user: dict[str, str] | None = None
+    mailbox_kind: str | None = None
+    security_defaults: bool | None = None
+    tenant_smtp_auth_disabled: bool | None = None
+    default_forwarding_mode: str | None = None
+    webex_connect_values: dict[str, str] | None = None
+    checklist: dict[str, Any] | None = None
+    token_claims: dict[str, Any] | None = None
+    authorize_url: str | None = None
+    diagnosis_source: str | None = None
+    retried: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, text: str) -> None:
+        """Something the operator should know that did not stop the step (an optional read that failed)."""
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Facts":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("secret"), dict):
+            values["secret"] = SecretFacts(**values["secret"])
+        if isinstance(values.get("signed_in"), dict):
+            values["signed_in"] = Identity(**values["signed_in"])
+        return cls(**values)
+
+
+@dataclass
+class StepRecord:
+    """The outcome of one notebook: what ``runbook run`` reads back from the executed notebook."""
+
+    step: str
+    status: Status = "running"
+    changes: list[Change] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
+    error: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)   # file name -> text, written into the record
+
+    @property
+    def changed(self) -> list[Change]:
+        return [c for c in self.changes if c.action in CHANGED]
+
+    def summary(self) -> str:
+        c = self.counts
+        changed = len(self.changed)
+        planned = sum(ch.action == "planned" for ch in self.changes)
+        text = (f"Step {self.step}: {self.status}; {changed} changed, {planned} planned, "
+                f"{len(self.changes) - changed - planned} unchanged; requests: {c.get('reads', 0)} reads, "
+                f"{c.get('writes', 0)} writes ({c.get('failed_writes', 0)} failed attempts), "
+                f"{c.get('auth', 0)} sign-in, {c.get('retries', 0)} retries")
+        return text + (f"\nError: {self.error}" if self.error else "")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["changes"] = [c.as_dict() for c in self.changes]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "StepRecord":
+        return cls(step=data["step"], status=data.get("status", "failed"),
+                   changes=[Change.from_dict(c) for c in data.get("changes", [])],
+                   checks=[Check(**c) for c in data.get("checks", [])],
+                   findings=[Finding(**f) for f in data.get("findings", [])],
+                   counts=data.get("counts") or {}, facts=Facts.from_dict(data.get("facts") or {}),
+                   error=data.get("error"), artifacts=data.get("artifacts") or {})

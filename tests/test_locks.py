@@ -1,0 +1,139 @@
+"""The tenant lock: one run per tenant and application, held by the OS, so a killed holder frees it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from runbook_lib import locks, params
+from runbook_lib.errors import LockHeld
+
+from conftest import DEMO
+
+#: holds the demo tenant's lock until its stdin closes, or for argv[1] seconds when given
+HOLDER = """
+import sys, time
+from runbook_lib import locks, params
+with locks.tenant_lock(params.load(sys.argv[1]), command="batch"):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2])) if len(sys.argv) > 2 else sys.stdin.read()
+"""
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RUNBOOK_STATE", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def demo() -> params.Params:
+    return params.load(DEMO)
+
+
+def variant(demo: params.Params, **changes: Any) -> params.Params:
+    data = demo.public()
+    for key, value in changes.items():
+        if key == "display_name":
+            data["application"]["display_name"] = value
+        else:
+            data[key] = value
+    return params.validate(data)
+
+
+def hold(*seconds: float) -> subprocess.Popen:
+    """Another process holding the demo tenant's lock (it inherits RUNBOOK_STATE)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(DEMO), *map(str, seconds)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+@pytest.fixture
+def holder() -> Iterator[subprocess.Popen]:
+    proc = hold()
+    yield proc
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
+def test_a_second_holder_is_told_who_holds_it_and_since_when(demo, holder):
+    with pytest.raises(LockHeld) as caught:
+        with locks.tenant_lock(demo):
+            pytest.fail("took a lock another process holds")
+    held = caught.value.holder
+    assert held["pid"] == holder.pid and held["command"] == "batch" and held["tenant"] == "contoso"
+    message = str(caught.value)
+    assert f"pid {holder.pid}" in message and f"since {held['since']}" in message and held["user"] in message
+    assert "--wait SECONDS" in message and demo.tenant_id in message
+
+
+def test_waiting_acquires_once_the_holder_is_done(demo):
+    proc = hold(0.6)
+    started = time.monotonic()
+    with locks.tenant_lock(demo, wait_seconds=20):
+        waited = time.monotonic() - started
+    proc.wait(timeout=30)
+    assert 0.2 < waited < 20
+
+
+def test_waiting_gives_up_after_the_time_given(demo, holder):
+    started = time.monotonic()
+    with pytest.raises(LockHeld, match="after waiting 0.5 s"):
+        with locks.tenant_lock(demo, wait_seconds=0.5):
+            pass
+    assert 0.5 <= time.monotonic() - started < 5
+
+
+def test_a_killed_holders_lock_is_taken_over(demo):
+    proc = hold()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdin.close()
+    stale = json.loads(locks.lock_file(demo).read_text())
+    assert stale["pid"] == proc.pid   # the dead holder never cleaned up
+    with locks.tenant_lock(demo, command="run"):
+        assert json.loads(locks.lock_file(demo).read_text())["pid"] == os.getpid()
+
+
+def test_the_lock_is_the_tenants_whatever_the_parameter_file_or_archive(demo, tmp_path):
+    other_file = variant(demo, tenant="contoso-again", recordings=str(tmp_path / "elsewhere"),
+                         tenant_id=demo.tenant_id.upper())
+    with locks.tenant_lock(demo):
+        with pytest.raises(LockHeld):
+            with locks.tenant_lock(other_file):
+                pass
+
+
+def test_other_tenants_and_other_applications_are_not_blocked(demo):
+    other_tenant = variant(demo, tenant_id="fabrikam.onmicrosoft.com")
+    other_app = variant(demo, display_name="Webex Connect Email (EU)")
+    with locks.tenant_lock(demo), locks.tenant_lock(other_tenant), locks.tenant_lock(other_app):
+        pass
+
+
+def test_any_application_name_makes_a_safe_file_name(demo, state):
+    for name in ("../../etc/passwd", "Webex ☃ / Email", "   "):
+        path = locks.lock_file(variant(demo, display_name=name))
+        assert path.parent == state / "locks" and "/" not in path.name and path.name.endswith(".lock")
+    assert locks.lock_file(variant(demo, display_name="A b")) != locks.lock_file(variant(demo, display_name="a-B"))
+
+
+def test_private_while_held_and_empty_once_released_even_after_an_error(demo, state):
+    with pytest.raises(RuntimeError):
+        with locks.tenant_lock(demo, command="plan"):
+            path = locks.lock_file(demo)
+            assert json.loads(path.read_text())["command"] == "plan"
+            raise RuntimeError("the step failed")
+    assert path.read_text() == ""
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with locks.tenant_lock(demo):
+        pass

@@ -1,0 +1,389 @@
+"""The simulated tenant honours how Microsoft's services behave live, one rule a test: plain HTTP
+(requests, msal) to the served sandbox, through its proxy under the real host names or straight to a
+service's own loopback port, never through the kit."""
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import msal
+import pytest
+import requests
+import yaml
+
+from runbook_lib.errors import RunbookError
+from runbook_lib.sandbox import state
+from runbook_lib.sandbox.server import Sandbox, serve
+from runbook_lib.sandbox.tenant import SimulatedTenant
+
+from conftest import ROOT
+
+GRAPH_CLI = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
+EXO_POWERSHELL = "fb78d390-0c51-40cd-8e17-fdbfab77341b"
+AZURE_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+AUTOMATION = "9a1f0c3e-5b7d-4e2a-8c6f-1d3b5a7e9f00"
+GRAPH = "https://graph.microsoft.com"
+EXCHANGE = "https://outlook.office365.com"
+SMTP_SEND = "https://outlook.office.com/SMTP.Send"
+REAL_HOSTS = {"login": "https://login.microsoftonline.com", "graph": GRAPH, "exchange": EXCHANGE}
+ROUTES = ["proxy", "direct"]
+
+
+class Client:
+    """Plain requests to a served sandbox, through its proxy or straight to each service's port."""
+
+    def __init__(self, sandbox: Sandbox, route: str) -> None:
+        self.tenant = sandbox.tenant
+        self.session = requests.Session()
+        self.session.verify = sandbox.ca_bundle
+        self.session.trust_env = False
+        if route == "proxy":
+            self.session.proxies = {"https": sandbox.proxy}
+            self.base = dict(REAL_HOSTS)
+        else:
+            self.base = {service: f"https://127.0.0.1:{port}" for service, port in sandbox.ports.items()}
+
+    def login(self, endpoint: str, **form: str) -> requests.Response:
+        return self.session.post(f"{self.base['login']}/{self.tenant.tenant_id}/oauth2/v2.0/{endpoint}", data=form)
+
+    def device_code(self, client_id: str, scope: str) -> requests.Response:
+        return self.login("devicecode", client_id=client_id, scope=f"{scope} openid profile offline_access")
+
+    def sign_in(self, client_id: str, scope: str) -> dict[str, Any]:
+        """A device-code sign-in completed at once (the sandbox's pending_polls=0)."""
+        flow = self.device_code(client_id, scope)
+        assert flow.status_code == 200, flow.text
+        return self.login("token", client_id=client_id, device_code=flow.json()["device_code"],
+                          grant_type="urn:ietf:params:oauth:grant-type:device_code").json()
+
+    def token(self, client_id: str, scope: str) -> str:
+        return self.sign_in(client_id, scope)["access_token"]
+
+    def app_token(self, client_id: str, secret: str, scope: str) -> requests.Response:
+        return self.login("token", client_id=client_id, client_secret=secret, scope=scope,
+                          grant_type="client_credentials")
+
+    def graph(self, method: str, path: str, token: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        return self.session.request(method, f"{self.base['graph']}/v1.0{path}", headers=headers, timeout=10, **kwargs)
+
+    def cmdlet(self, token: str, name: str, **parameters: Any) -> requests.Response:
+        return self.session.post(f"{self.base['exchange']}/adminapi/beta/{self.tenant.tenant_id}/InvokeCommand",
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 json={"CmdletInput": {"CmdletName": name, "Parameters": parameters}}, timeout=10)
+
+
+def claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def seed_of(tenant: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "recordings" / tenant / "tenant.yaml").read_text())
+
+
+def aadsts(response: requests.Response, status: int, error: str, code: int) -> str:
+    body = response.json()
+    assert (response.status_code, body["error"], body["error_codes"]) == (status, error, [code]), body
+    assert body["error_description"].startswith(f"AADSTS{code}: ")
+    return str(body["error_description"])
+
+
+@pytest.fixture(params=ROUTES)
+def client(request: pytest.FixtureRequest, sandbox: Sandbox) -> Client:
+    return Client(sandbox, request.param)
+
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock() -> list[datetime]:
+    """The simulated tenant's time, moved by the test."""
+    return [START]
+
+
+def served(seed: dict[str, Any], clock: list[datetime] | None = None) -> Iterator[Sandbox]:
+    now = (lambda: clock[0]) if clock else None
+    return serve(SimulatedTenant(seed, pending_polls=0, now=now))
+
+
+# --- hosts are not resources ------------------------------------------------------------------
+
+def test_a_graph_token_names_graph_whatever_host_served_it(client):
+    token = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
+    assert claims(token)["aud"] == GRAPH
+    assert client.graph("GET", "/users/support@contoso.onmicrosoft.com", token).status_code == 200
+    refused = client.cmdlet(token, "Get-TransportConfig")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "InvalidAuthenticationToken")
+
+
+def test_msal_signs_in_on_the_direct_authority_host(sandbox):
+    direct = sandbox.direct_endpoints()
+    session = requests.Session()
+    session.verify, session.trust_env = direct["ca_bundle"], False
+    app = msal.PublicClientApplication(GRAPH_CLI, authority=f"https://{direct['authority_host']}/{sandbox.tenant.tenant_id}",
+                                       http_client=session, instance_discovery=False)
+    flow = app.initiate_device_flow(scopes=[f"{GRAPH}/User.Read.All"])
+    result = app.acquire_token_by_device_flow(flow, exit_condition=lambda _: True)
+    assert claims(result["access_token"])["aud"] == GRAPH
+    assert all(r.startswith(("GET 127.0.0.1", "POST 127.0.0.1")) for r in sandbox.tenant.requests)
+
+
+def test_openid_configuration_names_the_host_asked(client):
+    config = client.session.get(f"{client.base['login']}/{client.tenant.tenant_id}/v2.0/.well-known/openid-configuration").json()
+    assert config["token_endpoint"] == f"{client.base['login']}/{client.tenant.tenant_id}/oauth2/v2.0/token"
+    assert config["issuer"] == f"https://login.microsoftonline.com/{client.tenant.tenant_id}/v2.0"
+
+
+@pytest.mark.parametrize("suffix", ["/.default", "/User.Read.All"])
+def test_a_scope_on_the_serving_host_names_no_resource(sandbox, suffix):
+    client = Client(sandbox, "direct")
+    host = client.base["graph"]
+    text = aadsts(client.device_code(GRAPH_CLI, host + suffix), 400, "invalid_resource", 500011)
+    assert f"The resource principal named {host} was not found in the tenant named {sandbox.tenant.tenant_id}" in text
+    aadsts(client.app_token(AUTOMATION, "any", f"{host}/.default"), 400, "invalid_resource", 500011)
+
+
+@pytest.mark.parametrize("client_id, scope", [(GRAPH_CLI, f"{EXCHANGE}/.default"), (GRAPH_CLI, SMTP_SEND),
+                                              (EXO_POWERSHELL, f"{GRAPH}/User.Read.All"),
+                                              (AZURE_CLI, f"{GRAPH}/Application.ReadWrite.All")])
+def test_first_party_clients_get_only_the_resources_they_are_preauthorized_for(client, client_id, scope):
+    text = aadsts(client.device_code(client_id, scope), 400, "invalid_request", 65002)
+    assert f"Consent between first party application '{client_id}' and first party resource" in text
+
+
+@pytest.mark.parametrize("client_id, scope, audience", [(EXO_POWERSHELL, f"{EXCHANGE}/.default", EXCHANGE),
+                                                        (AZURE_CLI, f"{GRAPH}/User.Read", GRAPH)])
+def test_first_party_clients_get_what_they_are_preauthorized_for(client, client_id, scope, audience):
+    assert claims(client.token(client_id, scope))["aud"] == audience
+
+
+def test_the_tenants_own_public_client_signs_the_mailbox_in_for_smtp_send(seed):
+    seed["applications"] = [{"display_name": "Webex Connect Email", "public_client": True},
+                            {"display_name": "Confidential", "app_id": AUTOMATION}]
+    with served(seed) as sandbox:
+        client = Client(sandbox, "direct")
+        public = sandbox.tenant.applications[0]["appId"]
+        token = claims(client.token(public, SMTP_SEND))
+        assert (token["aud"], token["upn"], token["scp"]) == ("https://outlook.office.com", "support@contoso.onmicrosoft.com",
+                                                              "SMTP.Send")
+        text = aadsts(client.device_code(AUTOMATION, SMTP_SEND), 401, "invalid_client", 7000218)
+        assert "'client_assertion' or 'client_secret'" in text
+
+
+# --- delegated permissions act as the signed-in user --------------------------------------------
+
+def test_delegated_mailbox_settings_reach_the_signed_in_user_only(seed):
+    seed["users"] += [{"upn": "admin@contoso.onmicrosoft.com"}, {"upn": "nobox@contoso.onmicrosoft.com", "mailbox": "none"}]
+    seed["operator"]["automation"] = {"client_id": AUTOMATION, "secret": "Auto8Q~automation-secret-value"}
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        admin = client.token(GRAPH_CLI, f"{GRAPH}/MailboxSettings.Read")
+        other = client.graph("GET", "/users/support@contoso.onmicrosoft.com/mailboxSettings", admin)
+        assert other.status_code == 403
+        assert other.json()["error"]["code"] == "ErrorAccessDenied"
+        assert other.json()["error"]["message"] == "Access is denied. Check credentials and try again."
+        own_id = sandbox.tenant.users["admin@contoso.onmicrosoft.com"]["id"]
+        for own in (own_id, "ADMIN@contoso.onmicrosoft.com"):
+            assert client.graph("GET", f"/users/{own}/mailboxSettings", admin).status_code == 200
+        app = client.app_token(AUTOMATION, "Auto8Q~automation-secret-value", f"{GRAPH}/.default").json()["access_token"]
+        assert "MailboxSettings.Read" in claims(app)["roles"]
+        assert client.graph("GET", "/users/support@contoso.onmicrosoft.com/mailboxSettings", app).status_code == 200
+        missing = client.graph("GET", "/users/nobox@contoso.onmicrosoft.com/mailboxSettings", app)
+        assert (missing.status_code, missing.json()["error"]["code"]) == (404, "MailboxNotEnabledForRESTAPI")
+
+
+# --- users and mailboxes as Graph and Exchange show them ------------------------------------------
+
+KINDS = {"cloud": "user-cloud", "shared": "user-shared", "onprem": "user-onprem", "none": "user-none",
+         "pending": "user-pending", True: "user-legacy-true", False: "user-legacy-false"}
+CLOUD_PLAN = [{"capabilityStatus": "Enabled", "provisioningStatus": "Success", "service": "exchange"}]
+SELECT = "id,mail,accountEnabled,onPremisesSyncEnabled,assignedPlans,provisionedPlans"
+
+
+@pytest.fixture
+def mailboxes(seed: dict[str, Any]) -> Iterator[Sandbox]:
+    seed["users"] = [{"upn": f"{name}@contoso.onmicrosoft.com", "mailbox": kind} for kind, name in KINDS.items()]
+    with served(seed) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize("kind, mail, enabled, synced, provisioned, licensed", [
+    ("cloud", True, True, None, CLOUD_PLAN, True),
+    ("shared", True, False, None, [], False),
+    ("onprem", True, True, True, [], False),
+    ("none", False, True, None, [], False),
+    ("pending", False, True, None, [dict(CLOUD_PLAN[0], provisioningStatus="PendingInput")], True),
+    (True, True, True, None, CLOUD_PLAN, True),
+    (False, False, True, None, [], False),
+])
+def test_graph_shows_a_mailbox_only_through_mail_and_plans(mailboxes, kind, mail, enabled, synced, provisioned, licensed):
+    client = Client(mailboxes, "direct")
+    token = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
+    upn = f"{KINDS[kind]}@contoso.onmicrosoft.com"
+    user = client.graph("GET", f"/users/{upn}", token, params={"$select": SELECT}).json()
+    assert (user["mail"] == upn, user["accountEnabled"], user["onPremisesSyncEnabled"]) == (mail, enabled, synced)
+    assert user["provisionedPlans"] == provisioned
+    assert [(p["service"], p["capabilityStatus"], p["servicePlanId"]) for p in user["assignedPlans"]] == \
+        ([("exchange", "Enabled", "efb87545-963c-4e0d-99df-69c6916d9eb0")] if licensed else [])
+    assert all(p["assignedDateTime"] for p in user["assignedPlans"])
+    assert "provisionedPlans" not in client.graph("GET", f"/users/{upn}", token).json()   # only when selected
+
+
+@pytest.mark.parametrize("cmdlet", ["Get-Mailbox", "Get-EXOMailbox"])
+def test_exchange_tells_shared_mailboxes_from_missing_ones(mailboxes, cmdlet):
+    client = Client(mailboxes, "proxy")
+    token = client.token(EXO_POWERSHELL, f"{EXCHANGE}/.default")
+    for kind, recipient in (("cloud", "UserMailbox"), ("shared", "SharedMailbox")):
+        [box] = client.cmdlet(token, cmdlet, Identity=f"{KINDS[kind]}@contoso.onmicrosoft.com").json()["value"]
+        assert box["RecipientTypeDetails"] == recipient
+    for kind in ("onprem", "none", "pending"):
+        missing = client.cmdlet(token, cmdlet, Identity=f"{KINDS[kind]}@contoso.onmicrosoft.com")
+        assert missing.status_code == 404
+        assert "couldn't be found on" in missing.json()["error"]["details"][0]["message"]
+
+
+# --- the directory is eventually consistent --------------------------------------------------------
+
+def test_a_new_application_is_missing_from_name_searches_for_30_seconds(seed, clock):
+    with served(seed, clock) as sandbox:
+        client = Client(sandbox, "direct")
+        token = client.token(GRAPH_CLI, f"{GRAPH}/Application.ReadWrite.All")
+        created = client.graph("POST", "/applications", token, json={"displayName": "Webex Connect Email"}).json()
+        search = {"$filter": "displayName eq 'Webex Connect Email'"}
+        for seconds, found in ((0, 0), (29, 0), (30, 1)):
+            clock[0] = START + timedelta(seconds=seconds)
+            assert len(client.graph("GET", "/applications", token, params=search).json()["value"]) == found, seconds
+            assert client.graph("GET", f"/applications/{created['id']}", token).status_code == 200
+            assert client.graph("GET", f"/applications(appId='{created['appId']}')", token).status_code == 200
+
+
+def test_seeded_applications_are_old_enough_to_be_listed(clock):
+    with served(seed_of("fabrikam"), clock) as sandbox:
+        client = Client(sandbox, "proxy")
+        token = client.token(GRAPH_CLI, f"{GRAPH}/Application.Read.All")
+        [app] = client.graph("GET", "/applications", token).json()["value"]
+        assert app["displayName"] == "Webex Connect Email" and app["uniqueName"] is None
+
+
+LAGS = {"read_lag_seconds": 20, "sp_lag_seconds": 40, "secret_lag_seconds": 60, "role_lag_seconds": 80}
+
+
+def test_optional_lags_delay_reads_service_principals_secrets_and_roles(seed, clock):
+    seed.update(LAGS)
+    with served(seed, clock) as sandbox:
+        client = Client(sandbox, "direct")
+        token = client.token(GRAPH_CLI, f"{GRAPH}/Application.ReadWrite.All")
+        app = client.graph("POST", "/applications", token, json={"displayName": "Webex Connect Email"}).json()
+        reads = [("GET", f"/applications/{app['id']}", None), ("PATCH", f"/applications/{app['id']}", {"notes": "x"}),
+                 ("POST", f"/applications/{app['id']}/addPassword", {"passwordCredential": {"displayName": "w"}})]
+        for method, path, body in reads:
+            missing = client.graph(method, path, token, json=body)
+            assert (missing.status_code, missing.json()["error"]["code"]) == (404, "Request_ResourceNotFound"), path
+        clock[0] = START + timedelta(seconds=20)
+        secret = client.graph("POST", f"/applications/{app['id']}/addPassword", token, json={}).json()["secretText"]
+        sp = client.graph("POST", "/servicePrincipals", token, json={"appId": app["appId"]})
+        assert sp.status_code == 400 and sp.json()["error"]["details"][0]["code"] == "NoBackingApplicationObject"
+        clock[0] = START + timedelta(seconds=40)
+        sp = client.graph("POST", "/servicePrincipals", token, json={"appId": app["appId"]}).json()
+        exchange = sandbox.tenant.exchange_sp
+        mail_send = next(r["id"] for r in exchange["appRoles"] if r["value"] == "Mail.Send")
+        assert client.graph("POST", f"/servicePrincipals/{exchange['id']}/appRoleAssignedTo", token,
+                            json={"principalId": sp["id"], "resourceId": exchange["id"], "appRoleId": mail_send}).ok
+        aadsts(client.app_token(app["appId"], secret, f"{EXCHANGE}/.default"), 401, "invalid_client", 7000215)
+        clock[0] = START + timedelta(seconds=80)
+        assert claims(client.app_token(app["appId"], secret, f"{EXCHANGE}/.default").json()["access_token"])["roles"] == []
+        clock[0] = START + timedelta(seconds=120)
+        assert claims(client.app_token(app["appId"], secret, f"{EXCHANGE}/.default").json()["access_token"])["roles"] == \
+            ["Mail.Send"]
+
+
+# --- idempotent creation -----------------------------------------------------------------------------
+
+def test_an_application_upsert_by_unique_name_creates_once_then_updates(seed, clock):
+    with served(seed, clock) as sandbox:
+        client = Client(sandbox, "proxy")
+        token = client.token(GRAPH_CLI, f"{GRAPH}/Application.ReadWrite.All")
+        key = "/applications(uniqueName='webex-connect-email')"
+        upsert = {"Prefer": "create-if-missing"}
+        body = {"displayName": "Webex Connect Email", "web": {"redirectUris": ["https://a.example/callback"]}}
+        assert client.graph("PATCH", key, token, json=body).status_code == 404     # no Prefer: an update only
+        created = client.graph("PATCH", key, token, json=body, headers=upsert)
+        assert created.status_code == 201 and created.json()["uniqueName"] == "webex-connect-email"
+        assert created.json()["appId"] and created.json()["passwordCredentials"] == []
+        body["web"] = {"redirectUris": ["https://b.example/callback"]}
+        updated = client.graph("PATCH", key, token, json=body, headers=upsert)
+        assert (updated.status_code, updated.content) == (204, b"")
+        app = client.graph("GET", key, token, params={"$select": "id,web"}).json()
+        assert app["id"] == created.json()["id"] and app["web"]["redirectUris"] == ["https://b.example/callback"]
+        clock[0] = START + timedelta(seconds=30)
+        assert len(client.graph("GET", "/applications", token).json()["value"]) == 1
+        renamed = client.graph("PATCH", f"/applications/{app['id']}", token, json={"uniqueName": "other"})
+        assert (renamed.status_code, renamed.json()["error"]["code"]) == (400, "Request_BadRequest")
+        again = client.graph("POST", "/applications", token, json={**body, "uniqueName": "webex-connect-email"})
+        assert (again.status_code, again.json()["error"]["code"]) == (400, "Request_MultipleObjectsWithSameKeyValue")
+
+
+def test_a_service_principal_upsert_creates_once_then_updates(seed, clock):
+    with served(seed, clock) as sandbox:
+        client = Client(sandbox, "direct")
+        token = client.token(GRAPH_CLI, f"{GRAPH}/Application.ReadWrite.All")
+        app = client.graph("POST", "/applications", token, json={"displayName": "Webex Connect Email"}).json()
+        key = f"/servicePrincipals(appId='{app['appId']}')"
+        upsert = {"Prefer": "create-if-missing"}
+        assert client.graph("PATCH", key, token, json={}).status_code == 404
+        created = client.graph("PATCH", key, token, json={"notes": "webex"}, headers=upsert)
+        assert created.status_code == 201 and created.json()["appId"] == app["appId"]
+        assert client.graph("PATCH", key, token, json={"notes": "webex connect"}, headers=upsert).status_code == 204
+        assert client.graph("GET", key, token).json()["id"] == created.json()["id"]
+        assert [s["appId"] for s in sandbox.tenant.service_principals].count(app["appId"]) == 1
+
+
+# --- failures a live run meets ---------------------------------------------------------------------
+
+def test_a_reset_fault_drops_the_connection_once(client):
+    token = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
+    client.tenant.faults.append({"method": "GET", "path": "^/v1.0/users$", "reset": True, "times": 1})
+    with pytest.raises(requests.ConnectionError):
+        client.graph("GET", "/users", token)
+    assert client.graph("GET", "/users", token).status_code == 200
+
+
+# --- the trainee's state -----------------------------------------------------------------------------
+
+SEED = ROOT / "recordings" / "fabrikam" / "tenant.yaml"
+
+
+def test_the_state_is_private_to_its_owner(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_STATE", str(tmp_path / "state"))
+    state.save("trainee-1", state.load("trainee-1", SEED))
+    path = state.state_file("trainee-1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert [p.name for p in path.parent.iterdir()] == ["trainee-1.json"]     # no temporary file left
+
+
+@pytest.mark.parametrize("name", ["../contoso", "a/b", "..", "Trainee", "-a", "a-", "", "a" * 65, "a.b"])
+def test_a_tenant_name_is_never_a_path(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("RUNBOOK_STATE", str(tmp_path / "state"))
+    for action in (lambda: state.load(name, SEED), lambda: state.reset(name),
+                   lambda: state.break_tenant(name, "secret-expired")):
+        with pytest.raises(RunbookError, match="not a tenant name"):
+            action()
+    assert not (tmp_path / "state").exists()
+
+
+def test_trainees_seeded_alike_get_secrets_of_their_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNBOOK_STATE", str(tmp_path / "state"))
+    first, second = state.load("trainee-1", SEED), state.load("trainee-2", SEED)
+    assert [a["id"] for a in first.applications] == [a["id"] for a in second.applications]
+    assert first.secret_text() != second.secret_text() and first.key != second.key
+    state.save("trainee-1", first)
+    again = state.load("trainee-1", SEED)
+    assert again.salt == first.salt and again.secret_text() == first.secret_text()
+    direct = [SimulatedTenant(seed_of("fabrikam")).secret_text() for _ in range(2)]
+    assert direct[0] == direct[1]      # recordings stay reproducible
