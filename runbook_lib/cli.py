@@ -14,6 +14,7 @@ from typing import Any, get_args
 from . import params as params_mod
 from . import paths, registry
 from .errors import ParamsError, RunbookError
+from .sandbox.state import FAULTS
 
 SIGNING_KEY_ENV = "RUNBOOK_SIGNING_KEY"
 EXIT_INTERRUPTED = 130
@@ -278,7 +279,6 @@ def parser() -> argparse.ArgumentParser:
     reset.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
     broken = actions.add_parser("break", help="inject a classic mistake for an exercise")
     broken.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
-    from .sandbox.faults import FAULTS
     broken.add_argument("fault", choices=sorted(FAULTS))
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("diagnose", help="explain every known error code in a text, a file, standard input or a record")

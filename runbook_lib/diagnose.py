@@ -84,8 +84,8 @@ def explain(step: "Step", error_text: str = "", run_errors: list[str] | None = N
 
 
 def latest_record(tenant: str, archive: Path | None = None) -> Path | None:
-    """The newest complete record of a tenant."""
-    found = records.record_dirs(archive or paths.project_root() / "archive", tenant)
+    """The newest sealed record of a tenant (one still running, or left by a killed run, is not read)."""
+    found = [r for r in records.record_dirs(archive or paths.archive_dir(), tenant) if records.is_sealed(r)]
     return found[-1] if found else None
 
 

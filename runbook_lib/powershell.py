@@ -51,7 +51,7 @@ if (-not $found) {{
     throw "Exchange Online has no mailbox $mailbox (on-premises, or no Exchange Online licence): nothing changed"
 }}
 if ($found.RecipientTypeDetails -eq 'SharedMailbox') {{
-    Write-Warning "$mailbox is a shared mailbox: in Webex Connect set 'Login ID For Generating Token' to a licensed user with Send As on it"
+    Write-Warning "$mailbox is a shared mailbox: in Webex Connect give the form's Login ID field a licensed user with Send As on it"
 }}
 """
 

@@ -22,12 +22,13 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import nbformat
 from jupyter_client.kernelspec import find_kernel_specs
@@ -77,8 +78,14 @@ def kernel_name() -> str:
 
 @cache
 def _template(path: Path) -> nbformat.NotebookNode:
-    """A notebook as papermill reads it (every cell with its tags), read once per process."""
-    return load_notebook_node(str(path))
+    """A notebook as papermill reads it (every cell with its tags), without the outputs stored in it (a cell
+    a failure leaves unexecuted must not show an old run's output, least of all an old step record); read once
+    per process."""
+    nb = load_notebook_node(str(path))
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
 
 
 def step_record(nb: nbformat.NotebookNode, name: str) -> StepRecord:
@@ -126,6 +133,23 @@ class _Kernel:
             run_sync(self.manager.shutdown_kernel)(now=True)
 
 
+class _StepClient(NotebookClient):
+    """nbclient on the run's own kernel. nbclient's own set-up would add Ctrl-C and SIGTERM handlers that shut
+    the kernel down mid-request (and, removed, leave Python's default handler in place of the run's); the
+    run owns both the kernel and the signals, so this set-up only opens and closes the client's channels."""
+
+    @asynccontextmanager
+    async def async_setup_kernel(self, **kwargs: Any) -> AsyncIterator[None]:
+        if self.kc is None:
+            await self.async_start_new_kernel_client()
+        try:
+            yield
+        finally:
+            if self.kc is not None:
+                self.kc.stop_channels()
+                self.kc = None
+
+
 class _Stop:
     """Ctrl-C and SIGTERM during a run. The first Ctrl-C creates the stop file, which the kernel checks
     before each request; a second Ctrl-C, or SIGTERM, raises KeyboardInterrupt here at once."""
@@ -167,7 +191,7 @@ def _execute(spec: registry.StepSpec, notebooks: Path, parameters: dict[str, Any
         for cell in nb.cells:   # the injected cell comes without an ID, which nbformat will soon require
             cell.setdefault("id", "injected-parameters")
         current["nb"] = nb
-        client = NotebookClient(nb, km=kernel.manager, kernel_name=kernel_name(), timeout=cell_timeout,
+        client = _StepClient(nb, km=kernel.manager, kernel_name=kernel_name(), timeout=cell_timeout,
                                 record_timing=False, allow_errors=False)
         try:
             client.execute()
@@ -224,7 +248,7 @@ def seal_abandoned(archive: Path, tenant: str, *, holding: params_mod.Params | N
     for record in records.unsealed(archive, tenant):
         entry = records.run_entry(record)
         try:
-            owner = params_mod.validate(entry["parameters"], f"the journal of {record}") if entry else None
+            owner = params_mod.validate(entry["parameters"], f"the journal of {record}") if entry.get("parameters") else None
         except params_mod.ParamsError:
             owner = None
         if owner is not None and (holding is None or locks.lock_file(owner) != locks.lock_file(holding)):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from runbook_lib import cli, diagnose, knowledge
+from runbook_lib import records, cli, diagnose, knowledge
 
 from conftest import ROOT
 
@@ -70,10 +70,12 @@ def test_a_record_is_diagnosed_from_its_failed_steps_and_checks(tmp_path, capsys
     record = tmp_path / "archive" / "acme" / "20261129T000000Z"
     record.mkdir(parents=True)
     (tmp_path / "archive" / "acme" / ".tmp-half-written").mkdir()
-    steps = [{"step": "05_verify", "status": "failed", "error": "2 check(s) failed", "facts": {"checks": [
+    unsealed = tmp_path / "archive" / "acme" / "20261129T010000Z"
+    unsealed.mkdir()
+    steps = [{"step": "05_verify", "status": "failed", "error": "2 check(s) failed", "checks": [
         {"check": "app-only token", "verdict": "fail", "detail": "AADSTS7000222: expired", "code": "AADSTS7000222"},
-        {"check": "client secret", "verdict": "pass", "detail": "ok", "code": "client secret"}]}}]
-    (record / "manifest.json").write_text(json.dumps({"steps": steps}))
+        {"check": "client secret", "verdict": "pass", "detail": "ok", "code": "client secret"}]}]
+    records.seal(record, {"steps": steps})
     assert diagnose.latest_record("acme", tmp_path / "archive") == record
     assert cli.main(["diagnose", "--tenant", "acme", "--archive", str(tmp_path / "archive")]) == 0
     assert "the client secret has expired" in capsys.readouterr().out

@@ -9,13 +9,16 @@ import requests
 from requests.adapters import BaseAdapter
 
 from runbook_lib import params
-from runbook_lib.errors import GraphError
-from runbook_lib.graph import MAX_ATTEMPTS, Graph, odata_quote
-from runbook_lib.transport import ReplayClock, Transport
+from runbook_lib.errors import GraphError, OutcomeUnknown
+from runbook_lib.graph import Graph, odata_quote
+from runbook_lib.params import Network
+from runbook_lib.transport import LiveTransport, ReplayClock
+
+MAX_ATTEMPTS = Network().attempts
 
 
 class Scripted(BaseAdapter):
-    """Answers each request with the next scripted (status, body, headers)."""
+    """Answers each request with the next scripted (status, body, headers), or raises it if it is an exception."""
 
     def __init__(self, answers: list[tuple[int, Any, dict[str, str]]]) -> None:
         super().__init__()
@@ -24,7 +27,10 @@ class Scripted(BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         self.sent.append(request)
-        status, body, headers = self.answers.pop(0)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, body, headers = answer
         response = requests.Response()
         response.status_code = status
         response._content = json.dumps(body).encode() if body is not None else b""
@@ -48,7 +54,7 @@ def error(code: str, detail: str = "") -> dict[str, Any]:
 @pytest.fixture
 def graph(demo_raw, tmp_path):
     demo_raw.update(mode="live", recordings=str(tmp_path))
-    transport = Transport(params.validate(demo_raw), "test")
+    transport = LiveTransport(params.validate(demo_raw), "test")
     transport.clock = ReplayClock(transport.clock.now())   # waits are counted, not slept
     made = {}
 
@@ -56,7 +62,7 @@ def graph(demo_raw, tmp_path):
         adapter = Scripted(answers)
         transport.session.mount("https://", adapter)
         made["adapter"] = adapter
-        return Graph("https://graph.microsoft.com/v1.0", lambda: "token", transport)
+        return Graph("https://graph.microsoft.com/v1.0", lambda: "token", transport, Network())
     build.transport = transport
     build.made = made
     return build
@@ -120,11 +126,52 @@ def test_missing_ok_and_error_fix_from_knowledge_base(graph):
 def test_requests_are_counted_and_bearer_sent(graph):
     client = graph([(200, {"value": []}, {}), (204, None, {})])
     client.get("/applications")
-    client.patch("/applications/1", {"a": 1})
+    client.request("PATCH", "/applications/1", body={"a": 1})
     counts = graph.transport.counts
-    assert (counts.reads, counts.writes) == (1, 1)
+    assert (counts.reads, counts.writes, counts.failed_writes) == (1, 1, 0)
     assert graph.made["adapter"].sent[0].headers["Authorization"] == "Bearer token"
 
 
 def test_odata_quote_doubles_quotes():
     assert odata_quote("O'Brien's app") == "'O''Brien''s app'"
+
+
+def test_a_write_refused_is_a_failed_attempt_not_a_write(graph):
+    client = graph([(400, error("Request_BadRequest"), {})])
+    with pytest.raises(GraphError):
+        client.post("/applications", {"displayName": "x"})
+    counts = graph.transport.counts
+    assert (counts.writes, counts.failed_writes) == (0, 1)
+
+
+def test_reads_are_retried_after_a_reset_connection_or_a_read_timeout(graph):
+    client = graph([requests.ConnectionError("reset"), requests.ReadTimeout("slow"), (200, {"ok": 1}, {})])
+    assert client.get("/users/x") == {"ok": 1}
+    assert [w["code"] for w in graph.transport.counts.waits] == ["ConnectionError", "ReadTimeout"]
+
+
+def test_a_post_without_an_answer_is_never_sent_twice(graph):
+    client = graph([requests.ReadTimeout("slow"), (201, {"id": "dup"}, {})])
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.post("/servicePrincipals/x/appRoleAssignedTo", {"a": 1})
+    assert "may or may not have been applied" in caught.value.message
+    assert len(graph.made["adapter"].sent) == 1 and graph.transport.counts.failed_writes == 1
+
+
+def test_an_idempotent_upsert_is_sent_again_after_a_lost_answer(graph):
+    client = graph([requests.ReadTimeout("slow"), (201, {"id": "app"}, {})])
+    assert client.request("PATCH", "/applications(uniqueName='k')", body={}, idempotent=True) == {"id": "app"}
+
+
+def test_a_read_that_never_answers_fails_bounded_with_a_fix(graph):
+    client = graph([requests.ReadTimeout("slow")] * MAX_ATTEMPTS)
+    with pytest.raises(OutcomeUnknown) as caught:
+        client.get("/users/x")
+    assert "network.read_timeout" in caught.value.fix and len(graph.made["adapter"].sent) == MAX_ATTEMPTS
+
+
+def test_a_post_is_not_retried_after_503_without_retry_after(graph):
+    client = graph([(503, error("ServiceUnavailable"), {})])
+    with pytest.raises(GraphError):
+        client.post("/applications", {"displayName": "x"})
+    assert len(graph.made["adapter"].sent) == 1

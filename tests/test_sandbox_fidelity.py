@@ -7,6 +7,7 @@ import base64
 import json
 import stat
 from datetime import datetime, timedelta, timezone
+from contextlib import AbstractContextManager
 from typing import Any, Iterator
 
 import msal
@@ -106,7 +107,8 @@ def clock() -> list[datetime]:
     return [START]
 
 
-def served(seed: dict[str, Any], clock: list[datetime] | None = None) -> Iterator[Sandbox]:
+def served(seed: dict[str, Any], clock: list[datetime] | None = None) -> AbstractContextManager[Sandbox]:
+    """The seed's tenant served, on the test's clock if given."""
     now = (lambda: clock[0]) if clock else None
     return serve(SimulatedTenant(seed, pending_polls=0, now=now))
 
@@ -119,14 +121,18 @@ def test_a_graph_token_names_graph_whatever_host_served_it(client):
     assert client.graph("GET", "/users/support@contoso.onmicrosoft.com", token).status_code == 200
     refused = client.cmdlet(token, "Get-TransportConfig")
     assert (refused.status_code, refused.json()["error"]["code"]) == (401, "InvalidAuthenticationToken")
+    exchange = client.token(EXO_POWERSHELL, f"{EXCHANGE}/.default")
+    assert claims(exchange)["aud"] == EXCHANGE and client.cmdlet(exchange, "Get-TransportConfig").status_code == 200
+    refused = client.graph("GET", "/users/support@contoso.onmicrosoft.com", exchange)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "InvalidAuthenticationToken")
 
 
 def test_msal_signs_in_on_the_direct_authority_host(sandbox):
     direct = sandbox.direct_endpoints()
     session = requests.Session()
     session.verify, session.trust_env = direct["ca_bundle"], False
-    app = msal.PublicClientApplication(GRAPH_CLI, authority=f"https://{direct['authority_host']}/{sandbox.tenant.tenant_id}",
-                                       http_client=session, instance_discovery=False)
+    authority = f"https://{direct['authority_host']}/{sandbox.tenant.tenant_id}"
+    app = msal.PublicClientApplication(GRAPH_CLI, authority=authority, http_client=session, instance_discovery=False)
     flow = app.initiate_device_flow(scopes=[f"{GRAPH}/User.Read.All"])
     result = app.acquire_token_by_device_flow(flow, exit_condition=lambda _: True)
     assert claims(result["access_token"])["aud"] == GRAPH
@@ -134,8 +140,9 @@ def test_msal_signs_in_on_the_direct_authority_host(sandbox):
 
 
 def test_openid_configuration_names_the_host_asked(client):
-    config = client.session.get(f"{client.base['login']}/{client.tenant.tenant_id}/v2.0/.well-known/openid-configuration").json()
-    assert config["token_endpoint"] == f"{client.base['login']}/{client.tenant.tenant_id}/oauth2/v2.0/token"
+    authority = f"{client.base['login']}/{client.tenant.tenant_id}"
+    config = client.session.get(f"{authority}/v2.0/.well-known/openid-configuration").json()
+    assert config["token_endpoint"] == f"{authority}/oauth2/v2.0/token"
     assert config["issuer"] == f"https://login.microsoftonline.com/{client.tenant.tenant_id}/v2.0"
 
 
@@ -169,8 +176,8 @@ def test_the_tenants_own_public_client_signs_the_mailbox_in_for_smtp_send(seed):
         client = Client(sandbox, "direct")
         public = sandbox.tenant.applications[0]["appId"]
         token = claims(client.token(public, SMTP_SEND))
-        assert (token["aud"], token["upn"], token["scp"]) == ("https://outlook.office.com", "support@contoso.onmicrosoft.com",
-                                                              "SMTP.Send")
+        mailbox = ("https://outlook.office.com", "support@contoso.onmicrosoft.com", "SMTP.Send")
+        assert (token["aud"], token["upn"], token["scp"]) == mailbox
         text = aadsts(client.device_code(AUTOMATION, SMTP_SEND), 401, "invalid_client", 7000218)
         assert "'client_assertion' or 'client_secret'" in text
 
@@ -178,7 +185,8 @@ def test_the_tenants_own_public_client_signs_the_mailbox_in_for_smtp_send(seed):
 # --- delegated permissions act as the signed-in user --------------------------------------------
 
 def test_delegated_mailbox_settings_reach_the_signed_in_user_only(seed):
-    seed["users"] += [{"upn": "admin@contoso.onmicrosoft.com"}, {"upn": "nobox@contoso.onmicrosoft.com", "mailbox": "none"}]
+    seed["users"] += [{"upn": "admin@contoso.onmicrosoft.com"},
+                      {"upn": "nobox@contoso.onmicrosoft.com", "mailbox": "none"}]
     seed["operator"]["automation"] = {"client_id": AUTOMATION, "secret": "Auto8Q~automation-secret-value"}
     with served(seed) as sandbox:
         client = Client(sandbox, "proxy")
@@ -221,7 +229,8 @@ def mailboxes(seed: dict[str, Any]) -> Iterator[Sandbox]:
     (True, True, True, None, CLOUD_PLAN, True),
     (False, False, True, None, [], False),
 ])
-def test_graph_shows_a_mailbox_only_through_mail_and_plans(mailboxes, kind, mail, enabled, synced, provisioned, licensed):
+def test_graph_shows_a_mailbox_only_through_mail_and_plans(mailboxes, kind, mail, enabled, synced, provisioned,
+                                                           licensed):
     client = Client(mailboxes, "direct")
     token = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
     upn = f"{KINDS[kind]}@contoso.onmicrosoft.com"
@@ -294,12 +303,12 @@ def test_optional_lags_delay_reads_service_principals_secrets_and_roles(seed, cl
         mail_send = next(r["id"] for r in exchange["appRoles"] if r["value"] == "Mail.Send")
         assert client.graph("POST", f"/servicePrincipals/{exchange['id']}/appRoleAssignedTo", token,
                             json={"principalId": sp["id"], "resourceId": exchange["id"], "appRoleId": mail_send}).ok
-        aadsts(client.app_token(app["appId"], secret, f"{EXCHANGE}/.default"), 401, "invalid_client", 7000215)
+        app_token = lambda: client.app_token(app["appId"], secret, f"{EXCHANGE}/.default")
+        aadsts(app_token(), 401, "invalid_client", 7000215)           # the secret is 20 s old
         clock[0] = START + timedelta(seconds=80)
-        assert claims(client.app_token(app["appId"], secret, f"{EXCHANGE}/.default").json()["access_token"])["roles"] == []
+        assert claims(app_token().json()["access_token"])["roles"] == []         # the assignment is 40 s old
         clock[0] = START + timedelta(seconds=120)
-        assert claims(client.app_token(app["appId"], secret, f"{EXCHANGE}/.default").json()["access_token"])["roles"] == \
-            ["Mail.Send"]
+        assert claims(app_token().json()["access_token"])["roles"] == ["Mail.Send"]
 
 
 # --- idempotent creation -----------------------------------------------------------------------------

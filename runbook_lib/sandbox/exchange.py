@@ -70,7 +70,8 @@ class ExchangeAdmin:
                       f"'{self.t.seed['domain'].split('.')[0].upper()}P123A456.PROD.OUTLOOK.COM'.")
 
     def _on_mailbox(self, action: Callable[[dict[str, Any], dict[str, Any]], Response]) -> Cmdlet:
-        """A mailbox cmdlet: ``action(mailbox, parameters)`` when -Identity names one, else Exchange's not-found error."""
+        """A mailbox cmdlet: ``action(mailbox, parameters)`` when -Identity names a mailbox, else Exchange's
+        not-found error."""
         def run(p: dict[str, Any]) -> Response:
             identity = str(p.get("Identity", ""))
             box = self.t.mailbox(identity)
@@ -96,7 +97,8 @@ class ExchangeAdmin:
         return _values([])
 
     def _get_transport(self, p: dict[str, Any]) -> Response:
-        return _values([{"Identity": "Transport Settings", "SmtpClientAuthenticationDisabled": self.t.transport_smtp_auth_disabled}])
+        return _values([{"Identity": "Transport Settings",
+                         "SmtpClientAuthenticationDisabled": self.t.transport_smtp_auth_disabled}])
 
     # --- outbound spam policies and rules ------------------------------------------------------
 

@@ -43,14 +43,11 @@ class Call:
 
     request: Request
     claims: dict[str, Any]
+    data: Any                   # the JSON body
 
     @property
     def query(self) -> dict[str, str]:
         return self.request.query
-
-    @property
-    def data(self) -> Any:
-        return self.request.json()
 
     @property
     def upsert(self) -> bool:
@@ -135,7 +132,7 @@ class Graph:
                 granted = set(claims.get("scp", "").split()) | set(claims.get("roles", []))
                 if scopes and not granted & set(scopes):
                     return _error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-                return handler(Call(request, claims), *match.groups())
+                return handler(Call(request, claims, request.json()), *match.groups())
         return _error(400, "BadRequest", f"Resource not found for the segment '{path.strip('/').split('/')[0]}'.")
 
     # --- service principals -------------------------------------------------------------------

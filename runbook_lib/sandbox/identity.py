@@ -111,10 +111,11 @@ class Identity:
             asked.setdefault(resource.rstrip("/"), set()).add(name)
         for resource in asked:
             if resource not in cloud.RESOURCES:
-                raise self._refuse(400, "invalid_resource", 500011, f"The resource principal named {resource} was "
-                                   f"not found in the tenant named {self.t.tenant_id}. This can happen if the application "
-                                   "has not been installed by the administrator of the tenant or consented to by any "
-                                   "user in the tenant. You might have sent your authentication request to the wrong tenant.")
+                raise self._refuse(400, "invalid_resource", 500011, f"The resource principal named {resource} "
+                                   f"was not found in the tenant named {self.t.tenant_id}. This can happen if the "
+                                   "application has not been installed by the administrator of the tenant or consented "
+                                   "to by any user in the tenant. You might have sent your authentication request to "
+                                   "the wrong tenant.")
         if len(asked) > 1:
             raise self._refuse(400, "invalid_scope", 28000, "Provided value for the input parameter scope is not "
                                f"valid because it contains more than one resource. Scope {text} is not valid.")
@@ -123,11 +124,10 @@ class Identity:
 
     def _preauthorized(self, client_id: str, scope: Scope) -> None:
         """A first-party client gets tokens only for the resources (and scopes) it is preauthorized for."""
-        table = cloud.PREAUTHORIZED.get(client_id)
-        if table is None:
+        if client_id not in cloud.PREAUTHORIZED:
             return
-        allowed = table.get(scope.resource, frozenset())
-        if scope.resource in table and (allowed is None or scope.names <= allowed):
+        allowed = cloud.PREAUTHORIZED[client_id].get(scope.resource, frozenset())
+        if allowed is None or (allowed and scope.names <= allowed):
             return
         raise self._refuse(400, "invalid_request", 65002, f"Consent between first party application '{client_id}' "
                            f"and first party resource '{cloud.RESOURCES[scope.resource]}' must be configured via "
@@ -190,7 +190,8 @@ class Identity:
         else:
             return Response(200, headers={"Content-Type": "text/html; charset=utf-8"},
                             raw=PAGE.format("<form id='i0281'>Sign in</form>").encode())
-        return Response(400, headers={"Content-Type": "text/html; charset=utf-8"}, raw=PAGE.format(f"<p>{text}</p>").encode())
+        return Response(400, headers={"Content-Type": "text/html; charset=utf-8"},
+                        raw=PAGE.format(f"<p>{text}</p>").encode())
 
     def _token(self, request: Request) -> Response:
         grant = self.grants.get(request.form("grant_type"))
@@ -291,7 +292,8 @@ class Identity:
         access = self.t.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.t.tenant_id}/", "iat": now,
                               "nbf": now, "exp": now + 3599, "appid": client_id, "oid": self._app_oid(client_id),
                               "roles": roles, "tid": self.t.tenant_id, "ver": "1.0"})
-        return Response(200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access})
+        return Response(200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
+                              "access_token": access})
 
     def _app_oid(self, client_id: str) -> str:
         """An app's token names its service principal's object ID."""

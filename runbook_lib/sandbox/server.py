@@ -153,9 +153,10 @@ class Sandbox:
 
     def direct_endpoints(self) -> dict[str, Any]:
         """Parameter-file endpoint overrides that reach each service on its own port, without the proxy."""
-        return {"authority_host": f"{LOOPBACK}:{self.ports['login']}", "graph_url": f"https://{LOOPBACK}:{self.ports['graph']}",
-                "exchange_url": f"https://{LOOPBACK}:{self.ports['exchange']}", "smtp_host": LOOPBACK,
-                "smtp_port": self.smtp_port, "ca_bundle": self.ca_bundle}
+        return {"authority_host": f"{LOOPBACK}:{self.ports['login']}",
+                "graph_url": f"https://{LOOPBACK}:{self.ports['graph']}",
+                "exchange_url": f"https://{LOOPBACK}:{self.ports['exchange']}",
+                "smtp_host": LOOPBACK, "smtp_port": self.smtp_port, "ca_bundle": self.ca_bundle}
 
 
 @contextmanager
@@ -166,12 +167,14 @@ def serve(tenant: SimulatedTenant) -> Iterator[Sandbox]:
     ca.issue_cert(*cloud.SERVICES, LOOPBACK, "localhost").configure_cert(tls)
     lock = threading.Lock()
     proxy = _ProxyServer(tenant, tls, lock)
-    direct = {service: _DirectServer(_handler(tenant, lock, service), tls) for service in dict.fromkeys(cloud.SERVICES.values())}
+    direct = {service: _DirectServer(_handler(tenant, lock, service), tls)
+              for service in dict.fromkeys(cloud.SERVICES.values())}
     servers: list[ThreadingHTTPServer] = [proxy, *direct.values()]
     for server in servers:
         threading.Thread(target=server.serve_forever, args=(POLL,), name="sandbox", daemon=True).start()
     try:
-        with tempfile.TemporaryDirectory(prefix="runbook-sandbox-") as tmp, LoopbackSMTP(SandboxSMTP(tenant), ca) as smtp:
+        with tempfile.TemporaryDirectory(prefix="runbook-sandbox-") as tmp, \
+                LoopbackSMTP(SandboxSMTP(tenant), ca) as smtp:
             bundle = Path(tmp) / "sandbox-ca.pem"
             ca.cert_pem.write_to_path(str(bundle))
             yield Sandbox(tenant, f"http://{LOOPBACK}:{proxy.server_address[1]}", str(bundle), smtp.port,

@@ -63,7 +63,8 @@ class SimulatedTenant:
         self.lags = {field: float(seed.get(field, default)) for field, default in LAGS.items()}
         self.faults: list[dict[str, Any]] = [dict(f) for f in seed.get("faults", [])]
         self.requests: list[str] = []   # every request served, "METHOD host/path", for tests and the benchmark
-        self.service_principals: list[dict[str, Any]] = [self._exchange_sp()] if seed.get("exchange_online", True) else []
+        self.service_principals: list[dict[str, Any]] = \
+            [self._exchange_sp()] if seed.get("exchange_online", True) else []
         self.applications: list[dict[str, Any]] = []
         self.secret_values: dict[str, str] = {}
         self.assignments: list[dict[str, Any]] = []
@@ -76,7 +77,8 @@ class SimulatedTenant:
         self.outbound_rules = [dict(r) for r in seed.get("outbound_rules", [])]
         for app in seed.get("applications", []):
             self._seed_application(app)
-        self.services: dict[str, Service] = {"login": Identity(self), "graph": Graph(self), "exchange": ExchangeAdmin(self)}
+        self.services: dict[str, Service] = {"login": Identity(self), "graph": Graph(self),
+                                             "exchange": ExchangeAdmin(self)}
 
     # --- ids, secrets, time -------------------------------------------------------------------
 
@@ -193,11 +195,12 @@ class SimulatedTenant:
 
     def add_application(self, fields: dict[str, Any]) -> dict[str, Any]:
         """A new application object: Graph's defaults with ``fields`` on top."""
-        app: dict[str, Any] = {"id": self.new_id(), "appId": self.new_id(), "createdDateTime": iso(self.now()), "displayName": None,
-               "uniqueName": None, "signInAudience": "AzureADMyOrg", "isFallbackPublicClient": None,
-               "publicClient": {"redirectUris": []}, "passwordCredentials": [], "requiredResourceAccess": [],
-               "web": {"redirectUris": [], "implicitGrantSettings": {"enableAccessTokenIssuance": False,
-                                                                     "enableIdTokenIssuance": False}}}
+        app: dict[str, Any] = {
+            "id": self.new_id(), "appId": self.new_id(), "createdDateTime": iso(self.now()), "displayName": None,
+            "uniqueName": None, "signInAudience": "AzureADMyOrg", "isFallbackPublicClient": None,
+            "publicClient": {"redirectUris": []}, "passwordCredentials": [], "requiredResourceAccess": [],
+            "web": {"redirectUris": [], "implicitGrantSettings": {"enableAccessTokenIssuance": False,
+                                                                  "enableIdTokenIssuance": False}}}
         app.update(copy.deepcopy(fields))
         self.applications.append(app)
         return app
@@ -225,8 +228,9 @@ class SimulatedTenant:
                      key_id: str | None = None, start: datetime | None = None) -> dict[str, Any]:
         """A new client secret; returns it with its value (shown once, as Graph does)."""
         text = text or self.secret_text()
-        cred: dict[str, Any] = {"customKeyIdentifier": None, "displayName": name, "endDateTime": iso(end), "hint": text[:3],
-                "keyId": key_id or self.new_id(), "startDateTime": iso(start or self.now()), "secretText": None}
+        cred: dict[str, Any] = {
+            "customKeyIdentifier": None, "displayName": name, "endDateTime": iso(end), "hint": text[:3],
+            "keyId": key_id or self.new_id(), "startDateTime": iso(start or self.now()), "secretText": None}
         self.secret_values[cred["keyId"]] = text
         app["passwordCredentials"].append(cred)
         return dict(cred, secretText=text)
