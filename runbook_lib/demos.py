@@ -45,11 +45,15 @@ def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
     seed = yaml.safe_load(seed_file(params).read_text(encoding="utf-8"))
     tenant = SimulatedTenant(seed, canary=canary, pending_polls=pending_polls)
     with serve(tenant) as sandbox, tempfile.TemporaryDirectory() as tmp:
-        store = store or secrets.private_copy(params.secret_store, Path(tmp))
+        store = store or secrets.private_copy(params.secret_store, Path(tmp) / "store")
         raw.update(mode="record", endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()},
                    secret_store=store.model_dump(exclude_none=True))
-        return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp))
+        return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp) / "archive",
+                          wait_lock=LOCK_WAIT)
 
+
+#: demo scenarios of one tenant (tailspin, tailspin-pick) share its lock: the second waits for the first
+LOCK_WAIT = 600
 
 #: tenants recorded at once: each one's time is mostly waiting, not computing
 PARALLEL = 6

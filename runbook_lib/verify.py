@@ -158,10 +158,13 @@ def mailbox_token(step: "Step", app: dict[str, Any] | None) -> tuple[str | None,
         return None, "there is no application to sign in through (run step 2)"
     client = msal.PublicClientApplication(app["appId"], authority=step.endpoints.authority,
                                           http_client=step.transport.session, instance_discovery=False)
-    result = auth.device_flow(client, [step.endpoints.smtp_scope], step.transport, print)
-    if "access_token" in result:
-        return str(result["access_token"]), ""
-    error = auth.auth_error(result)
+    try:
+        result = auth.device_flow(client, [step.endpoints.smtp_scope], step.transport, print)
+        if "access_token" in result:
+            return str(result["access_token"]), ""
+        error = auth.auth_error(result)
+    except AuthError as refused:
+        error = refused
     return None, (f"the mailbox could not sign in through the application ({error.message}); Generate Token in "
                   "Webex Connect is the test, or allow public client flows on the application for this check")
 

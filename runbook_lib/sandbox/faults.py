@@ -4,7 +4,8 @@ A fault matches a ``method`` and a ``path`` (a regular expression searched in th
 applies ``times`` times (default 1). Its kind is the first of these keys it has:
 
 * ``delay``: seconds to wait before answering (a slow or hung service);
-* ``reset``: the connection is closed without an answer (the client sees a connection error);
+* ``reset``: the connection is closed without an answer (the client sees a connection error); with
+  ``after: true`` the request is carried out first, so only its answer is lost (a create that timed out);
 * ``status``: an error answer with ``code``, optionally ``message``, ``detail`` (a details code,
   ``detail_message``) and ``retry_after`` (seconds).
 """

@@ -242,9 +242,10 @@ class SimulatedTenant:
         """Answer one request to ``service`` (login, graph, exchange); ``host`` is where it came to."""
         request = Request(method, host, target, headers, body)
         self.requests.append(f"{method} {host}{target.partition('?')[0]}")
-        if faults.take(self.faults, "reset", method, request.path):
+        reset = faults.take(self.faults, "reset", method, request.path)
+        if reset and not reset.get("after"):
             return Response(0, reset=True)
-        fault = faults.take(self.faults, "status", method, request.path)
+        fault = None if reset else faults.take(self.faults, "status", method, request.path)
         behaviour = self.services.get(service)
         if fault:
             response = faults.error(fault)
@@ -252,6 +253,8 @@ class SimulatedTenant:
             response = Response(404, {"error": "unknown host"})
         else:
             response = behaviour.handle(request)
+        if reset:   # ``after``: the request was carried out, and its answer is lost on the way back
+            return Response(0, reset=True)
         return self._finish(response, service, headers)
 
     def delay_for(self, method: str, target: str) -> float:
