@@ -148,11 +148,15 @@ def admin_error(cmdlet: str, error: GraphError) -> StepFailed:
                       "Exchange's full answer", step=STEP)
 
 
-def invoke(step: "Step", cmdlet: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Run one read-only cmdlet (Get-*) through the admin API: a read, retried like any read."""
+def invoke(step: "Step", cmdlet: str, parameters: dict[str, Any] | None = None, *,
+           missing: StepFailed | None = None) -> list[dict[str, Any]]:
+    """Run one read-only cmdlet (Get-*) through the admin API: a read, retried like any read. ``missing`` is
+    the error to give when Exchange answers that the object does not exist (rather than refusing)."""
     try:
         answer = step.exchange.request("POST", "/InvokeCommand", body=cmdlet_body(cmdlet, parameters), idempotent=True)
     except GraphError as error:
+        if missing is not None and error.status not in (401, 403):
+            raise missing from error
         raise admin_error(cmdlet, error) from error
     return list((answer or {}).get("value", []))
 
@@ -180,12 +184,10 @@ class MailboxState:
 def read_state(step: "Step") -> MailboxState:
     """Read-only cmdlets: the mailbox (its type, SMTP AUTH, forwarding), the tenant's SMTP AUTH, the policies."""
     mailbox = step.params.webex.email_id
-    try:
-        box = invoke(step, "Get-Mailbox", {"Identity": mailbox})[0]
-    except StepFailed as error:
-        raise StepFailed(f"Exchange Online has no mailbox {mailbox}: it is on-premises, or has no Exchange Online "
-                         f"licence ({error.message})", fix="choose a cloud mailbox, or assign an Exchange Online "
-                         "licence and wait for the mailbox to be created", step=STEP) from error
+    box = invoke(step, "Get-Mailbox", {"Identity": mailbox}, missing=StepFailed(
+        f"Exchange Online has no mailbox {mailbox}: it is on-premises, or has no Exchange Online licence",
+        fix="choose a cloud mailbox, or assign an Exchange Online licence and wait for the mailbox to be created",
+        step=STEP))[0]
     recipient_type = str(box.get("RecipientTypeDetails", "UserMailbox"))
     if recipient_type == "SharedMailbox":
         step.facts.warn(f"{mailbox} is a shared mailbox: nobody signs in to it (sign-in is blocked by design), so at "

@@ -134,7 +134,7 @@ def read_manifest(record: Path) -> dict[str, Any]:
     try:
         data = json.loads((record / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise RunbookError(f"{record} is not a sealed run record: it has no readable manifest.json",
+        raise RunbookError(f"{record} is not a run record: it has no readable manifest.json",
                            fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)") from None
     if not isinstance(data, dict) or not isinstance(data.get("steps", []), list):
         raise RunbookError(f"{record}/manifest.json is not a run record's manifest (a JSON object with steps)",

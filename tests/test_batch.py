@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
 
-from runbook_lib import batch, cli, params, records, runner
-from runbook_lib.errors import RunbookError
+from runbook_lib import batch, cli, integrity, locks, params, records, runner
+from runbook_lib.errors import LockHeld
 
 from conftest import DEMO, ROOT
 
@@ -32,20 +33,21 @@ def test_batch_validates_first_runs_the_rest_and_reruns_only_failures(tmp_path, 
     assert "application.app_id" in by_tenant["tailspin"]["diagnosis"]
     assert by_tenant["broken"]["status"] == "invalid" and "tenant" in by_tenant["broken"]["diagnosis"]
     assert (archive / by_tenant["contoso"]["record"] / "manifest.json").exists()
-    assert records.verify_files(batch_dir) == []
+    assert integrity.verify(batch_dir) == [] and data["status"] == "failed"
     # --only-failed runs tailspin (and re-checks the broken file), not contoso
     code = cli.main(["batch", "--only-failed", str(batch_dir), "--steps", STEP1, "--archive", str(archive)])
     assert code == 1
     assert len(records.record_dirs(archive, "contoso")) == 1 and len(records.record_dirs(archive, "tailspin")) == 2
 
 
-def test_a_second_run_of_the_same_tenant_is_refused(tmp_path, demo_raw):
+def test_a_second_run_of_the_same_tenant_waits_or_is_refused(tmp_path, demo_raw):
     archive = tmp_path / "archive"
-    with records.tenant_lock(archive, "contoso"):
-        with pytest.raises(RunbookError, match="already in progress"):
-            runner.run(params.validate(demo_raw), archive=archive, steps=[STEP1])
+    tenant = params.validate(demo_raw)
+    with locks.tenant_lock(tenant, command="another run"):
+        with pytest.raises(LockHeld, match="locked by another run"):
+            runner.run(tenant, archive=archive, steps=[STEP1], wait_lock=0.5)
     assert records.record_dirs(archive, "contoso") == []
-    runner.run(params.validate(demo_raw), archive=archive, steps=[STEP1], progress=lambda _: None)
+    runner.run(tenant, archive=archive, steps=[STEP1], progress=lambda _: None)
     assert len(records.record_dirs(archive, "contoso")) == 1
 
 
@@ -54,7 +56,7 @@ def test_a_hung_cell_fails_its_attempt_and_the_step_is_retried_once(tmp_path, li
     result = runner.run(params.validate(live_raw), archive=tmp_path / "archive", cell_timeout=5,
                         steps=["02_azure_app_registration"], progress=lambda _: None)
     [step] = result.steps
-    assert step.status == "ok" and "cell timeout (5 s)" in step.facts["retried"]
+    assert step.status == "ok" and "cell timeout (5 s)" in step.facts.retried
 
 
 def test_a_dead_kernel_is_retried_once(tmp_path, demo_raw):
@@ -70,7 +72,7 @@ def test_a_dead_kernel_is_retried_once(tmp_path, demo_raw):
     result = runner.run(params.validate(demo_raw), archive=tmp_path / "archive", steps=[STEP1],
                         notebooks=notebooks, progress=lambda _: None)
     [step] = result.steps
-    assert step.status == "ok" and "kernel died" in step.facts["retried"]
+    assert step.status == "ok" and "kernel died" in step.facts.retried
 
 
 def test_records_list_show_and_verify(tmp_path, demo_raw, capsys):
@@ -83,6 +85,7 @@ def test_records_list_show_and_verify(tmp_path, demo_raw, capsys):
     shown = capsys.readouterr().out
     assert "created application: Webex Connect Email" in shown and "02_azure_app_registration: ok" in shown
     assert cli.main(["verify-record", str(result.record)]) == 0
+    integrity.make_writable(result.record)
     (result.record / "02_azure_app_registration.html").write_text("tampered")
     (result.record / f"{STEP1}.ipynb").unlink()
     (result.record / "extra.txt").write_text("x")
@@ -96,7 +99,9 @@ def test_the_html_record_starts_with_the_changes_and_has_no_code(tmp_path, demo_
                         steps=[STEP1, "02_azure_app_registration"], progress=lambda _: None)
     html = (result.record / "02_azure_app_registration.html").read_text()
     assert html.index("Record of 02_azure_app_registration: ok") < html.index("Register the application")
-    assert "granted admin consent" in html and "rb.start(" not in html and "entra.ensure_secret" not in html
+    assert "grant admin consent" in html and "rb.start(" not in html and "entra.ensure_secret" not in html
+    assert "REPLAY of recorded answers: nothing was sent to any tenant" in html
+    assert not re.search(r"<(script|link)[^>]*(src|href)=[\"']?https?://", html) and "<script" not in html
 
 
 def test_the_same_batch_runs_on_a_dask_cluster(tmp_path):
@@ -108,7 +113,7 @@ def test_the_same_batch_runs_on_a_dask_cluster(tmp_path):
     outcome = table.set_index("tenant")
     assert outcome.loc["contoso", "status"] == "ok" and outcome.loc["proseware", "status"] == "failed"
     assert "Exchange Online" in outcome.loc["proseware", "diagnosis"]
-    assert records.verify_files(record) == []
+    assert integrity.verify(record) == []
 
 
 def test_paths_that_are_not_records_get_a_clear_error(tmp_path, capsys):

@@ -44,21 +44,21 @@ def test_expired_secrets_are_removed_only_when_asked(tmp_path):
         step = step_for("northwind", sandbox, tmp_path, application={"remove_expired_secrets": True})
         app = entra.find_application(step)
         [removed] = entra.prune_expired_secrets(step, app)
-        assert removed.summary == "removed" and removed.before["expired"] < step.clock.now().date().isoformat()
+        assert removed.action == "removed" and removed.before["expired"] < step.clock.now().date().isoformat()
         assert list(entra.secrets_table(step, entra.find_application(step))["state"]) == ["expiring soon"]
 
 
 def test_a_fault_that_persists_fails_bounded_with_its_request_id(tmp_path):
     seed = seed_of("contoso")
-    seed["faults"] = [{"method": "POST", "path": "^/v1.0/servicePrincipals$", "status": 400, "times": 99,
+    seed["faults"] = [{"method": "PATCH", "path": r"^/v1.0/servicePrincipals\(appId=", "status": 400, "times": 99,
                        "code": "Request_BadRequest", "detail": "NoBackingApplicationObject"}]
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         step = step_for("contoso", sandbox, tmp_path)
         step.transport.clock.sleep = lambda seconds: None      # the waits are asserted, not slept
         exo = entra.exchange_online(step)
-        _, app = entra.ensure_application(step, exo, entra.find_application(step))
+        change, app = entra.ensure_application(step, exo, entra.find_application(step))
         with pytest.raises(GraphError) as caught:
-            entra.ensure_service_principal(step, app)
+            entra.ensure_service_principal(step, app, change)
     assert "NoBackingApplicationObject" in caught.value.codes and caught.value.request_id
     assert "request-id" in str(caught.value) and "run the step again" in caught.value.fix
     assert step.transport.counts.retries == 5
@@ -106,7 +106,7 @@ def test_exchange_refusal_names_the_role_needed(tmp_path):
         step = mailbox_step(seed, sandbox, tmp_path)
         with pytest.raises(StepFailed) as caught:
             exchange.read_state(step)
-    assert "refused Get-CASMailbox (HTTP 403)" in str(caught.value) and "Exchange Administrator" in caught.value.fix
+    assert "refused Get-Mailbox (HTTP 403)" in str(caught.value) and "Exchange Administrator" in caught.value.fix
 
 
 def test_exchange_errors_show_the_nested_message(tmp_path):
@@ -125,8 +125,8 @@ def test_second_adminapi_run_changes_nothing(tmp_path):
         exchange.configure(first)
         second = mailbox_step(seed, sandbox, tmp_path)
         exchange.configure(second)
-    assert [c["action"] for c in first.result.changes] == ["updated", "updated", "created"]
-    assert [c["action"] for c in second.result.changes] == ["unchanged"] * 3
+    assert [c.action for c in first.result.changes] == ["updated", "updated", "created", "created"]
+    assert [c.action for c in second.result.changes] == ["unchanged"] * 4
     assert second.transport.counts.writes == 0
 
 
