@@ -30,15 +30,13 @@ from . import params as params_mod
 from .errors import ParamsError, RunbookError
 
 BATCHES = "_batches"
-#: how a tenant of a batch ended; everything but ok is run again by --only-failed
-STATUSES = ("ok", "failed", "invalid", "interrupted", "not started")
 
 
 @dataclass
 class TenantOutcome:
     params_file: str
     tenant: str
-    status: str
+    status: str            # ok | failed | invalid | interrupted | not started: all but ok are run again by --only-failed
     duration_s: float = 0.0
     writes: int = 0
     failing_step: str = ""
@@ -60,9 +58,12 @@ def _diagnosis(result: runner.RunResult) -> tuple[str, str]:
 
 
 def run_one(params_file: str, archive: str, steps: list[str] | None, cell_timeout: int,
-            signing_key: str | None = None) -> dict[str, Any]:
-    """One tenant, start to sealed record; a plain function of plain values so Dask can ship it to a worker."""
+            signing_key: str | None = None, stop_file: str | None = None) -> dict[str, Any]:
+    """One tenant, start to sealed record; a plain function of plain values so Dask can ship it to a worker.
+    Once the batch is stopping (``stop_file`` exists), a tenant not yet started is not started."""
     params = params_mod.load(params_file)
+    if stop_file and Path(stop_file).exists():
+        return asdict(TenantOutcome(params_file, params.tenant, "not started", diagnosis="the batch was interrupted"))
     started = time.monotonic()
     try:
         result = runner.run(params, archive=Path(archive), steps=steps, progress=lambda _: None,
@@ -117,6 +118,7 @@ class _BatchRecord:
                 self.folder = base / f"{records.utc_stamp()}-{suffix}"
         self.files = files
         self.outcomes = outcomes
+        self.stop_file = self.folder / "stop-requested"
         self.save("running")
 
     def save(self, status: str) -> None:
@@ -142,8 +144,9 @@ class _Interrupts:
     """Ctrl-C (or SIGTERM) during a batch: the first stops starting tenants and asks the running ones to stop
     cleanly; a second stops them at once. Their records are sealed either way."""
 
-    def __init__(self, report: Callable[[str], None]) -> None:
+    def __init__(self, report: Callable[[str], None], stop_file: Path) -> None:
         self.report = report
+        self.stop_file = stop_file
         self.count = 0
         self.workers: Callable[[], list[int]] = list
         self._previous: dict[int, Any] = {}
@@ -156,6 +159,7 @@ class _Interrupts:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
+        self.stop_file.touch()
         forward = signal.SIGINT if self.count == 1 and signum == signal.SIGINT else signal.SIGTERM
         self.report("Stopping the batch: no new tenant starts; running ones " +
                     ("finish their request in flight and stop (Ctrl-C again to stop them at once)."
@@ -201,31 +205,25 @@ def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | N
                 for done, future in enumerate(dask_completed(futures), start=1):
                     finished(future.result(), done)
         else:
-            _run_pool(valid, jobs, archive, steps, cell_timeout, key, finished, progress)
+            _run_pool(valid, jobs, archive, steps, cell_timeout, key, batch.stop_file, finished, progress)
     finally:
-        for outcome in outcomes.values():
-            if outcome["status"] == "running":
-                outcome["status"] = "interrupted"
+        batch.stop_file.unlink(missing_ok=True)
         folder = batch.seal(signing_key)
     return folder, summary(list(outcomes.values()))
 
 
 def _run_pool(valid: list[tuple[str, str]], jobs: int | None, archive: Path, steps: list[str] | None,
-              cell_timeout: int, key: str | None, finished: Callable[[dict[str, Any], int], None],
+              cell_timeout: int, key: str | None, stop_file: Path, finished: Callable[[dict[str, Any], int], None],
               progress: Callable[[str], None]) -> None:
     """Worker processes, forked from a clean server that has imported the kit; each tenant's run handles its
-    own Ctrl-C (sealing its record), and the workers ignore Ctrl-C between tenants."""
+    own Ctrl-C (sealing its record), the workers ignore Ctrl-C between tenants, and a tenant not started when
+    the batch is stopping is not started."""
     with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2, mp_context=_workers(),
-                             initializer=_ignore_interrupts) as pool, _Interrupts(progress) as interrupts:
+                             initializer=_ignore_interrupts) as pool, _Interrupts(progress, stop_file) as interrupts:
         interrupts.workers = lambda: [p.pid for p in (pool._processes or {}).values() if p.pid]
-        futures: dict[Future[dict[str, Any]], str] = {
-            pool.submit(run_one, f, str(archive), steps, cell_timeout, key): f for f, _ in valid}
+        futures: list[Future[dict[str, Any]]] = [
+            pool.submit(run_one, f, str(archive), steps, cell_timeout, key, str(stop_file)) for f, _ in valid]
         for done, future in enumerate(as_completed(futures), start=1):
-            if interrupts.count:
-                for pending in futures:
-                    pending.cancel()
-            if future.cancelled():
-                continue
             finished(future.result(), done)
 
 

@@ -6,6 +6,7 @@ lands while the run is inside step 3, after step 2 has changed the tenant.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import cli, journal, locks, params, records, runner
+from runbook_lib import batch, cli, journal, locks, params, records, runner
 from runbook_lib.errors import LockHeld
 
 from conftest import ROOT
@@ -126,3 +127,36 @@ def test_records_of_a_tenant_list_every_status(tmp_path, demo_raw, capsys):
     out = capsys.readouterr().out
     assert "ok" in out.split() and "unsealed (running now" in out
     assert not records.is_sealed(running)     # a run that has only just opened its record is left alone
+
+
+def test_an_interrupted_batch_keeps_a_record_and_only_failed_reruns_the_rest(tmp_path, demo_raw, live_raw, slowed):
+    files = []
+    for name, raw in (("contoso", demo_raw), ("contoso-live", live_raw), ("contoso-later", demo_raw)):
+        raw = dict(raw, tenant=name)
+        if raw["mode"] == "replay":
+            raw["recordings"] = "recordings/contoso"
+            raw["secret_store"] = {"file": str(tmp_path / "stores" / f"{name}.secret")}
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(yaml.safe_dump(raw))
+    archive = tmp_path / "archive"
+    process = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "batch", *map(str, files), "--jobs", "1",
+                                "--archive", str(archive)], env={**os.environ, "RUNBOOK_STATE": str(tmp_path / "state")},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def live_in_step3() -> bool:
+        folders = records.record_dirs(archive, "contoso-live")
+        entries = journal.read(folders[-1] / journal.JOURNAL_FILE) if folders else []
+        return any(e.get("step") == "03_office365_mailbox" for e in entries)
+
+    wait_for(live_in_step3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == cli.EXIT_INTERRUPTED, err
+    [batch_dir] = records.record_dirs(archive, "_batches")
+    data = json.loads((batch_dir / "batch.json").read_text())
+    status = {t["tenant"]: t["status"] for t in data["tenants"]}
+    assert status == {"contoso": "ok", "contoso-live": "interrupted", "contoso-later": "not started"}, status
+    assert data["status"] == "interrupted" and records.is_sealed(batch_dir)
+    [live_record] = records.record_dirs(archive, "contoso-live")
+    assert records.read_manifest(live_record)["status"] == "interrupted"
+    assert sorted(batch.failed_files(batch_dir)) == sorted(str(f) for f in files[1:])
