@@ -1,28 +1,52 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# Everything is installed into .venv; a second run skips the installs (stamp files).
+# Everything is installed into .venv at the versions pinned in requirements.lock (pip constraints); a second run
+# skips the installs (stamp files, remade when pyproject.toml or the lock changes). `make lock` refreshes the lock.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := runbook-kit
+LOCK   := requirements.lock
+LINTED := runbook_lib tests benchmarks
 
-.PHONY: demo test recordings lab bench clean demo-secrets browser
+.PHONY: demo test check lock recordings lab bench clean demo-secrets browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (runbook kit)" >/dev/null
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml $(LOCK)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $@
 
-# Git keeps no file modes: the demo tenants' fake secret stores must be 0600 to be read.
+# Refresh requirements.lock: resolve pyproject.toml's bounds (with the dev and dask extras) afresh in a throwaway
+# virtualenv and pin every package it installed. Review the diff, then run `make test` (which installs the new pins).
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp" $(LOCK).new' EXIT && \
+	  $(PYTHON) -m venv "$$tmp/venv" && \
+	  "$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip && \
+	  "$$tmp/venv/bin/python" -m pip install --quiet -e '.[dev,dask]' && \
+	  { echo '# Every package of the kit with its "dev" and "dask" extras, pinned: `make demo` and `make test` install'; \
+	    echo '# with this file as pip constraints. Regenerate with `make lock`; never edit by hand.'; \
+	    "$$tmp/venv/bin/python" -m pip freeze --exclude-editable; } > $(LOCK).new && \
+	  mv $(LOCK).new $(LOCK) && echo "$(LOCK): $$(grep -c '==' $(LOCK)) packages pinned"
+
+# Git keeps no file modes: the demo tenants' fake secret stores must be 0600 to be read, and their folder must not
+# be writable by group or others (as a clone made under umask 002 is), or the kit's offline checks refuse them.
 demo-secrets:
 	@chmod 600 params/demo/secrets/*.secret
+	@chmod go-w params/demo/secrets
+
+# Lint, formatting, types and the unit tests (pytest -m unit): seconds, for every commit. `make test` runs every tier.
+check: $(VENV)/.installed-dev demo-secrets
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy runbook_lib
+	$(BIN)/python -m pytest -m unit -q
 
 demo: $(VENV)/.installed demo-secrets
 	$(BIN)/runbook run params/demo/contoso.yaml
@@ -47,4 +71,4 @@ lab: $(VENV)/.installed
 	$(BIN)/runbook lab
 
 clean:
-	rm -rf $(VENV) archive .runbook
+	rm -rf $(VENV) archive .runbook .mypy_cache .ruff_cache

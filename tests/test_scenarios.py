@@ -43,6 +43,8 @@ SCENARIOS = {
                                  "(created); service principal Webex Connect Email (created)"]),
     "proseware": Expected("failed", error=["no Exchange Online licence", "Nothing was changed"]),
     "relecloud": Expected("ok", ["created"] * 4, writes=4),
+    "lucerne": Expected("ok", ["created"] * 4, writes=4),
+    "margies": Expected("ok", ["created"] * 4, writes=4),
 }
 
 #: step 3 where its recordings exist (tenants whose step 2 succeeded)
@@ -54,6 +56,8 @@ MAILBOX = {
     "northwind": Expected("ok", ["updated", "updated", "created", "created"], writes=4),
     "wingtip-admin": Expected("ok", ["updated", "updated", "created", "created"], writes=4),
     "relecloud": Expected("failed", error=["has no mailbox", "licence", "Nothing was changed"]),
+    "lucerne": Expected("ok", ["updated", "updated", "created", "created"], writes=4),   # a shared mailbox
+    "margies": Expected("failed", error=["Exchange Online has no mailbox", "on-premises", "Nothing was changed"]),
 }
 
 
@@ -215,3 +219,11 @@ def test_a_pasted_ndr_is_diagnosed_by_the_troubleshooting_notebook(tmp_path):
     record = runner.step_record(nbformat.read(output, as_version=4), "06_troubleshoot")
     [finding] = record.findings
     assert finding.code == "5.7.520" and finding.notebook == "03_office365_mailbox"
+
+
+def test_a_shared_mailbox_is_recognised_by_exchange_and_explained(tmp_path):
+    step = run_step(STEP3, "lucerne", tmp_path)
+    assert step.facts.mailbox_kind == "SharedMailbox"
+    graph_says, exchange_says = step.facts.warnings
+    assert "Graph cannot tell which" in graph_says and "Get-Mailbox decides" in graph_says
+    assert "shared mailbox" in exchange_says and "Login ID" in exchange_says
