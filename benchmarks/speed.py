@@ -31,9 +31,10 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import nbformat
 import papermill
@@ -63,10 +64,15 @@ class Pairs:
     floor: list[Sample] = field(default_factory=list)
 
 
+def children_cpu() -> float:
+    """CPU seconds (user+sys) of every descendant reaped so far."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime
+
+
 def cpu_now() -> float:
     """CPU seconds of this process and every descendant it has reaped."""
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + kids.ru_utime + kids.ru_stime
+    return time.process_time() + children_cpu()
 
 
 def timed(work: Callable[[], object]) -> Sample:
@@ -127,7 +133,7 @@ class PeakRss(threading.Thread):
 
 def process(command: list[str], log: Path, memory: bool = False) -> Sample:
     """A subprocess to its end (and its orphans), its tree's CPU time and, if asked, the peak RSS of its tree."""
-    wall, cpu = time.perf_counter(), cpu_now()
+    wall, cpu = time.perf_counter(), children_cpu()
     with log.open("ab") as err:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=paths.project_root())
         sampler = PeakRss(proc.pid)
@@ -141,7 +147,21 @@ def process(command: list[str], log: Path, memory: bool = False) -> Sample:
     reap_orphans()
     if code not in (0, 1):   # 1: a demo scenario failed as designed; anything else is the benchmark's problem
         print(f"  ! {' '.join(command[:3])} ... exited {code}; see {log}")
-    return Sample(elapsed, cpu_now() - cpu, sampler.peak)
+    return Sample(elapsed, children_cpu() - cpu, sampler.peak)
+
+
+@contextmanager
+def stderr_to(log: Path) -> Iterator[None]:
+    """The kernels this process starts inherit its stderr: send their start-up warnings to the log."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with log.open("ab") as err:
+        os.dup2(err.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def interleave(runs: int, kit: Callable[[], Sample], floor: Callable[[], Sample], warm_up: bool = False) -> Pairs:
@@ -216,7 +236,8 @@ class Bench:
 
     def figure_a(self, runs: int) -> Pairs:
         print(f"(a) one tenant, {self.steps} steps, in this process (after one warm-up pair):")
-        pairs = interleave(runs, self.kit_in_process, self.floor_in_process, warm_up=True)
+        with stderr_to(self.log):
+            pairs = interleave(runs, self.kit_in_process, self.floor_in_process, warm_up=True)
         ratios = show("kit: runner.run(contoso copy)", f"floor: papermill x{self.steps} trivial", pairs)
         print("  goal: <= 0.7")
         self.table += [("(a) in-process kit/floor (wall)", ratios, "<= 0.7", lambda r: r <= 0.7),
@@ -279,13 +300,15 @@ class Bench:
     # (c) ------------------------------------------------------------------------------------------------
     def figure_c(self) -> None:
         print("(c) requests per demo scenario, step 2 (reads/writes include their retries):")
-        table = requests_per_scenario.table(limit=3 if self.quick else None)
+        with stderr_to(self.log):
+            table = requests_per_scenario.table(limit=3 if self.quick else None)
         print("  " + table.to_string(index=False).replace("\n", "\n  "))
 
     # (d) ------------------------------------------------------------------------------------------------
     def figure_d(self, runs: int, run_wall: float | None) -> None:
         if self.last_record is None or run_wall is None:
-            run_wall = self.kit_in_process().wall
+            with stderr_to(self.log):
+                run_wall = self.kit_in_process().wall
         assert self.last_record is not None
         notebooks = [(p.stem, nbformat.read(p, as_version=4)) for p in sorted(self.last_record.glob("*.ipynb"))]
         summary = getattr(runner, "_summary_html", None)

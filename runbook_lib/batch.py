@@ -14,18 +14,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable
 
 import pandas as pd
 
-from . import diagnose, integrity, paths, preflight, records, runner
+from . import diagnose, integrity, interrupts, paths, preflight, records, runner
 from . import params as params_mod
 from .errors import ParamsError, RunbookError
 
@@ -140,25 +138,17 @@ class _BatchRecord:
         return self.folder
 
 
-class _Interrupts:
+class _Interrupts(interrupts.StopSignals):
     """Ctrl-C (or SIGTERM) during a batch: the first stops starting tenants and asks the running ones to stop
     cleanly; a second stops them at once. Their records are sealed either way."""
 
     def __init__(self, report: Callable[[str], None], stop_file: Path) -> None:
+        super().__init__()
         self.report = report
         self.stop_file = stop_file
-        self.count = 0
         self.workers: Callable[[], list[int]] = list
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_Interrupts":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
+    def handle(self, signum: int) -> None:
         self.stop_file.touch()
         forward = signal.SIGINT if self.count == 1 and signum == signal.SIGINT else signal.SIGTERM
         self.report("Stopping the batch: no new tenant starts; running ones " +
@@ -169,10 +159,6 @@ class _Interrupts:
                 os.kill(pid, forward)
             except ProcessLookupError:
                 pass
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | None = None,

@@ -10,7 +10,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from types import FrameType
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -33,3 +33,29 @@ def deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pending:
         raise KeyboardInterrupt
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM routed to :meth:`handle` while the block runs (in the main thread; elsewhere signals
+    never arrive), the previous handlers put back afterwards. Subclasses say what a stop means."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._signalled)
+        return self
+
+    def _signalled(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        self.handle(signum)
+
+    def handle(self, signum: int) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

@@ -20,14 +20,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from types import FrameType
 from typing import Any, AsyncIterator, Callable
 
 import nbformat
@@ -39,7 +37,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from . import __version__, auth, diagnose, html_record, journal, locks, paths, preflight, records, registry
+from . import __version__, auth, diagnose, html_record, interrupts, journal, locks, paths, preflight, records, registry
 from . import params as params_mod
 from .changes import changes_frame
 from .errors import LockHeld
@@ -150,33 +148,25 @@ class _StepClient(NotebookClient):
                 self.kc = None
 
 
-class _Stop:
+class _Stop(interrupts.StopSignals):
     """Ctrl-C and SIGTERM during a run. The first Ctrl-C creates the stop file, which the kernel checks
     before each request; a second Ctrl-C, or SIGTERM, raises KeyboardInterrupt here at once."""
 
     def __init__(self, stop_file: Path, report: Callable[[str], None]) -> None:
+        super().__init__()
         self.stop_file = stop_file
         self.report = report
-        self.requested = False
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_Stop":
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGTERM or self.requested:
+    def handle(self, signum: int) -> None:
+        if signum == signal.SIGTERM or self.count > 1:
             raise KeyboardInterrupt
-        self.requested = True
         self.stop_file.touch()
         self.report("Stopping: the step finishes the request in flight, records it and stops (Ctrl-C again to "
                     "stop at once; the record is sealed either way).")
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def _execute(spec: registry.StepSpec, notebooks: Path, parameters: dict[str, Any], cell_timeout: int,

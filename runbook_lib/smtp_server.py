@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import socket
 import ssl
-from pathlib import Path
 from typing import Any
 
 import trustme
@@ -57,9 +56,6 @@ class LoopbackSMTP:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         return context
-
-    def write_ca(self, path: Path) -> None:
-        self.ca.cert_pem.write_to_path(str(path))
 
     def __enter__(self) -> "LoopbackSMTP":
         self.controller.start()

@@ -17,6 +17,14 @@ DEMO = ROOT / "params" / "demo" / "contoso.yaml"
 CANARY = "CANARYz7Q"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The notebooks nbval collects (notebooks/, tests/nbval/) replay recordings in a kernel: tier ``replay``.
+    The tiers (unit, replay, e2e, browser) are registered in pyproject.toml; test modules set ``pytestmark``."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.replay)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Live-mode token caches of the tests go to a temporary folder, not the checkout. The demo secret

@@ -12,6 +12,8 @@ from runbook_lib.errors import LockHeld
 
 from conftest import DEMO, ROOT
 
+pytestmark = pytest.mark.e2e
+
 STEP1 = "01_webex_connect_app"
 
 

@@ -19,8 +19,9 @@ from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine: `make test` installs "
-                                "Debian's chromium package where apt-get is available and it runs as root")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine: `make test` installs "
+                                 "Debian's chromium package where apt-get is available and it runs as root")]
 
 
 def free_port() -> int:

@@ -9,6 +9,8 @@ from runbook_lib import records, cli, diagnose, knowledge
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 NOTEBOOKS = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
 SAMPLE = {"aadsts": "AADSTS{code}: something went wrong", "smtp": "550 {code} the server said no",
           "graph": '{{"error": {{"code": "{code}"}}}}', "checks": "05_verify: [{code}] a check failed"}

@@ -14,6 +14,8 @@ from runbook_lib.graph import Graph, odata_quote
 from runbook_lib.params import Network
 from runbook_lib.transport import LiveTransport, ReplayClock
 
+pytestmark = pytest.mark.unit
+
 MAX_ATTEMPTS = Network().attempts
 
 

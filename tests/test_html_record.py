@@ -10,6 +10,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from runbook_lib import html_record, paths
 
+pytestmark = pytest.mark.unit
+
 NOTEBOOKS = sorted((paths.project_root() / "notebooks").glob("*.ipynb"))
 REMOTE_REFERENCE = re.compile(r"<(?:link|script)\b[^>]*\b(?:src|href)\s*=\s*[\"']?https?://", re.IGNORECASE)
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

@@ -12,6 +12,8 @@ import pytest
 from runbook_lib import integrity
 from runbook_lib.errors import RunbookError
 
+pytestmark = pytest.mark.unit
+
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 

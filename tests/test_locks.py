@@ -18,6 +18,8 @@ from runbook_lib.errors import LockHeld
 
 from conftest import DEMO
 
+pytestmark = pytest.mark.unit
+
 #: holds the demo tenant's lock until its stdin closes, or for argv[1] seconds when given
 HOLDER = """
 import sys, time

@@ -8,6 +8,8 @@ from runbook_lib.errors import ParamsError
 
 from conftest import DEMO
 
+pytestmark = pytest.mark.unit
+
 
 def write(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / "tenant.yaml"

@@ -5,6 +5,7 @@ import pytest
 
 from runbook_lib import params, powershell
 
+pytestmark = pytest.mark.unit
 
 
 SETTINGS = powershell.Settings("o'brien@contoso.com", "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io",

@@ -16,6 +16,8 @@ from runbook_lib.params import SecretRef
 
 from conftest import DEMO, ROOT
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def good(demo_raw: dict[str, Any], tmp_path: Path) -> dict[str, Any]:

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from runbook_lib.recording import SCRUBBED_SIGNATURE, Scrubber
 from runbook_lib.sandbox import tokens
+
+pytestmark = pytest.mark.unit
 
 
 class FakeRequest:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from runbook_lib import cli, params, records
+
+pytestmark = pytest.mark.e2e
 
 
 def run_cli(tmp_path: Path, raw: dict, *extra: str, command: str = "run") -> tuple[int, Path]:

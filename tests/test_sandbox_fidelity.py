@@ -22,6 +22,8 @@ from runbook_lib.sandbox.tenant import SimulatedTenant
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.e2e
+
 GRAPH_CLI = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 EXO_POWERSHELL = "fb78d390-0c51-40cd-8e17-fdbfab77341b"
 AZURE_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"

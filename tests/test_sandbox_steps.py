@@ -14,6 +14,8 @@ from runbook_lib.step import Step
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.e2e
+
 AUTOMATION = "9a1f0c3e-5b7d-4e2a-8c6f-1d3b5a7e9f00"
 
 

@@ -8,6 +8,8 @@ from runbook_lib import demos
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("step, tenant", demos.SCENARIO_NOTEBOOKS)
 def test_scenario_copy_has_the_source_cells(step, tenant):

@@ -10,6 +10,8 @@ from runbook_lib import params, runner, secrets
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.replay
+
 STEP2 = "02_azure_app_registration"
 STEP3 = "03_office365_mailbox"
 

@@ -7,11 +7,14 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import yaml
 
 from runbook_lib import batch, demos, params, secrets
 
 from conftest import CANARY, ROOT, scan
+
+pytestmark = pytest.mark.e2e
 
 DEMO = ROOT / "params" / "demo"
 GUID = re.compile(r"^[0-9a-f-]{36}$")

@@ -10,6 +10,8 @@ from runbook_lib import params, smtp
 from runbook_lib.errors import ReplayMissError
 from runbook_lib.step import Step
 
+pytestmark = pytest.mark.unit
+
 TRANSCRIPT = {"host": "smtp.office365.com", "port": 587, "server": "BN9PR03CA0123.outlook.office365.com Hello",
               "features_plain": ["SIZE 157286400", "PIPELINING", "STARTTLS", "8BITMIME"],
               "starttls": "220 2.0.0 SMTP server ready",

@@ -11,6 +11,8 @@ from runbook_lib.errors import ParamsError
 
 from conftest import DEMO
 
+pytestmark = pytest.mark.unit
+
 
 def why(path: Path, **kwargs) -> str:
     with pytest.raises(ParamsError) as caught:

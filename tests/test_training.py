@@ -11,6 +11,8 @@ from runbook_lib.sandbox import state
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.e2e
+
 VERIFY = ["05_verify", "06_troubleshoot"]
 #: fault -> (the failing check, the notebook troubleshooting must name, the steps that repair it, overrides)
 EXERCISES = {

@@ -5,6 +5,8 @@ import pytest
 
 from runbook_lib import ui
 
+pytestmark = pytest.mark.e2e
+
 
 def test_form_uses_valid_parameters_and_refuses_bad_ones(demo_raw):
     namespace = dict(demo_raw)

@@ -2,6 +2,8 @@ import pytest
 
 from runbook_lib import webex
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("field, value", [
     ("forwarding_address", "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io"),
