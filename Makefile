@@ -8,7 +8,7 @@ KERNEL := runbook-kit
 LOCK   := requirements.lock
 LINTED := runbook_lib tests benchmarks
 
-.PHONY: demo test check lock recordings lab bench clean demo-secrets browser
+.PHONY: demo test check lint lock recordings lab bench clean demo-secrets browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,11 +41,14 @@ demo-secrets:
 	@chmod 600 params/demo/secrets/*.secret
 	@chmod go-w params/demo/secrets
 
-# Lint, formatting, types and the unit tests (pytest -m unit): seconds, for every commit. `make test` runs every tier.
-check: $(VENV)/.installed-dev demo-secrets
+# Lint, formatting and types: what every commit must pass (CI runs them through `make test`).
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy runbook_lib
+
+# Lint, formatting, types and the unit tests (pytest -m unit): seconds, for every commit. `make test` runs every tier.
+check: lint demo-secrets
 	$(BIN)/python -m pytest -m unit -q
 
 demo: $(VENV)/.installed demo-secrets
@@ -60,7 +63,7 @@ browser:
 	      || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "no chromium and no way to install it: the browser test will be skipped"; fi; }
 
-test: $(VENV)/.installed-dev demo-secrets browser
+test: lint demo-secrets browser
 	$(BIN)/python -m pytest
 
 # Regenerate every recording from the simulated tenants, then refresh the notebooks' stored outputs.

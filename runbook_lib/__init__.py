@@ -2,6 +2,7 @@
 
 Notebooks call into this package; all logic lives here so that tests can reach it.
 """
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

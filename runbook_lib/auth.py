@@ -15,6 +15,7 @@ In live mode the token cache is shared by the notebooks of one run (a file under
 0600, outside the archive); ``runbook run`` clears it before and after a run so no token outlives it.
 msal gets the transport's session as its HTTP client, so its calls are replayed and recorded too.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,8 +23,9 @@ import getpass
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msal
 
@@ -36,7 +38,8 @@ from .transport import Transport
 
 #: Delegated Graph scopes the operator consents to, with why each is needed (README lists them).
 OPERATOR_SCOPES = {
-    "Application.ReadWrite.All": "find, create and update the application; add its secret; create its service principal",
+    "Application.ReadWrite.All": "find, create and update the application; add its secret; "
+    "create its service principal",
     "AppRoleAssignment.ReadWrite.All": "grant admin consent for Exchange Online Mail.Send",
     "DelegatedPermissionGrant.ReadWrite.All": "grant tenant-wide consent for SMTP.Send (consent: admin)",
     "Policy.Read.All": "read whether users may consent to applications, and security defaults",
@@ -56,8 +59,13 @@ def auth_error(result: dict[str, Any]) -> AuthError:
     """msal returns errors as dicts; this names the AADSTS code and the step that fixes it."""
     codes = [int(c) for c in result.get("error_codes") or []]
     entry = next((knowledge.lookup("aadsts", c) for c in codes if knowledge.lookup("aadsts", c)), None)
-    return AuthError(result.get("error", "unknown_error"), codes, result.get("error_description", ""),
-                     fix=entry.fix if entry else "", step=entry.notebook if entry else "")
+    return AuthError(
+        result.get("error", "unknown_error"),
+        codes,
+        result.get("error_description", ""),
+        fix=entry.fix if entry else "",
+        step=entry.notebook if entry else "",
+    )
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -74,8 +82,13 @@ def identity(token: str) -> Identity:
     """The signed-in identity a token names: ``upn``/``preferred_username`` for a person, ``appid`` for an app."""
     c = claims(token)
     user = c.get("upn") or c.get("preferred_username")
-    return Identity(kind="user" if user else "application", name=str(user or c.get("appid", "unknown")),
-                    object_id=str(c.get("oid", "")), tenant_id=str(c.get("tid", "")), client_id=str(c.get("appid", "")))
+    return Identity(
+        kind="user" if user else "application",
+        name=str(user or c.get("appid", "unknown")),
+        object_id=str(c.get("oid", "")),
+        tenant_id=str(c.get("tid", "")),
+        client_id=str(c.get("appid", "")),
+    )
 
 
 def local_account() -> str:
@@ -106,16 +119,27 @@ class OperatorSignIn:
     """Gets the operator's tokens for one resource, ``graph`` or ``exchange`` (Exchange Online's admin API);
     ``show`` receives the device-code instructions; ``on_identity`` learns who signed in."""
 
-    def __init__(self, params: Params, endpoints: Endpoints, transport: Transport, *,
-                 show: Callable[[str], None] = print, resource: str = "graph",
-                 on_identity: Callable[[Identity], None] | None = None) -> None:
+    def __init__(
+        self,
+        params: Params,
+        endpoints: Endpoints,
+        transport: Transport,
+        *,
+        show: Callable[[str], None] = print,
+        resource: str = "graph",
+        on_identity: Callable[[Identity], None] | None = None,
+    ) -> None:
         self.transport = transport
         self.show = show
         self.on_identity = on_identity
         self.cache = _Cache(transport.token_cache)
         self._token: str | None = None
-        options: dict[str, Any] = dict(authority=endpoints.authority, http_client=transport.session,
-                                       token_cache=self.cache, instance_discovery=False)
+        options: dict[str, Any] = dict(
+            authority=endpoints.authority,
+            http_client=transport.session,
+            token_cache=self.cache,
+            instance_discovery=False,
+        )
         operator = params.operator
         graph = resource == "graph"
         if operator.sign_in == "device_code":
@@ -125,8 +149,10 @@ class OperatorSignIn:
             return
         secret = secrets.read(operator.secret) if operator.secret else None
         if not secret:
-            raise RunbookError(f"the operator secret ({operator.secret.describe() if operator.secret else 'none'}) is empty",
-                               fix="put the automation application's secret in the store the parameters name")
+            raise RunbookError(
+                f"the operator secret ({operator.secret.describe() if operator.secret else 'none'}) is empty",
+                fix="put the automation application's secret in the store the parameters name",
+            )
         self.scopes = [endpoints.graph_scope(".default") if graph else endpoints.exchange_scope]
         self.app = msal.ConfidentialClientApplication(operator.client_id, client_credential=secret, **options)
 
@@ -157,8 +183,9 @@ class OperatorSignIn:
         return set(str(payload.get("scp", "")).split()) | set(payload.get("roles", []))
 
 
-def device_flow(app: msal.PublicClientApplication, scopes: list[str], transport: Transport,
-                show: Callable[[str], None]) -> dict[str, Any]:
+def device_flow(
+    app: msal.PublicClientApplication, scopes: list[str], transport: Transport, show: Callable[[str], None]
+) -> dict[str, Any]:
     """A device-code sign-in: show the code, then poll (in the transport's time) until the person has signed in."""
     flow = app.initiate_device_flow(scopes=scopes)
     if "user_code" not in flow:
@@ -181,23 +208,38 @@ REPLICATING = {700016, 7000215}
 FIRST_WAIT = 5.0
 
 
-def app_token(endpoints: Endpoints, transport: Transport, client_id: str, secret: str, scope: str, *,
-              wait_up_to: float = 0.0, show: Callable[[str], None] = print) -> str:
+def app_token(
+    endpoints: Endpoints,
+    transport: Transport,
+    client_id: str,
+    secret: str,
+    scope: str,
+    *,
+    wait_up_to: float = 0.0,
+    show: Callable[[str], None] = print,
+) -> str:
     """An app-only token, as Webex Connect's application would get one. While a new application or secret
     replicates (``wait_up_to`` > 0: the secret is brand new) the token endpoint refuses it: wait, within
     ``wait_up_to`` seconds in all, saying so. A fresh msal app per attempt: msal caches a 400 for a minute."""
     waited, pause, attempt = 0.0, FIRST_WAIT, 1
     while True:
-        app = msal.ConfidentialClientApplication(client_id, client_credential=secret, authority=endpoints.authority,
-                                                 http_client=transport.session, instance_discovery=False)
+        app = msal.ConfidentialClientApplication(
+            client_id,
+            client_credential=secret,
+            authority=endpoints.authority,
+            http_client=transport.session,
+            instance_discovery=False,
+        )
         result = app.acquire_token_for_client([scope])
         if "access_token" in result:
             return str(result["access_token"])
         error = auth_error(result)
         if waited + pause > wait_up_to or not REPLICATING & set(error.codes):
             raise error
-        show(f"The token endpoint does not honour the new secret yet (AADSTS{error.codes[0]}); Entra ID is still "
-             f"replicating it. Waiting {pause:.0f} s ({waited:.0f} of at most {wait_up_to:.0f} s so far).")
+        show(
+            f"The token endpoint does not honour the new secret yet (AADSTS{error.codes[0]}); Entra ID is still "
+            f"replicating it. Waiting {pause:.0f} s ({waited:.0f} of at most {wait_up_to:.0f} s so far)."
+        )
         transport.counts.wait("POST token (client credentials)", 401, f"AADSTS{error.codes[0]}", pause, attempt)
         transport.clock.sleep(pause)
         waited += pause

@@ -9,17 +9,20 @@ the running ones to stop cleanly (their records are sealed ``interrupted``), a s
 once. ``--only-failed`` re-runs every tenant that did not end ``ok``. Batch records hold no parameter values
 beyond the files' paths, and so no secret.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -34,7 +37,7 @@ BATCHES = "_batches"
 class TenantOutcome:
     params_file: str
     tenant: str
-    status: str            # ok | failed | invalid | interrupted | not started: all but ok are run again by --only-failed
+    status: str  # ok | failed | invalid | interrupted | not started: all but ok are run again by --only-failed
     duration_s: float = 0.0
     writes: int = 0
     failing_step: str = ""
@@ -55,8 +58,14 @@ def _diagnosis(result: runner.RunResult) -> tuple[str, str]:
     return failed.step, " ".join(filter(None, [lines[0] if lines else "", fix]))
 
 
-def run_one(params_file: str, archive: str, steps: list[str] | None, cell_timeout: int,
-            signing_key: str | None = None, stop_file: str | None = None) -> dict[str, Any]:
+def run_one(
+    params_file: str,
+    archive: str,
+    steps: list[str] | None,
+    cell_timeout: int,
+    signing_key: str | None = None,
+    stop_file: str | None = None,
+) -> dict[str, Any]:
     """One tenant, start to sealed record; a plain function of plain values so Dask can ship it to a worker.
     Once the batch is stopping (``stop_file`` exists), a tenant not yet started is not started."""
     params = params_mod.load(params_file)
@@ -64,14 +73,33 @@ def run_one(params_file: str, archive: str, steps: list[str] | None, cell_timeou
         return asdict(TenantOutcome(params_file, params.tenant, "not started", diagnosis="the batch was interrupted"))
     started = time.monotonic()
     try:
-        result = runner.run(params, archive=Path(archive), steps=steps, progress=lambda _: None,
-                            cell_timeout=cell_timeout, signing_key=Path(signing_key) if signing_key else None)
-    except RunbookError as error:   # e.g. another run of this tenant holds the lock
-        return asdict(TenantOutcome(params_file, params.tenant, "failed", round(time.monotonic() - started, 1),
-                                    diagnosis=error.message))
+        result = runner.run(
+            params,
+            archive=Path(archive),
+            steps=steps,
+            progress=lambda _: None,
+            cell_timeout=cell_timeout,
+            signing_key=Path(signing_key) if signing_key else None,
+        )
+    except RunbookError as error:  # e.g. another run of this tenant holds the lock
+        return asdict(
+            TenantOutcome(
+                params_file, params.tenant, "failed", round(time.monotonic() - started, 1), diagnosis=error.message
+            )
+        )
     step, why = _diagnosis(result)
-    return asdict(TenantOutcome(params_file, params.tenant, result.status, round(time.monotonic() - started, 1),
-                                result.writes, step, why, str(result.record.relative_to(Path(archive)))))
+    return asdict(
+        TenantOutcome(
+            params_file,
+            params.tenant,
+            result.status,
+            round(time.monotonic() - started, 1),
+            result.writes,
+            step,
+            why,
+            str(result.record.relative_to(Path(archive))),
+        )
+    )
 
 
 def validate_all(files: list[str], archive: Path) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
@@ -83,8 +111,16 @@ def validate_all(files: list[str], archive: Path) -> tuple[list[tuple[str, str]]
             preflight.require(params, archive=archive, source=path)
             valid.append((path, params.tenant))
         except ParamsError as error:
-            invalid.append(asdict(TenantOutcome(path, Path(path).stem, "invalid",
-                                                diagnosis="; ".join(f"{k}: {v}" for k, v in error.problems.items()))))
+            invalid.append(
+                asdict(
+                    TenantOutcome(
+                        path,
+                        Path(path).stem,
+                        "invalid",
+                        diagnosis="; ".join(f"{k}: {v}" for k, v in error.problems.items()),
+                    )
+                )
+            )
     return valid, invalid
 
 
@@ -94,8 +130,10 @@ def failed_files(batch_record: Path) -> list[str]:
         data = json.loads((batch_record / "batch.json").read_text(encoding="utf-8"))
         tenants = data["tenants"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise RunbookError(f"{batch_record} is not a batch record: it has no readable batch.json",
-                           fix="give a folder such as archive/_batches/<UTC time>/") from None
+        raise RunbookError(
+            f"{batch_record} is not a batch record: it has no readable batch.json",
+            fix="give a folder such as archive/_batches/<UTC time>/",
+        ) from None
     return [t["params_file"] for t in tenants if t.get("status") != "ok"]
 
 
@@ -120,19 +158,32 @@ class _BatchRecord:
         self.save("running")
 
     def save(self, status: str) -> None:
-        data = {"status": status, "files": self.files, "tenants": sorted(self.outcomes.values(), key=lambda o: o["tenant"])}
+        data = {
+            "status": status,
+            "files": self.files,
+            "tenants": sorted(self.outcomes.values(), key=lambda o: o["tenant"]),
+        }
         tmp = self.folder / ".batch.json.tmp"
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, self.folder / "batch.json")
 
     def seal(self, signing_key: Path | None) -> Path:
         done = list(self.outcomes.values())
-        status = ("interrupted" if any(o["status"] in ("interrupted", "not started") for o in done)
-                  else "ok" if all(o["status"] == "ok" for o in done) else "failed")
+        status = (
+            "interrupted"
+            if any(o["status"] in ("interrupted", "not started") for o in done)
+            else "ok"
+            if all(o["status"] == "ok" for o in done)
+            else "failed"
+        )
         self.save(status)
         summary(done).to_csv(self.folder / "summary.csv", index=False)
-        manifest = {"kind": "batch", "status": status, "tenants": len(done),
-                    "files": integrity.file_hashes(self.folder)}
+        manifest = {
+            "kind": "batch",
+            "status": status,
+            "tenants": len(done),
+            "files": integrity.file_hashes(self.folder),
+        }
         (self.folder / records.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         integrity.seal(self.folder, signing_key=signing_key)
         return self.folder
@@ -151,20 +202,30 @@ class _Interrupts(interrupts.StopSignals):
     def handle(self, signum: int) -> None:
         self.stop_file.touch()
         forward = signal.SIGINT if self.count == 1 and signum == signal.SIGINT else signal.SIGTERM
-        self.report("Stopping the batch: no new tenant starts; running ones " +
-                    ("finish their request in flight and stop (Ctrl-C again to stop them at once)."
-                     if forward == signal.SIGINT else "stop now."))
+        self.report(
+            "Stopping the batch: no new tenant starts; running ones "
+            + (
+                "finish their request in flight and stop (Ctrl-C again to stop them at once)."
+                if forward == signal.SIGINT
+                else "stop now."
+            )
+        )
         for pid in self.workers():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, forward)
-            except ProcessLookupError:
-                pass
 
 
-def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | None = None,
-              archive: Path | None = None, cell_timeout: int = runner.CELL_TIMEOUT,
-              dask_scheduler: str | None = None, signing_key: Path | None = None,
-              progress: Callable[[str], None] = print) -> tuple[Path, pd.DataFrame]:
+def run_batch(
+    files: list[str],
+    *,
+    jobs: int | None = None,
+    steps: list[str] | None = None,
+    archive: Path | None = None,
+    cell_timeout: int = runner.CELL_TIMEOUT,
+    dask_scheduler: str | None = None,
+    signing_key: Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> tuple[Path, pd.DataFrame]:
     """Run every valid tenant; returns the sealed batch record's folder and the summary table."""
     archive = (archive or paths.archive_dir()).resolve()
     files = [str(Path(f).resolve()) for f in files]
@@ -187,7 +248,9 @@ def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | N
             from distributed import as_completed as dask_completed
 
             with Client(dask_scheduler) as client:
-                futures = [client.submit(run_one, f, str(archive), steps, cell_timeout, key, pure=False) for f, _ in valid]
+                futures = [
+                    client.submit(run_one, f, str(archive), steps, cell_timeout, key, pure=False) for f, _ in valid
+                ]
                 for done, future in enumerate(dask_completed(futures), start=1):
                     finished(future.result(), done)
         else:
@@ -198,17 +261,30 @@ def run_batch(files: list[str], *, jobs: int | None = None, steps: list[str] | N
     return folder, summary(list(outcomes.values()))
 
 
-def _run_pool(valid: list[tuple[str, str]], jobs: int | None, archive: Path, steps: list[str] | None,
-              cell_timeout: int, key: str | None, stop_file: Path, finished: Callable[[dict[str, Any], int], None],
-              progress: Callable[[str], None]) -> None:
+def _run_pool(
+    valid: list[tuple[str, str]],
+    jobs: int | None,
+    archive: Path,
+    steps: list[str] | None,
+    cell_timeout: int,
+    key: str | None,
+    stop_file: Path,
+    finished: Callable[[dict[str, Any], int], None],
+    progress: Callable[[str], None],
+) -> None:
     """Worker processes, forked from a clean server that has imported the kit; each tenant's run handles its
     own Ctrl-C (sealing its record), the workers ignore Ctrl-C between tenants, and a tenant not started when
     the batch is stopping is not started."""
-    with ProcessPoolExecutor(max_workers=jobs or os.cpu_count() or 2, mp_context=_workers(),
-                             initializer=_ignore_interrupts) as pool, _Interrupts(progress, stop_file) as interrupts:
+    with (
+        ProcessPoolExecutor(
+            max_workers=jobs or os.cpu_count() or 2, mp_context=_workers(), initializer=_ignore_interrupts
+        ) as pool,
+        _Interrupts(progress, stop_file) as interrupts,
+    ):
         interrupts.workers = lambda: [p.pid for p in (pool._processes or {}).values() if p.pid]
         futures: list[Future[dict[str, Any]]] = [
-            pool.submit(run_one, f, str(archive), steps, cell_timeout, key, str(stop_file)) for f, _ in valid]
+            pool.submit(run_one, f, str(archive), steps, cell_timeout, key, str(stop_file)) for f, _ in valid
+        ]
         for done, future in enumerate(as_completed(futures), start=1):
             finished(future.result(), done)
 
@@ -229,12 +305,15 @@ def _workers() -> Any:
 
 
 def _report(outcome: dict[str, Any], done: int, total: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    progress(f"[{done}/{total}] {outcome['tenant']}: {outcome['status']} in {outcome['duration_s']:.0f} s, "
-             f"{outcome['writes']} writes" + (f"; {outcome['failing_step']}: {outcome['diagnosis']}"
-                                              if outcome["status"] != "ok" else ""))
+    progress(
+        f"[{done}/{total}] {outcome['tenant']}: {outcome['status']} in {outcome['duration_s']:.0f} s, "
+        f"{outcome['writes']} writes"
+        + (f"; {outcome['failing_step']}: {outcome['diagnosis']}" if outcome["status"] != "ok" else "")
+    )
     return outcome
 
 
 def summary(outcomes: list[dict[str, Any]]) -> pd.DataFrame:
     columns = ["tenant", "status", "duration_s", "writes", "failing_step", "diagnosis", "record"]
-    return pd.DataFrame(sorted(outcomes, key=lambda o: o["tenant"]), columns=columns)
+    rows: list[dict[str, Any]] = sorted(outcomes, key=lambda o: str(o["tenant"]))
+    return pd.DataFrame(rows, columns=columns)

@@ -5,6 +5,7 @@ changes; only :mod:`runbook_lib.executor` sends their writes. A change is ``plan
 has applied it, then ``created``, ``updated`` or ``removed``; ``unchanged`` carries no write. Like an
 Ansible task result, a change says what was found (``before``) and what is wanted (``after``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -75,7 +76,7 @@ class Change:
     outcome: Outcome = field(default="updated", compare=False)
 
     @property
-    def applied(self) -> "Change":
+    def applied(self) -> Change:
         """This change as the tenant accepted it."""
         return replace(self, action=self.outcome, write=None)
 
@@ -86,8 +87,10 @@ class Change:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Change":
-        return cls(**{k: data.get(k) for k in ("resource", "name", "action", "summary", "before", "after")})
+    def from_dict(cls, data: dict[str, Any]) -> Change:
+        return cls(
+            data["resource"], data["name"], data["action"], data["summary"], data.get("before"), data.get("after")
+        )
 
     def _repr_html_(self) -> str:
         return changes_frame([self]).to_html(index=False)

@@ -3,6 +3,7 @@
 Exit codes: 0 success, 1 a step (or a check of a record) failed, 2 invalid parameters or usage (nothing was
 sent or written), 130 the run was interrupted (its record is sealed, holding every change made).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,9 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int
         overrides["mode"] = args.mode
     params = _load(args.params, overrides, _archive(args))
     steps = args.steps or (registry.plan_steps(params.steps) if plan else None)
-    result = runner.run(params, archive=_archive(args), steps=steps, signing_key=_signing_key(args),
-                        wait_lock=args.wait)
+    result = runner.run(
+        params, archive=_archive(args), steps=steps, signing_key=_signing_key(args), wait_lock=args.wait
+    )
     changes = [c for step in result.steps for c in step.changes]
     print("\nChanges:")
     print(changes_frame(changes).to_string(index=False) if changes else "  (none)")
@@ -91,9 +93,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not files:
         print("no parameter files given", file=sys.stderr)
         return 2
-    record, table = batch.run_batch(files, jobs=args.jobs, steps=args.steps, archive=_archive(args),
-                                    cell_timeout=args.cell_timeout, dask_scheduler=args.dask_scheduler,
-                                    signing_key=_signing_key(args))
+    record, table = batch.run_batch(
+        files,
+        jobs=args.jobs,
+        steps=args.steps,
+        archive=_archive(args),
+        cell_timeout=args.cell_timeout,
+        dask_scheduler=args.dask_scheduler,
+        signing_key=_signing_key(args),
+    )
     print("\n" + table.drop(columns=["record"]).to_string(index=False))
     print(f"\nBatch record: {record}")
     if (table["status"] == "interrupted").any() or (table["status"] == "not started").any():
@@ -138,14 +146,16 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from . import integrity
 
     key_id = integrity.generate_key(Path(args.private), Path(args.public))
-    print(f"key {key_id}: private key {args.private} (mode 0600; keep it where runs can read it and nobody else), "
-          f"public key {args.public} (give it to auditors for `runbook verify-record --public-key`)")
+    print(
+        f"key {key_id}: private key {args.private} (mode 0600; keep it where runs can read it and nobody else), "
+        f"public key {args.public} (give it to auditors for `runbook verify-record --public-key`)"
+    )
     return 0
 
 
 def lab_command(extra: list[str], folder: Path | None = None) -> list[str]:
     """JupyterLab on the kit's notebooks (or ``folder``), from this environment so the kit's kernel is there."""
-    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []   # containers, CI
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers, CI
     folder = folder or paths.project_root() / "notebooks"
     return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", *as_root, *extra]
 
@@ -162,12 +172,20 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     params = params_mod.load(args.params)
     if params.mode != "sandbox":
-        print(f"{args.params}: mode is {params.mode}, not sandbox: `runbook sandbox` acts only on training tenants",
-              file=sys.stderr)
+        print(
+            f"{args.params}: mode is {params.mode}, not sandbox: `runbook sandbox` acts only on training tenants",
+            file=sys.stderr,
+        )
         return 2
     if args.action == "reset":
-        print(f"{params.tenant}: " + ("sandbox reset; the next step starts from the seed" if state.reset(params.tenant)
-                                     else "had no sandbox; nothing to reset"))
+        print(
+            f"{params.tenant}: "
+            + (
+                "sandbox reset; the next step starts from the seed"
+                if state.reset(params.tenant)
+                else "had no sandbox; nothing to reset"
+            )
+        )
     else:
         print(f"{params.tenant}: {state.break_tenant(params.tenant, args.fault)}")
     return 0
@@ -226,30 +244,43 @@ def _seconds(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="runbook", description="Configure the Webex Connect Email app with "
-                                  "Office 365 OAuth 2.0, step by step, with a record of every run.")
+    top = argparse.ArgumentParser(
+        prog="runbook",
+        description="Configure the Webex Connect Email app with "
+        "Office 365 OAuth 2.0, step by step, with a record of every run.",
+    )
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check parameter files offline; print every bad field")
     p.add_argument("params", nargs="+")
     p.add_argument("--archive", help="archive folder the runs would use (default: archive/ in the kit)")
     p.set_defaults(func=cmd_validate)
-    for name, func, text in (("run", cmd_run, "run the steps for one tenant and archive the record"),
-                             ("plan", cmd_plan, "the changing steps with apply: false: the intended changes, no write")):
+    for name, func, text in (
+        ("run", cmd_run, "run the steps for one tenant and archive the record"),
+        ("plan", cmd_plan, "the changing steps with apply: false: the intended changes, no write"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("params")
         p.add_argument("--mode", choices=get_args(params_mod.Mode), help="override the file's mode")
         p.add_argument("--steps", nargs="+", choices=registry.NAMES, help="run only these steps, in this order")
         p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
         p.add_argument("--sign-key", help=f"Ed25519 private key to sign the record with (or ${SIGNING_KEY_ENV})")
-        p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
-                       help="wait this long for another run of the tenant to finish (default: stop at once)")
+        p.add_argument(
+            "--wait",
+            type=_seconds,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait this long for another run of the tenant to finish (default: stop at once)",
+        )
         p.set_defaults(func=func)
     p = sub.add_parser("batch", help="run many tenants in parallel; summary table and a batch record")
     p.add_argument("params", nargs="*")
     p.add_argument("--jobs", type=_positive, help="tenants at once (default: the number of cores)")
     p.add_argument("--steps", nargs="+", choices=registry.NAMES, help="run only these steps, e.g. 05_verify")
-    p.add_argument("--only-failed", metavar="BATCH_RECORD", help="run again the tenants of a batch record that did "
-                   "not end ok (failed, invalid, interrupted, not started)")
+    p.add_argument(
+        "--only-failed",
+        metavar="BATCH_RECORD",
+        help="run again the tenants of a batch record that did not end ok (failed, invalid, interrupted, not started)",
+    )
     p.add_argument("--cell-timeout", type=_positive, default=600, help="seconds a notebook cell may run (default 600)")
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the tenants on a Dask cluster (extra 'dask')")
     p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")

@@ -6,6 +6,7 @@ application's secrets by hint, and a value that *is* one of the Secret IDs is th
 A value that matches nothing was removed, rotated away, or belongs to another application: only a new
 secret (step 2) fixes that.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,9 +51,16 @@ class AppSecret:
 
 def app_secrets(app: dict[str, Any] | None) -> list[AppSecret]:
     """The application's secrets, in Graph's order."""
-    return [AppSecret(c["keyId"], c.get("hint") or "", c.get("displayName") or "", parse_time(c["endDateTime"]),
-                      parse_time(c["startDateTime"]) if c.get("startDateTime") else None)
-            for c in (app or {}).get("passwordCredentials") or []]
+    return [
+        AppSecret(
+            c["keyId"],
+            c.get("hint") or "",
+            c.get("displayName") or "",
+            parse_time(c["endDateTime"]),
+            parse_time(c["startDateTime"]) if c.get("startDateTime") else None,
+        )
+        for c in (app or {}).get("passwordCredentials") or []
+    ]
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class StoredMatch:
             "empty": f"the store {store} is empty",
             "secret id": f"the store {store} holds a Secret ID (keyId) of the application instead of a secret's Value",
             "no match": f"the value in the store {store} matches none of the application's secrets: it was removed "
-                        "or rotated away, or it belongs to another application",
+            "or rotated away, or it belongs to another application",
         }[self.kind]
 
 
@@ -84,6 +92,14 @@ def match_stored(value: str | None, secrets: list[AppSecret], now: datetime) -> 
 
 def table(secrets: list[AppSecret], now: datetime, renew_days: int) -> pd.DataFrame:
     """The secrets by hint and expiry, with their state: for people to read."""
-    rows = [{"hint": s.hint, "description": s.description, "expires": s.expires.date().isoformat(),
-             "state": s.state(now, renew_days), "keyId": s.key_id} for s in secrets]
+    rows = [
+        {
+            "hint": s.hint,
+            "description": s.description,
+            "expires": s.expires.date().isoformat(),
+            "state": s.state(now, renew_days),
+            "keyId": s.key_id,
+        }
+        for s in secrets
+    ]
     return pd.DataFrame(rows, columns=["hint", "description", "expires", "state", "keyId"])

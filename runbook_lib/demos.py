@@ -6,6 +6,7 @@ loopback, runs the tenant's notebooks in ``record`` mode through it (the live co
 requests, vcrpy with scrubbing), then re-executes the notebooks in replay to refresh the outputs
 that nbval compares. Nothing is edited by hand.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -32,9 +33,15 @@ def seed_file(params: params_mod.Params) -> Path:
     return paths.resolve(params.recordings) / "tenant.yaml"
 
 
-def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
-           overrides: dict[str, Any] | None = None, pending_polls: int = 1,
-           store: secrets.SecretRef | None = None) -> runner.RunResult:
+def record(
+    params_file: Path,
+    *,
+    canary: str = "",
+    archive: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    pending_polls: int = 1,
+    store: secrets.SecretRef | None = None,
+) -> runner.RunResult:
     """Run a demo tenant in record mode against its simulated tenant; returns the (throwaway) run.
     ``canary`` goes into every secret and token the tenant issues; ``pending_polls=0`` skips the
     device-code waits (leak tests do not need them in their recordings). The run keeps its secrets in
@@ -46,10 +53,14 @@ def record(params_file: Path, *, canary: str = "", archive: Path | None = None,
     tenant = SimulatedTenant(seed, canary=canary, pending_polls=pending_polls)
     with serve(tenant) as sandbox, tempfile.TemporaryDirectory() as tmp:
         store = store or secrets.private_copy(params.secret_store, Path(tmp) / "store")
-        raw.update(mode="record", endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()},
-                   secret_store=store.model_dump(exclude_none=True))
-        return runner.run(params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp) / "archive",
-                          wait_lock=LOCK_WAIT)
+        raw.update(
+            mode="record",
+            endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()},
+            secret_store=store.model_dump(exclude_none=True),
+        )
+        return runner.run(
+            params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp) / "archive", wait_lock=LOCK_WAIT
+        )
 
 
 #: demo scenarios of one tenant (tailspin, tailspin-pick) share its lock: the second waits for the first
@@ -72,31 +83,50 @@ def refresh_outputs() -> None:
     notebooks = paths.project_root() / "notebooks"
     for path in sorted(notebooks.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(nb, kernel_name=runner.kernel_name(), timeout=runner.CELL_TIMEOUT, record_timing=False,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb,
+            kernel_name=runner.kernel_name(),
+            timeout=runner.CELL_TIMEOUT,
+            record_timing=False,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
         nbformat.write(nb, path)
         print(f"refreshed outputs of {path.name}")
     for step, tenant in SCENARIO_NOTEBOOKS:
         target = scenario_notebook(step, tenant)
         target.parent.mkdir(parents=True, exist_ok=True)
         tenant_params = params_mod.load(paths.project_root() / "params" / "demo" / f"{tenant}.yaml")
-        papermill.execute_notebook(str(notebooks / f"{step}.ipynb"), str(target), parameters=tenant_params.public(),
-                                   kernel_name=runner.kernel_name(), cwd=str(target.parent), progress_bar=False)
+        papermill.execute_notebook(
+            str(notebooks / f"{step}.ipynb"),
+            str(target),
+            parameters=tenant_params.public(),
+            kernel_name=runner.kernel_name(),
+            cwd=str(target.parent),
+            progress_bar=False,
+        )
         print(f"refreshed {target.relative_to(paths.project_root())}")
 
 
 def _record_and_check(params_file: Path) -> bool:
-    """Record one tenant; right when it ends as its seed expects and every step that sent a request has its recording."""
+    """Record one tenant; right when it ends as its seed expects and every step that sent a request has its
+    recording."""
     result = record(params_file)
     params = params_mod.load(params_file)
     expected = yaml.safe_load(seed_file(params).read_text()).get("expect", "ok")
     outcome = "ok" if result.ok else "failed"
     folder = paths.resolve(params.recordings)
-    missing = [s.step for s in result.steps if s.counts.get("reads", 0) + s.counts.get("writes", 0)
-               + s.counts.get("auth", 0) and not (folder / f"{s.step}.yaml").exists()]
-    print(f"{params_file.stem}: recorded ({outcome}, expected {expected}); steps "
-          + ", ".join(f"{s.step} {s.status}" for s in result.steps)
-          + (f"; MISSING recordings of {', '.join(missing)}" if missing else ""), flush=True)
+    missing = [
+        s.step
+        for s in result.steps
+        if s.counts.get("reads", 0) + s.counts.get("writes", 0) + s.counts.get("auth", 0)
+        and not (folder / f"{s.step}.yaml").exists()
+    ]
+    print(
+        f"{params_file.stem}: recorded ({outcome}, expected {expected}); steps "
+        + ", ".join(f"{s.step} {s.status}" for s in result.steps)
+        + (f"; MISSING recordings of {', '.join(missing)}" if missing else ""),
+        flush=True,
+    )
     return outcome == expected and not missing
 
 

@@ -3,11 +3,13 @@
 Works on whatever the operator has: a Webex Connect log line, a non-delivery report, an msal error, a
 failed run's record. Unknown text gets an honest "not recognized" and what to collect next.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -20,15 +22,17 @@ if TYPE_CHECKING:
 AADSTS_RE = re.compile(r"AADSTS(\d{5,7})")
 SMTP_RE = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-COLLECT_NEXT = ("the complete error text (the whole NDR or log line), when it happened, any Trace ID, "
-                "Correlation ID or request-id in it, and which step or action produced it; then run "
-                "notebook 05_verify for the tenant")
+COLLECT_NEXT = (
+    "the complete error text (the whole NDR or log line), when it happened, any Trace ID, "
+    "Correlation ID or request-id in it, and which step or action produced it; then run "
+    "notebook 05_verify for the tenant"
+)
 
 
 def _context(text: str, start: int, end: int) -> str:
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
-    return text[line_start: line_end if line_end != -1 else len(text)].strip()[:200]
+    return text[line_start : line_end if line_end != -1 else len(text)].strip()[:200]
 
 
 def diagnose(text: str) -> list[Finding]:
@@ -56,12 +60,22 @@ def diagnose(text: str) -> list[Finding]:
 def table(findings: list[Finding]) -> pd.DataFrame:
     """Findings as a table, or the "not recognized" row saying what to collect next."""
     if not findings:
-        return pd.DataFrame([{"code": "(none)", "meaning": "not recognized: no known error code in this text",
-                              "fix": f"collect {COLLECT_NEXT}", "notebook": registry.TROUBLESHOOT}])
-    return pd.DataFrame([{"code": f.code, "meaning": f.meaning, "fix": f.fix, "notebook": f.notebook} for f in findings])
+        return pd.DataFrame(
+            [
+                {
+                    "code": "(none)",
+                    "meaning": "not recognized: no known error code in this text",
+                    "fix": f"collect {COLLECT_NEXT}",
+                    "notebook": registry.TROUBLESHOOT,
+                }
+            ]
+        )
+    return pd.DataFrame(
+        [{"code": f.code, "meaning": f.meaning, "fix": f.fix, "notebook": f.notebook} for f in findings]
+    )
 
 
-def explain(step: "Step", error_text: str = "", run_errors: list[str] | None = None) -> pd.DataFrame:
+def explain(step: Step, error_text: str = "", run_errors: list[str] | None = None) -> pd.DataFrame:
     """Diagnose this run's failures (``runbook run`` passes them), else ``error_text``, else the tenant's
     latest record; the findings go into the step's record."""
     if run_errors is not None:
@@ -104,5 +118,9 @@ def record_text(record: Path) -> str:
 
 def knowledge_table() -> pd.DataFrame:
     """The whole knowledge base, for reading."""
-    return pd.DataFrame([{"kind": e.kind, "code": e.code, "meaning": e.meaning, "fix": e.fix, "notebook": e.notebook}
-                         for e in knowledge.entries().values()])
+    return pd.DataFrame(
+        [
+            {"kind": e.kind, "code": e.code, "meaning": e.meaning, "fix": e.fix, "notebook": e.notebook}
+            for e in knowledge.entries().values()
+        ]
+    )

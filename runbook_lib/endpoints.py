@@ -4,6 +4,7 @@ Overrides (a proxy, a private endpoint, a test stand-in) change *where* requests
 resource* a token is for: scopes always come from the cloud's resource identifiers. What Webex Connect
 is told (step 4) always uses the cloud's public hosts, whatever the kit itself talks to.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,10 +84,13 @@ class Endpoints:
         return f"{self.graph_resource}/{name}"
 
 
-def for_params(params: "Params") -> Endpoints:
+def for_params(params: Params) -> Endpoints:
     """The cloud's endpoints with the parameter file's host overrides on top."""
     row = dict(CLOUDS[params.cloud])
-    public = {"public_authority_host": row["authority_host"], "public_smtp_host": row["smtp_host"],
-              "public_smtp_port": row["smtp_port"]}
+    public = {
+        "public_authority_host": row["authority_host"],
+        "public_smtp_host": row["smtp_host"],
+        "public_smtp_port": row["smtp_port"],
+    }
     row.update(params.endpoints.model_dump(exclude_none=True, include=set(HOST_FIELDS)))
     return Endpoints(tenant_id=params.tenant_id, **row, **public)

@@ -16,6 +16,7 @@ Lists Graph replaces whole (redirect URIs, required resource access) are merged,
 Objects just created are not read back, and Exchange Online's huge ``appRoleAssignedTo`` collection is
 never listed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,16 +43,18 @@ STEP = registry.APP_REGISTRATION
 UPSERT = {"Prefer": "create-if-missing"}
 #: what each kind of write needs when Graph answers 403: the scope, and the directory roles that may do it
 NEEDS = {
-    "application": "Application.ReadWrite.All and the Application Administrator or Cloud Application Administrator role",
+    "application": "Application.ReadWrite.All and the Application Administrator or Cloud Application "
+    "Administrator role",
     "admin consent": "AppRoleAssignment.ReadWrite.All with Application.Read.All, and a role that may grant admin "
-                     "consent (Cloud Application Administrator, Application Administrator or Global Administrator)",
+    "consent (Cloud Application Administrator, Application Administrator or Global Administrator)",
     "tenant-wide consent": "DelegatedPermissionGrant.ReadWrite.All and a role that may grant admin consent "
-                           "(Cloud Application Administrator, Application Administrator or Global Administrator)",
+    "(Cloud Application Administrator, Application Administrator or Global Administrator)",
     "client secret": "Application.ReadWrite.All, or ownership of the application",
 }
 
 
 # --- Exchange Online's permissions ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExchangeOnline:
@@ -62,78 +65,123 @@ class ExchangeOnline:
     smtp_send_scope: str
 
     def _repr_html_(self) -> str:
-        return pd.DataFrame({"value": {
-            "Office 365 Exchange Online service principal": self.sp_id,
-            "Mail.Send (application permission) ID": self.mail_send_role,
-            "SMTP.Send (delegated permission) ID": self.smtp_send_scope}}).to_html()
+        return pd.DataFrame(
+            {
+                "value": {
+                    "Office 365 Exchange Online service principal": self.sp_id,
+                    "Mail.Send (application permission) ID": self.mail_send_role,
+                    "SMTP.Send (delegated permission) ID": self.smtp_send_scope,
+                }
+            }
+        ).to_html()
 
     def __repr__(self) -> str:
-        return (f"Exchange Online service principal {self.sp_id}: Mail.Send is {self.mail_send_role}, "
-                f"SMTP.Send is {self.smtp_send_scope}")
+        return (
+            f"Exchange Online service principal {self.sp_id}: Mail.Send is {self.mail_send_role}, "
+            f"SMTP.Send is {self.smtp_send_scope}"
+        )
 
 
-def exchange_online(step: "Step") -> ExchangeOnline:
+def exchange_online(step: Step) -> ExchangeOnline:
     """Resolve Mail.Send and SMTP.Send by name (never hard-coded GUIDs)."""
-    sp = step.graph.get(f"/servicePrincipals(appId={key_segment(EXCHANGE_APP_ID)})",
-                        params={"$select": "id,appId,displayName,appRoles,oauth2PermissionScopes"}, missing_ok=True)
+    sp = step.graph.get(
+        f"/servicePrincipals(appId={key_segment(EXCHANGE_APP_ID)})",
+        params={"$select": "id,appId,displayName,appRoles,oauth2PermissionScopes"},
+        missing_ok=True,
+    )
     if sp is None:
-        raise StepFailed("this tenant has no Office 365 Exchange Online service principal, which means it has "
-                         "no Exchange Online licence: there is no mailbox service to send mail through",
-                         fix="add an Exchange Online (or Microsoft 365) licence to the tenant, then run step 2 again",
-                         step=STEP)
-    role = next((r["id"] for r in sp.get("appRoles", []) if r.get("value") == MAIL_SEND
-                 and "Application" in r.get("allowedMemberTypes", []) and r.get("isEnabled", True)), None)
-    scope = next((s["id"] for s in sp.get("oauth2PermissionScopes", []) if s.get("value") == SMTP_SEND
-                  and s.get("isEnabled", True)), None)
+        raise StepFailed(
+            "this tenant has no Office 365 Exchange Online service principal, which means it has "
+            "no Exchange Online licence: there is no mailbox service to send mail through",
+            fix="add an Exchange Online (or Microsoft 365) licence to the tenant, then run step 2 again",
+            step=STEP,
+        )
+    role = next(
+        (
+            r["id"]
+            for r in sp.get("appRoles", [])
+            if r.get("value") == MAIL_SEND
+            and "Application" in r.get("allowedMemberTypes", [])
+            and r.get("isEnabled", True)
+        ),
+        None,
+    )
+    scope = next(
+        (
+            s["id"]
+            for s in sp.get("oauth2PermissionScopes", [])
+            if s.get("value") == SMTP_SEND and s.get("isEnabled", True)
+        ),
+        None,
+    )
     if not role or not scope:
         missing = " and ".join(n for n, v in ((MAIL_SEND, role), (SMTP_SEND, scope)) if not v)
-        raise StepFailed(f"Exchange Online's service principal does not offer {missing}",
-                         fix="check the tenant's Exchange Online service; open a Microsoft support case", step=STEP)
+        raise StepFailed(
+            f"Exchange Online's service principal does not offer {missing}",
+            fix="check the tenant's Exchange Online service; open a Microsoft support case",
+            step=STEP,
+        )
     return ExchangeOnline(sp["id"], role, scope)
 
 
 # --- user consent -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class UserConsent:
-    policy: str          # "any app", "verified publishers and low-impact permissions", or "off"
-    mailbox_user_can_consent: bool | None   # None: depends on permission classifications
+    policy: str  # "any app", "verified publishers and low-impact permissions", or "off"
+    mailbox_user_can_consent: bool | None  # None: depends on permission classifications
     explanation: str
 
     def _repr_html_(self) -> str:
-        return pd.DataFrame({"value": {"user consent policy": self.policy,
-                                       "what it means here": self.explanation}}).to_html()
+        return pd.DataFrame(
+            {"value": {"user consent policy": self.policy, "what it means here": self.explanation}}
+        ).to_html()
 
     def __repr__(self) -> str:
         return f"User consent: {self.policy}. {self.explanation}"
 
 
-def user_consent(step: "Step") -> UserConsent:
+def user_consent(step: Step) -> UserConsent:
     """Can the mailbox user consent at Webex Connect's Generate Token? Read from the authorization policy."""
     policy = step.graph.get("/policies/authorizationPolicy")
     assigned = policy.get("defaultUserRolePermissions", {}).get("permissionGrantPoliciesAssigned", [])
     mine = [p.lower() for p in assigned if p.lower().startswith("managepermissiongrantsforself.")]
     if any(p.endswith("microsoft-user-default-legacy") for p in mine):
-        return UserConsent("any app", True, "users may consent to any application: the mailbox user can "
-                           "consent to SMTP.Send when Webex Connect's Generate Token asks")
+        return UserConsent(
+            "any app",
+            True,
+            "users may consent to any application: the mailbox user can "
+            "consent to SMTP.Send when Webex Connect's Generate Token asks",
+        )
     if mine:
-        return UserConsent("verified publishers and low-impact permissions", None,
-                           "users may consent only to permissions classified as low impact: unless SMTP.Send and "
-                           "offline_access are classified so, Generate Token will ask for admin approval")
-    return UserConsent("off", False, "user consent is turned off: the mailbox user cannot consent at Generate "
-                       "Token, so an administrator must grant tenant-wide consent for SMTP.Send")
+        return UserConsent(
+            "verified publishers and low-impact permissions",
+            None,
+            "users may consent only to permissions classified as low impact: unless SMTP.Send and "
+            "offline_access are classified so, Generate Token will ask for admin approval",
+        )
+    return UserConsent(
+        "off",
+        False,
+        "user consent is turned off: the mailbox user cannot consent at Generate "
+        "Token, so an administrator must grant tenant-wide consent for SMTP.Send",
+    )
 
 
-def require_consent_path(step: "Step", consent: UserConsent) -> None:
+def require_consent_path(step: Step, consent: UserConsent) -> None:
     """In consent mode ``user``, stop before any change when the user will not be able to consent."""
     if step.params.consent == "user" and consent.mailbox_user_can_consent is False:
-        raise StepFailed(f"consent mode is 'user' but {consent.explanation}",
-                         fix="set `consent: admin` in the parameters (the kit then grants tenant-wide consent for "
-                         "SMTP.Send), or allow user consent under Enterprise applications > Consent and permissions",
-                         step=STEP)
+        raise StepFailed(
+            f"consent mode is 'user' but {consent.explanation}",
+            fix="set `consent: admin` in the parameters (the kit then grants tenant-wide consent for "
+            "SMTP.Send), or allow user consent under Enterprise applications > Consent and permissions",
+            step=STEP,
+        )
 
 
 # --- the application ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DesiredApp:
@@ -142,33 +190,42 @@ class DesiredApp:
     display_name: str
     unique_name: str
     callback_url: str
-    access: tuple[tuple[str, str], ...]   # (permission ID, "Role" | "Scope") on Exchange Online
+    access: tuple[tuple[str, str], ...]  # (permission ID, "Role" | "Scope") on Exchange Online
 
 
-def desired_application(step: "Step", exo: ExchangeOnline) -> DesiredApp:
+def desired_application(step: Step, exo: ExchangeOnline) -> DesiredApp:
     app = step.params.application
-    return DesiredApp(app.display_name, app.key, step.params.webex.callback_url,
-                      ((exo.mail_send_role, "Role"), (exo.smtp_send_scope, "Scope")))
+    return DesiredApp(
+        app.display_name,
+        app.key,
+        step.params.webex.callback_url,
+        ((exo.mail_send_role, "Role"), (exo.smtp_send_scope, "Scope")),
+    )
 
 
-def find_application(step: "Step") -> dict[str, Any] | None:
+def find_application(step: Step) -> dict[str, Any] | None:
     """The application by ``app_id`` if given, else by its alternate key, else (made by hand) by display name;
     several by name stop the step. Found by key or ID, it is found at once after a create."""
     app = step.params.application
     if app.app_id:
-        found = step.graph.get(f"/applications(appId={key_segment(app.app_id)})",
-                               params={"$select": APP_SELECT}, missing_ok=True)
+        found = step.graph.get(
+            f"/applications(appId={key_segment(app.app_id)})", params={"$select": APP_SELECT}, missing_ok=True
+        )
         if found is None:
-            raise StepFailed(f"no application with client ID {app.app_id} in this tenant",
-                             fix="correct application.app_id, or remove it to find the application by its key",
-                             step=STEP)
+            raise StepFailed(
+                f"no application with client ID {app.app_id} in this tenant",
+                fix="correct application.app_id, or remove it to find the application by its key",
+                step=STEP,
+            )
         return found
-    keyed = step.graph.get(f"/applications(uniqueName={key_segment(app.key)})", params={"$select": APP_SELECT},
-                           missing_ok=True)
+    keyed = step.graph.get(
+        f"/applications(uniqueName={key_segment(app.key)})", params={"$select": APP_SELECT}, missing_ok=True
+    )
     if keyed is not None:
         return keyed
-    matches = step.graph.get_all("/applications", params={
-        "$filter": f"displayName eq {odata_quote(app.display_name)}", "$select": APP_SELECT})
+    matches = step.graph.get_all(
+        "/applications", params={"$filter": f"displayName eq {odata_quote(app.display_name)}", "$select": APP_SELECT}
+    )
     if len(matches) > 1:
         raise DuplicateApplications(app.display_name, matches)
     return matches[0] if matches else None
@@ -178,12 +235,22 @@ class DuplicateApplications(StepFailed):
     """Display names are not unique: the operator must say which application is ours."""
 
     def __init__(self, name: str, matches: list[dict[str, Any]]) -> None:
-        self.candidates = pd.DataFrame([{
-            "object ID": m["id"], "client ID": m["appId"], "created": m.get("createdDateTime", ""),
-            "redirect URIs": ", ".join((m.get("web") or {}).get("redirectUris", [])),
-        } for m in matches])
-        super().__init__(f"{len(matches)} applications are named {name!r}:\n{self.candidates.to_string(index=False)}",
-                         fix="set application.app_id to the client ID of the one to configure", step=STEP)
+        self.candidates = pd.DataFrame(
+            [
+                {
+                    "object ID": m["id"],
+                    "client ID": m["appId"],
+                    "created": m.get("createdDateTime", ""),
+                    "redirect URIs": ", ".join((m.get("web") or {}).get("redirectUris", [])),
+                }
+                for m in matches
+            ]
+        )
+        super().__init__(
+            f"{len(matches)} applications are named {name!r}:\n{self.candidates.to_string(index=False)}",
+            fix="set application.app_id to the client ID of the one to configure",
+            step=STEP,
+        )
 
 
 def _access(desired: DesiredApp) -> list[dict[str, str]]:
@@ -206,8 +273,10 @@ def _create_body(desired: DesiredApp) -> dict[str, Any]:
     return {
         "displayName": desired.display_name,
         "signInAudience": "AzureADMyOrg",
-        "web": {"redirectUris": [desired.callback_url],
-                "implicitGrantSettings": {"enableAccessTokenIssuance": True, "enableIdTokenIssuance": False}},
+        "web": {
+            "redirectUris": [desired.callback_url],
+            "implicitGrantSettings": {"enableAccessTokenIssuance": True, "enableIdTokenIssuance": False},
+        },
         "requiredResourceAccess": [{"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": _access(desired)}],
     }
 
@@ -239,31 +308,64 @@ def diff_application(current: dict[str, Any] | None, desired: DesiredApp) -> Cha
     """Create under the alternate key (idempotent), or patch only what differs."""
     if current is None:
         body = _create_body(desired)
-        return Change("application", desired.display_name, "planned", "create with redirect URI, implicit-grant "
-                      "access tokens and Exchange Online permissions", None, {"uniqueName": desired.unique_name, **body},
-                      Write("graph", "PATCH", f"/applications(uniqueName={key_segment(desired.unique_name)})", body,
-                            UPSERT, idempotent=True, needs=NEEDS["application"], keep=("id", "appId")),
-                      outcome="created")
+        return Change(
+            "application",
+            desired.display_name,
+            "planned",
+            "create with redirect URI, implicit-grant access tokens and Exchange Online permissions",
+            None,
+            {"uniqueName": desired.unique_name, **body},
+            Write(
+                "graph",
+                "PATCH",
+                f"/applications(uniqueName={key_segment(desired.unique_name)})",
+                body,
+                UPSERT,
+                idempotent=True,
+                needs=NEEDS["application"],
+                keep=("id", "appId"),
+            ),
+            outcome="created",
+        )
     ident = {"id": current["id"], "appId": current["appId"]}
     patch, why = _patch_body(current, desired)
     if not patch:
-        return unchanged("application", desired.display_name, "redirect URI, implicit grant and permissions as "
-                         "desired", ident)
-    return Change("application", desired.display_name, "planned", "; ".join(why),
-                  {**ident, **{k: current.get(k) for k in patch}}, patch,
-                  Write("graph", "PATCH", f"/applications/{current['id']}", patch, idempotent=True,
-                        retry_codes=("Request_ResourceNotFound",), needs=NEEDS["application"]))
+        return unchanged(
+            "application", desired.display_name, "redirect URI, implicit grant and permissions as desired", ident
+        )
+    return Change(
+        "application",
+        desired.display_name,
+        "planned",
+        "; ".join(why),
+        {**ident, **{k: current.get(k) for k in patch}},
+        patch,
+        Write(
+            "graph",
+            "PATCH",
+            f"/applications/{current['id']}",
+            patch,
+            idempotent=True,
+            retry_codes=("Request_ResourceNotFound",),
+            needs=NEEDS["application"],
+        ),
+    )
 
 
-def ensure_application(step: "Step", exo: ExchangeOnline, current: dict[str, Any] | None) -> tuple[Change, dict[str, Any] | None]:
+def ensure_application(
+    step: Step, exo: ExchangeOnline, current: dict[str, Any] | None
+) -> tuple[Change, dict[str, Any] | None]:
     """Create the application in one request, or patch what differs; returns the change and the app."""
     desired = desired_application(step, exo)
     change, answer = step.executor.apply(diff_application(current, desired))
     if change.action == "planned":
         return change, current
-    if current is None:   # created (201 with the object), or it existed under the key (204): read it by key
-        app = answer or step.graph.get(f"/applications(uniqueName={key_segment(desired.unique_name)})",
-                                       params={"$select": APP_SELECT}, retry_codes=("Request_ResourceNotFound",))
+    if current is None:  # created (201 with the object), or it existed under the key (204): read it by key
+        app = answer or step.graph.get(
+            f"/applications(uniqueName={key_segment(desired.unique_name)})",
+            params={"$select": APP_SELECT},
+            retry_codes=("Request_ResourceNotFound",),
+        )
     else:
         app = {**current, **(change.after or {})} if change.action == "updated" else current
     step.facts.client_id, step.facts.object_id = app["appId"], app["id"]
@@ -273,27 +375,52 @@ def ensure_application(step: "Step", exo: ExchangeOnline, current: dict[str, Any
 
 # --- the service principal and consent -----------------------------------------------------------
 
-def find_service_principal(step: "Step", app: dict[str, Any] | None, app_change: Change) -> dict[str, Any] | None:
+
+def find_service_principal(step: Step, app: dict[str, Any] | None, app_change: Change) -> dict[str, Any] | None:
     """The application's service principal, by its client ID; none to read for an application just created."""
     if app is None or app_change.action == "created":
         return None
-    return step.graph.get(f"/servicePrincipals(appId={key_segment(app['appId'])})",
-                          params={"$select": "id,appId,displayName"}, missing_ok=True)
+    return step.graph.get(
+        f"/servicePrincipals(appId={key_segment(app['appId'])})",
+        params={"$select": "id,appId,displayName"},
+        missing_ok=True,
+    )
 
 
 def diff_service_principal(app: dict[str, Any] | None, sp: dict[str, Any] | None, name: str) -> Change:
     """The application's service principal (its enterprise application), created idempotently by client ID."""
     if sp is not None:
         return unchanged("service principal", name, "exists", {"id": sp["id"]})
-    write = None if app is None else Write(
-        "graph", "PATCH", f"/servicePrincipals(appId={key_segment(app['appId'])})", {"displayName": name}, UPSERT,
-        idempotent=True, retry_codes=REPLICATION_CODES, needs=NEEDS["application"], keep=("id",))
-    return Change("service principal", name, "planned", "create", None, {"appId": (app or {}).get("appId", "(new)")},
-                  write, outcome="created")
+    write = (
+        None
+        if app is None
+        else Write(
+            "graph",
+            "PATCH",
+            f"/servicePrincipals(appId={key_segment(app['appId'])})",
+            {"displayName": name},
+            UPSERT,
+            idempotent=True,
+            retry_codes=REPLICATION_CODES,
+            needs=NEEDS["application"],
+            keep=("id",),
+        )
+    )
+    return Change(
+        "service principal",
+        name,
+        "planned",
+        "create",
+        None,
+        {"appId": (app or {}).get("appId", "(new)")},
+        write,
+        outcome="created",
+    )
 
 
-def ensure_service_principal(step: "Step", app: dict[str, Any] | None,
-                             app_change: Change) -> tuple[Change, dict[str, Any] | None]:
+def ensure_service_principal(
+    step: Step, app: dict[str, Any] | None, app_change: Change
+) -> tuple[Change, dict[str, Any] | None]:
     """Read (unless the application is new), diff, apply; returns the change and the service principal
     (None while only planned)."""
     name = step.params.application.display_name
@@ -302,8 +429,11 @@ def ensure_service_principal(step: "Step", app: dict[str, Any] | None,
     if change.action in ("unchanged", "planned"):
         return change, sp
     assert app is not None
-    return change, answer or step.graph.get(f"/servicePrincipals(appId={key_segment(app['appId'])})",
-                                            params={"$select": "id,appId,displayName"}, retry_codes=REPLICATION_CODES)
+    return change, answer or step.graph.get(
+        f"/servicePrincipals(appId={key_segment(app['appId'])})",
+        params={"$select": "id,appId,displayName"},
+        retry_codes=REPLICATION_CODES,
+    )
 
 
 def diff_mail_send_consent(sp_id: str | None, assignments: list[dict[str, Any]], exo: ExchangeOnline) -> Change:
@@ -311,20 +441,34 @@ def diff_mail_send_consent(sp_id: str | None, assignments: list[dict[str, Any]],
     wanted = {"principalId": sp_id or "(new)", "resourceId": exo.sp_id, "appRoleId": exo.mail_send_role}
     if any(a.get("resourceId") == exo.sp_id and a.get("appRoleId") == exo.mail_send_role for a in assignments):
         return unchanged("admin consent", MAIL_SEND, "granted", wanted)
-    write = None if sp_id is None else Write(
-        "graph", "POST", f"/servicePrincipals/{exo.sp_id}/appRoleAssignedTo", wanted, retry_codes=REPLICATION_CODES,
-        needs=NEEDS["admin consent"], keep=("id",),
-        confirm=Confirm("graph", "GET", f"/servicePrincipals/{sp_id}/appRoleAssignments",
-                        {"resourceId": exo.sp_id, "appRoleId": exo.mail_send_role}))
+    write = (
+        None
+        if sp_id is None
+        else Write(
+            "graph",
+            "POST",
+            f"/servicePrincipals/{exo.sp_id}/appRoleAssignedTo",
+            wanted,
+            retry_codes=REPLICATION_CODES,
+            needs=NEEDS["admin consent"],
+            keep=("id",),
+            confirm=Confirm(
+                "graph",
+                "GET",
+                f"/servicePrincipals/{sp_id}/appRoleAssignments",
+                {"resourceId": exo.sp_id, "appRoleId": exo.mail_send_role},
+            ),
+        )
+    )
     return Change("admin consent", MAIL_SEND, "planned", "grant admin consent", None, wanted, write, outcome="created")
 
 
-def role_assignments(step: "Step", sp_id: str | None) -> list[dict[str, Any]]:
+def role_assignments(step: Step, sp_id: str | None) -> list[dict[str, Any]]:
     """Our service principal's own app role assignments (never the resource's huge appRoleAssignedTo)."""
     return step.graph.get_all(f"/servicePrincipals/{sp_id}/appRoleAssignments") if sp_id else []
 
 
-def ensure_mail_send_consent(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline, sp_change: Change) -> Change:
+def ensure_mail_send_consent(step: Step, sp: dict[str, Any] | None, exo: ExchangeOnline, sp_change: Change) -> Change:
     """Read our service principal's own assignments (unless it is new), diff, apply."""
     sp_id = sp["id"] if sp else None
     assignments = [] if sp_change.action == "created" else role_assignments(step, sp_id)
@@ -339,119 +483,231 @@ def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: E
         return unchanged("tenant-wide consent", SMTP_SEND, "granted", {"scope": grant["scope"]})
     scope = " ".join(scopes + [SMTP_SEND])
     if grant is not None:
-        return Change("tenant-wide consent", SMTP_SEND, "planned", "add SMTP.Send to the existing grant",
-                      {"scope": grant["scope"]}, {"scope": scope},
-                      Write("graph", "PATCH", f"/oauth2PermissionGrants/{grant['id']}", {"scope": scope},
-                            idempotent=True, needs=NEEDS["tenant-wide consent"]))
-    write = None if sp_id is None else Write(
-        "graph", "POST", "/oauth2PermissionGrants", {**wanted, "scope": scope}, retry_codes=REPLICATION_CODES,
-        needs=NEEDS["tenant-wide consent"], keep=("id",),
-        confirm=Confirm("graph", "GET", "/oauth2PermissionGrants", {"resourceId": exo.sp_id, "consentType": "AllPrincipals"},
-                        params={"$filter": f"clientId eq {odata_quote(sp_id)}"}))
-    return Change("tenant-wide consent", SMTP_SEND, "planned", "grant tenant-wide consent", None,
-                  {**wanted, "scope": scope}, write, outcome="created")
+        return Change(
+            "tenant-wide consent",
+            SMTP_SEND,
+            "planned",
+            "add SMTP.Send to the existing grant",
+            {"scope": grant["scope"]},
+            {"scope": scope},
+            Write(
+                "graph",
+                "PATCH",
+                f"/oauth2PermissionGrants/{grant['id']}",
+                {"scope": scope},
+                idempotent=True,
+                needs=NEEDS["tenant-wide consent"],
+            ),
+        )
+    write = (
+        None
+        if sp_id is None
+        else Write(
+            "graph",
+            "POST",
+            "/oauth2PermissionGrants",
+            {**wanted, "scope": scope},
+            retry_codes=REPLICATION_CODES,
+            needs=NEEDS["tenant-wide consent"],
+            keep=("id",),
+            confirm=Confirm(
+                "graph",
+                "GET",
+                "/oauth2PermissionGrants",
+                {"resourceId": exo.sp_id, "consentType": "AllPrincipals"},
+                params={"$filter": f"clientId eq {odata_quote(sp_id)}"},
+            ),
+        )
+    )
+    return Change(
+        "tenant-wide consent",
+        SMTP_SEND,
+        "planned",
+        "grant tenant-wide consent",
+        None,
+        {**wanted, "scope": scope},
+        write,
+        outcome="created",
+    )
 
 
-def find_smtp_send_grant(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline,
-                         sp_change: Change | None = None) -> dict[str, Any] | None:
+def find_smtp_send_grant(
+    step: Step, sp: dict[str, Any] | None, exo: ExchangeOnline, sp_change: Change | None = None
+) -> dict[str, Any] | None:
     """The tenant-wide SMTP.Send grant of our service principal; none to read for a new one."""
     if sp is None or (sp_change is not None and sp_change.action == "created"):
         return None
     grants = step.graph.get_all("/oauth2PermissionGrants", params={"$filter": f"clientId eq {odata_quote(sp['id'])}"})
-    return next((g for g in grants if g.get("resourceId") == exo.sp_id and g.get("consentType") == "AllPrincipals"), None)
+    return next(
+        (g for g in grants if g.get("resourceId") == exo.sp_id and g.get("consentType") == "AllPrincipals"), None
+    )
 
 
-def ensure_delegated_consent(step: "Step", sp: dict[str, Any] | None, exo: ExchangeOnline, consent: UserConsent,
-                             sp_change: Change) -> Change | str:
+def ensure_delegated_consent(
+    step: Step, sp: dict[str, Any] | None, exo: ExchangeOnline, consent: UserConsent, sp_change: Change
+) -> Change | str:
     """consent: admin grants SMTP.Send tenant-wide; consent: user leaves it to Generate Token."""
     if step.params.consent == "admin":
         grant = find_smtp_send_grant(step, sp, exo, sp_change)
         return step.executor.apply(diff_smtp_send_grant(sp["id"] if sp else None, grant, exo))[0]
-    return ("consent: user, so the mailbox user consents to SMTP.Send at Webex Connect's Generate Token "
-            f"(user consent policy: {consent.policy}); no tenant-wide grant is made")
+    return (
+        "consent: user, so the mailbox user consents to SMTP.Send at Webex Connect's Generate Token "
+        f"(user consent policy: {consent.policy}); no tenant-wide grant is made"
+    )
 
 
 # --- the client secret --------------------------------------------------------------------------
 
-def stored_match(step: "Step", app: dict[str, Any] | None) -> client_secrets.StoredMatch:
+
+def stored_match(step: Step, app: dict[str, Any] | None) -> client_secrets.StoredMatch:
     """What the secret store holds, among the application's secrets."""
-    return client_secrets.match_stored(secrets.read(step.params.secret_store), client_secrets.app_secrets(app),
-                                       step.clock.now())
+    return client_secrets.match_stored(
+        secrets.read(step.params.secret_store), client_secrets.app_secrets(app), step.clock.now()
+    )
 
 
-def secrets_table(step: "Step", app: dict[str, Any] | None) -> pd.DataFrame:
+def secrets_table(step: Step, app: dict[str, Any] | None) -> pd.DataFrame:
     """The application's secrets by hint and expiry (values are never readable), with their state."""
-    return client_secrets.table(client_secrets.app_secrets(app), step.clock.now(),
-                                step.params.application.secret_renew_days)
+    return client_secrets.table(
+        client_secrets.app_secrets(app), step.clock.now(), step.params.application.secret_renew_days
+    )
 
 
 def diff_expired_secrets(app: dict[str, Any] | None, step_now: Any, remove: bool) -> list[Change]:
     """Expired secrets to remove (only when ``application.remove_expired_secrets`` says so)."""
     if app is None or not remove:
         return []
-    return [Change("expired client secret", f"hint {s.hint}", "planned", "remove",
-                   {"hint": s.hint, "expired": s.expires.date().isoformat(), "keyId": s.key_id}, None,
-                   Write("graph", "POST", f"/applications/{app['id']}/removePassword", {"keyId": s.key_id},
-                         needs=NEEDS["client secret"]), outcome="removed")
-            for s in client_secrets.app_secrets(app) if s.state(step_now, 0) == "expired"]
+    return [
+        Change(
+            "expired client secret",
+            f"hint {s.hint}",
+            "planned",
+            "remove",
+            {"hint": s.hint, "expired": s.expires.date().isoformat(), "keyId": s.key_id},
+            None,
+            Write(
+                "graph",
+                "POST",
+                f"/applications/{app['id']}/removePassword",
+                {"keyId": s.key_id},
+                needs=NEEDS["client secret"],
+            ),
+            outcome="removed",
+        )
+        for s in client_secrets.app_secrets(app)
+        if s.state(step_now, 0) == "expired"
+    ]
 
 
-def prune_expired_secrets(step: "Step", app: dict[str, Any] | None) -> list[Change]:
+def prune_expired_secrets(step: Step, app: dict[str, Any] | None) -> list[Change]:
     """Remove expired secrets, only when ``application.remove_expired_secrets`` says so."""
     done = []
     for change in diff_expired_secrets(app, step.clock.now(), step.params.application.remove_expired_secrets):
         applied, _ = step.executor.apply(change)
         if applied.action == "removed" and app is not None:
-            app["passwordCredentials"] = [c for c in app["passwordCredentials"]
-                                          if c["keyId"] != (change.before or {}).get("keyId")]
+            app["passwordCredentials"] = [
+                c for c in app["passwordCredentials"] if c["keyId"] != (change.before or {}).get("keyId")
+            ]
         done.append(applied)
     return done
 
 
-def diff_secret(app: dict[str, Any] | None, match: client_secrets.StoredMatch, store: str, *, now: Any,
-                renew_days: int, lifetime_days: int) -> Change:
+def diff_secret(
+    app: dict[str, Any] | None,
+    match: client_secrets.StoredMatch,
+    store: str,
+    *,
+    now: Any,
+    renew_days: int,
+    lifetime_days: int,
+) -> Change:
     """Keep the stored secret while it is valid for longer than ``renew_days``; otherwise add a new one."""
     cred = match.secret
     if match.kind == "matched" and cred is not None and cred.state(now, renew_days) == "valid":
         facts = {"hint": cred.hint, "expires": cred.expires.date().isoformat(), "keyId": cred.key_id, "store": store}
         return unchanged("client secret", store, f"valid until {facts['expires']}; value is in the store", facts)
-    reason = (f"the stored secret expires on {cred.expires.date().isoformat()}" if match.kind == "matched" and cred
-              else match.explain(store))
-    body = {"passwordCredential": {"displayName": f"Webex Connect (runbook {now.date().isoformat()})",
-                                   "endDateTime": (now + timedelta(days=lifetime_days)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
-    write = None if app is None else Write(
-        "graph", "POST", f"/applications/{app['id']}/addPassword", body, retry_codes=REPLICATION_CODES,
-        needs=NEEDS["client secret"], keep=("keyId", "hint", "endDateTime"))
-    return Change("client secret", store, "planned", f"add a new secret ({reason})", None, {"store": store}, write,
-                  outcome="created")
+    reason = (
+        f"the stored secret expires on {cred.expires.date().isoformat()}"
+        if match.kind == "matched" and cred
+        else match.explain(store)
+    )
+    body = {
+        "passwordCredential": {
+            "displayName": f"Webex Connect (runbook {now.date().isoformat()})",
+            "endDateTime": (now + timedelta(days=lifetime_days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+    write = (
+        None
+        if app is None
+        else Write(
+            "graph",
+            "POST",
+            f"/applications/{app['id']}/addPassword",
+            body,
+            retry_codes=REPLICATION_CODES,
+            needs=NEEDS["client secret"],
+            keep=("keyId", "hint", "endDateTime"),
+        )
+    )
+    return Change(
+        "client secret",
+        store,
+        "planned",
+        f"add a new secret ({reason})",
+        None,
+        {"store": store},
+        write,
+        outcome="created",
+    )
 
 
-def ensure_secret(step: "Step", app: dict[str, Any] | None) -> Change:
+def ensure_secret(step: Step, app: dict[str, Any] | None) -> Change:
     """A valid client secret whose value is in the secret store; a new one only when needed. The new value
     goes straight into the store; the record keeps its hint, Secret ID and a fingerprint."""
     store = step.params.secret_store
     application = step.params.application
     match = stored_match(step, app)
-    change, answer = step.executor.apply(diff_secret(app, match, store.describe(), now=step.clock.now(),
-                                                     renew_days=application.secret_renew_days,
-                                                     lifetime_days=application.secret_lifetime_days))
+    change, answer = step.executor.apply(
+        diff_secret(
+            app,
+            match,
+            store.describe(),
+            now=step.clock.now(),
+            renew_days=application.secret_renew_days,
+            lifetime_days=application.secret_lifetime_days,
+        )
+    )
     if change.action == "unchanged" and match.secret is not None:
-        step.facts.secret = SecretFacts(match.secret.hint, match.secret.expires.date().isoformat(),
-                                        match.secret.key_id, store.describe())
+        step.facts.secret = SecretFacts(
+            match.secret.hint, match.secret.expires.date().isoformat(), match.secret.key_id, store.describe()
+        )
     elif change.action == "created" and answer is not None and app is not None:
         where = secrets.write(store, answer["secretText"])
         app.setdefault("passwordCredentials", []).append({k: v for k, v in answer.items() if k != "secretText"})
-        step.facts.secret = SecretFacts(answer["hint"], client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
-                                        answer["keyId"], store.describe(), secrets.fingerprint(answer["secretText"]))
-        change = Change(change.resource, change.name, change.action, f"{change.summary}; {where}", change.before,
-                        {**(change.after or {}), "fingerprint": step.facts.secret.fingerprint})
+        step.facts.secret = SecretFacts(
+            answer["hint"],
+            client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
+            answer["keyId"],
+            store.describe(),
+            secrets.fingerprint(answer["secretText"]),
+        )
+        change = Change(
+            change.resource,
+            change.name,
+            change.action,
+            f"{change.summary}; {where}",
+            change.before,
+            {**(change.after or {}), "fingerprint": step.facts.secret.fingerprint},
+        )
         step.result.changes[-1] = change
     return change
 
 
 # --- the operator and the summary ------------------------------------------------------------------
 
-def needed_permissions(step: "Step") -> dict[str, str]:
+
+def needed_permissions(step: Step) -> dict[str, str]:
     """The Graph permissions this step's writes need, with why; read-only ones fail later with a clear 403."""
     from .auth import OPERATOR_SCOPES
 
@@ -461,31 +717,36 @@ def needed_permissions(step: "Step") -> dict[str, str]:
     return {name: OPERATOR_SCOPES[name] for name in names}
 
 
-def check_operator(step: "Step") -> pd.DataFrame:
+def check_operator(step: Step) -> pd.DataFrame:
     """Sign in, then stop before any change if the token lacks a permission a write will need."""
     granted = step.signin.granted()
     needed = needed_permissions(step)
     table = pd.DataFrame([{"permission": n, "needed to": why, "granted": n in granted} for n, why in needed.items()])
     missing = [n for n in needed if n not in granted]
     if missing:
-        raise StepFailed(f"the signed-in operator lacks {', '.join(missing)}; nothing was changed",
-                         fix="sign in as an Application Administrator or Cloud Application Administrator and "
-                         "accept the consent prompt for these scopes, or have a Global Administrator grant them "
-                         "to the operator client", step=STEP)
+        raise StepFailed(
+            f"the signed-in operator lacks {', '.join(missing)}; nothing was changed",
+            fix="sign in as an Application Administrator or Cloud Application Administrator and "
+            "accept the consent prompt for these scopes, or have a Global Administrator grant them "
+            "to the operator client",
+            step=STEP,
+        )
     return table
 
 
-def summary(step: "Step", app: dict[str, Any] | None, consent: UserConsent) -> pd.DataFrame:
+def summary(step: Step, app: dict[str, Any] | None, consent: UserConsent) -> pd.DataFrame:
     """What step 4 will need, and whether the mailbox user can consent: recorded as the step's facts."""
     secret = step.facts.secret
     rows = {
         "Directory (tenant) ID": step.params.tenant_id,
         "Application (client) ID": (app or {}).get("appId", "(planned)"),
         "Object ID": (app or {}).get("id", "(planned)"),
-        "Unique name (alternate key)": (app or {}).get("uniqueName") or
-                                       ("(made by hand: none)" if app else step.params.application.key),
+        "Unique name (alternate key)": (app or {}).get("uniqueName")
+        or ("(made by hand: none)" if app else step.params.application.key),
         "Redirect URI": step.params.webex.callback_url,
-        "Client secret": f"hint {secret.hint}..., expires {secret.expires}, in {secret.store}" if secret else "(planned)",
+        "Client secret": f"hint {secret.hint}..., expires {secret.expires}, in {secret.store}"
+        if secret
+        else "(planned)",
         "User consent": consent.policy + (" (admin consent granted instead)" if step.params.consent == "admin" else ""),
     }
     step.facts.client_id = rows["Application (client) ID"]

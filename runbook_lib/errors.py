@@ -4,6 +4,7 @@ Notebooks show these without a stack trace (see ``runbook_lib.step``); the CLI p
 exits non-zero. No message may contain a secret: messages are built from codes, names and
 request IDs only.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -78,11 +79,22 @@ class AuthError(RunbookError):
 class GraphError(RunbookError):
     """Microsoft Graph answered with an error body; branch on ``code``, quote ``request_id``."""
 
-    def __init__(self, status: int, code: str, message: str, request_id: str, method: str, url: str,
-                 *, codes: frozenset[str] = frozenset(), body: dict | None = None, fix: str = "",
-                 step: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        request_id: str,
+        method: str,
+        url: str,
+        *,
+        codes: frozenset[str] = frozenset(),
+        body: dict | None = None,
+        fix: str = "",
+        step: str = "",
+    ) -> None:
         self.status = status
-        self.body = body or {}   # the parsed error body (error bodies carry no secrets)
+        self.body = body or {}  # the parsed error body (error bodies carry no secrets)
         self.code = code
         self.codes = codes | {code}
         self.request_id = request_id
@@ -101,8 +113,11 @@ class Interrupted(RunbookError):
     """The operator asked the run to stop (Ctrl-C, SIGTERM): the step stopped before its next request."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, fix="run the same command again: every step reads before it writes, so it "
-                         "continues from where the tenant is now")
+        super().__init__(
+            message,
+            fix="run the same command again: every step reads before it writes, so it "
+            "continues from where the tenant is now",
+        )
 
 
 class OutcomeUnknown(RunbookError):
@@ -116,10 +131,15 @@ class LockHeld(RunbookError):
     def __init__(self, tenant_id: str, application: str, holder: dict[str, Any], waited: float = 0.0) -> None:
         self.holder = holder
         if holder:
-            who = (f"{holder.get('command', 'a run')} for tenant {holder.get('tenant', '?')} (pid {holder.get('pid', '?')}, "
-                   f"user {holder.get('user', '?')} on {holder.get('host', '?')}) since {holder.get('since', '?')}")
+            who = (
+                f"{holder.get('command', 'a run')} for tenant {holder.get('tenant', '?')} "
+                f"(pid {holder.get('pid', '?')}, "
+                f"user {holder.get('user', '?')} on {holder.get('host', '?')}) since {holder.get('since', '?')}"
+            )
         else:
             who = "another process (it has not written its name yet)"
         after = f" after waiting {waited:g} s" if waited else ""
-        super().__init__(f"tenant {tenant_id}, application {application!r}: locked by {who}{after}",
-                         fix="wait for it to finish, or run with --wait SECONDS")
+        super().__init__(
+            f"tenant {tenant_id}, application {application!r}: locked by {who}{after}",
+            fix="wait for it to finish, or run with --wait SECONDS",
+        )

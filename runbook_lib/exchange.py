@@ -22,6 +22,7 @@ first check.
 Optional reads (security defaults, the tenant-wide SMTP AUTH setting) that fail become warnings with their
 reason: no write depends on them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,18 +42,21 @@ if TYPE_CHECKING:
 STEP = registry.MAILBOX
 SCRIPT_NAME = "mailbox.ps1"
 USER_SELECT = "id,mail,userPrincipalName,accountEnabled,assignedPlans,provisionedPlans"
-EXCHANGE_ADMIN_NEEDS = ("an Exchange Administrator (or Global Administrator) role; for automation the application "
-                        "needs Exchange.ManageAsApp and the Exchange Administrator role; or use mailbox.apply_with: "
-                        "powershell")
+EXCHANGE_ADMIN_NEEDS = (
+    "an Exchange Administrator (or Global Administrator) role; for automation the application "
+    "needs Exchange.ManageAsApp and the Exchange Administrator role; or use mailbox.apply_with: "
+    "powershell"
+)
 
 
 # --- the mailbox user (Graph) --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class MailboxKind:
     """What Graph (and, where it can, Exchange) says about the user's mailbox."""
 
-    kind: str            # "Exchange Online", "being provisioned", "none", "unknown from Graph", "shared", ...
+    kind: str  # "Exchange Online", "being provisioned", "none", "unknown from Graph", "shared", ...
     usable: bool | None  # None: Graph cannot tell; Exchange (admin API or the script) decides
     explanation: str
 
@@ -63,60 +67,93 @@ def mailbox_kind(user: dict[str, Any]) -> MailboxKind:
     if any(p.get("provisioningStatus") == "Success" and p.get("capabilityStatus") == "Enabled" for p in plans):
         return MailboxKind("Exchange Online", True, "Exchange Online is provisioned for the user")
     if any(str(p.get("provisioningStatus", "")).startswith("Pending") for p in plans):
-        return MailboxKind("being provisioned", False, "Exchange Online is still being provisioned for the user "
-                           "(a licence was assigned recently)")
+        return MailboxKind(
+            "being provisioned",
+            False,
+            "Exchange Online is still being provisioned for the user (a licence was assigned recently)",
+        )
     if not user.get("mail"):
         return MailboxKind("none", False, "the user has no mailbox: no Exchange Online licence, and no mail address")
-    return MailboxKind("unknown from Graph", None, "the user has a mail address but no Exchange Online plan: a "
-                       "shared mailbox, a mailbox on-premises, or a licence removed; Graph cannot tell which")
+    return MailboxKind(
+        "unknown from Graph",
+        None,
+        "the user has a mail address but no Exchange Online plan: a "
+        "shared mailbox, a mailbox on-premises, or a licence removed; Graph cannot tell which",
+    )
 
 
-def check_mailbox_user(step: "Step") -> pd.DataFrame:
+def check_mailbox_user(step: Step) -> pd.DataFrame:
     """The mailbox user exists, is enabled, its UPN is the email ID, and Exchange Online serves its mailbox."""
     upn = step.params.webex.email_id
     user = step.graph.get(f"/users/{url_quote(upn)}", params={"$select": USER_SELECT}, missing_ok=True)
     if user is None:
-        by_mail = step.graph.get_all("/users", params={"$filter": f"mail eq {odata_quote(upn)}", "$select": USER_SELECT})
+        by_mail = step.graph.get_all(
+            "/users", params={"$filter": f"mail eq {odata_quote(upn)}", "$select": USER_SELECT}
+        )
         if by_mail:
-            raise StepFailed(f"{upn} is the mail address of {by_mail[0]['userPrincipalName']}, not its user "
-                             "principal name (UPN); Webex Connect signs in and authenticates SMTP with the UPN",
-                             fix=f"set webex.email_id to {by_mail[0]['userPrincipalName']} (in Webex Connect too)",
-                             step=registry.WEBEX_VALUES)
-        raise StepFailed(f"there is no user {upn} in this tenant",
-                         fix="check webex.email_id against Microsoft 365 admin center > Users > Active users",
-                         step=registry.WEBEX_VALUES)
+            raise StepFailed(
+                f"{upn} is the mail address of {by_mail[0]['userPrincipalName']}, not its user "
+                "principal name (UPN); Webex Connect signs in and authenticates SMTP with the UPN",
+                fix=f"set webex.email_id to {by_mail[0]['userPrincipalName']} (in Webex Connect too)",
+                step=registry.WEBEX_VALUES,
+            )
+        raise StepFailed(
+            f"there is no user {upn} in this tenant",
+            fix="check webex.email_id against Microsoft 365 admin center > Users > Active users",
+            step=registry.WEBEX_VALUES,
+        )
     kind = mailbox_kind(user)
     if kind.usable is False:
-        raise StepFailed(f"{upn}: {kind.explanation}",
-                         fix="assign a licence that includes Exchange Online and wait until the mailbox exists "
-                         "(minutes to hours), or choose a cloud mailbox", step=STEP)
+        raise StepFailed(
+            f"{upn}: {kind.explanation}",
+            fix="assign a licence that includes Exchange Online and wait until the mailbox exists "
+            "(minutes to hours), or choose a cloud mailbox",
+            step=STEP,
+        )
     if not user.get("accountEnabled", True) and kind.usable:
-        raise StepFailed(f"the account {upn} is disabled: it could not sign in at Generate Token",
-                         fix="unblock sign-in for the account in Microsoft 365 admin center", step=STEP)
+        raise StepFailed(
+            f"the account {upn} is disabled: it could not sign in at Generate Token",
+            fix="unblock sign-in for the account in Microsoft 365 admin center",
+            step=STEP,
+        )
     step.facts.mailbox_user = {"id": user["id"], "upn": user["userPrincipalName"]}
     step.facts.mailbox_kind = kind.kind
     if kind.usable is None:
-        step.facts.warn(f"{upn}: {kind.explanation}. " + (
-            "The admin API's Get-Mailbox decides below." if step.params.mailbox.apply_with == "adminapi"
-            else "The PowerShell script checks it first (Get-EXOMailbox) and stops for an on-premises mailbox."))
+        step.facts.warn(
+            f"{upn}: {kind.explanation}. "
+            + (
+                "The admin API's Get-Mailbox decides below."
+                if step.params.mailbox.apply_with == "adminapi"
+                else "The PowerShell script checks it first (Get-EXOMailbox) and stops for an on-premises mailbox."
+            )
+        )
     defaults = security_defaults(step)
-    return pd.DataFrame({"value": {
-        "user principal name": user["userPrincipalName"],
-        "account enabled": bool(user.get("accountEnabled", True)),
-        "mailbox (from Graph)": kind.explanation,
-        "security defaults": {True: "ON: they block SMTP AUTH even when it is enabled on the mailbox; turn them off "
-                                    "or use Conditional Access instead", False: "off",
-                              None: "not read (see the warnings)"}[defaults],
-    }})
+    return pd.DataFrame(
+        {
+            "value": {
+                "user principal name": user["userPrincipalName"],
+                "account enabled": bool(user.get("accountEnabled", True)),
+                "mailbox (from Graph)": kind.explanation,
+                "security defaults": {
+                    True: "ON: they block SMTP AUTH even when it is enabled on the mailbox; turn them off "
+                    "or use Conditional Access instead",
+                    False: "off",
+                    None: "not read (see the warnings)",
+                }[defaults],
+            }
+        }
+    )
 
 
-def security_defaults(step: "Step") -> bool | None:
+def security_defaults(step: Step) -> bool | None:
     """Whether security defaults are on: an optional read, a warning when it fails."""
     try:
         defaults = step.graph.get("/policies/identitySecurityDefaultsEnforcementPolicy")
     except (GraphError, OutcomeUnknown) as error:
-        step.facts.warn(f"security defaults could not be read ({error.message.splitlines()[0]}); they block SMTP AUTH "
-                        "when on: check Microsoft Entra admin center > Properties > Manage security defaults")
+        step.facts.warn(
+            f"security defaults could not be read ({error.message.splitlines()[0]}); they block SMTP AUTH "
+            "when on: check Microsoft Entra admin center > Properties > Manage security defaults"
+        )
         return None
     step.facts.security_defaults = bool(defaults.get("isEnabled"))
     return step.facts.security_defaults
@@ -124,10 +161,16 @@ def security_defaults(step: "Step") -> bool | None:
 
 # --- Exchange's own answers (admin API) -------------------------------------------------------------
 
-def settings(step: "Step") -> powershell.Settings:
+
+def settings(step: Step) -> powershell.Settings:
     mailbox = step.params.mailbox
-    return powershell.Settings(step.params.webex.email_id, step.params.webex.forwarding_address,
-                               mailbox.keep_copy, mailbox.forwarding_policy, mailbox.use_default_policy)
+    return powershell.Settings(
+        step.params.webex.email_id,
+        step.params.webex.forwarding_address,
+        mailbox.keep_copy,
+        mailbox.forwarding_policy,
+        mailbox.use_default_policy,
+    )
 
 
 def cmdlet_body(cmdlet: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -137,19 +180,28 @@ def cmdlet_body(cmdlet: str, parameters: dict[str, Any] | None = None) -> dict[s
 def admin_error(cmdlet: str, error: GraphError) -> StepFailed:
     """The admin API hides its real message: dig it out of ``details`` or ``innererror``."""
     if error.status in (401, 403):
-        return StepFailed(f"Exchange Online refused {cmdlet} (HTTP {error.status})",
-                          fix=f"sign in with {EXCHANGE_ADMIN_NEEDS}", step=STEP)
+        return StepFailed(
+            f"Exchange Online refused {cmdlet} (HTTP {error.status})",
+            fix=f"sign in with {EXCHANGE_ADMIN_NEEDS}",
+            step=STEP,
+        )
     inner = error.body.get("error", {})
     details = inner.get("details") or [{}]
-    nested = (details[0].get("message") or
-              ((inner.get("innererror") or {}).get("internalexception") or {}).get("message") or inner.get("message", ""))
-    return StepFailed(f"{cmdlet} failed: {nested} (request-id {error.request_id or 'none'})",
-                      fix="check the mailbox and policy names; run the generated PowerShell script to see "
-                      "Exchange's full answer", step=STEP)
+    nested = (
+        details[0].get("message")
+        or ((inner.get("innererror") or {}).get("internalexception") or {}).get("message")
+        or inner.get("message", "")
+    )
+    return StepFailed(
+        f"{cmdlet} failed: {nested} (request-id {error.request_id or 'none'})",
+        fix="check the mailbox and policy names; run the generated PowerShell script to see Exchange's full answer",
+        step=STEP,
+    )
 
 
-def invoke(step: "Step", cmdlet: str, parameters: dict[str, Any] | None = None, *,
-           missing: StepFailed | None = None) -> list[dict[str, Any]]:
+def invoke(
+    step: Step, cmdlet: str, parameters: dict[str, Any] | None = None, *, missing: StepFailed | None = None
+) -> list[dict[str, Any]]:
     """Run one read-only cmdlet (Get-*) through the admin API: a read, retried like any read. ``missing`` is
     the error to give when Exchange answers that the object does not exist (rather than refusing)."""
     try:
@@ -163,8 +215,14 @@ def invoke(step: "Step", cmdlet: str, parameters: dict[str, Any] | None = None, 
 
 def cmdlet_write(cmdlet: str, parameters: dict[str, Any]) -> Write:
     """A cmdlet that changes something: Set-* are idempotent (the same values again), New-* are not."""
-    return Write("exchange", "POST", "/InvokeCommand", cmdlet_body(cmdlet, parameters),
-                 idempotent=cmdlet.startswith("Set-"), needs=EXCHANGE_ADMIN_NEEDS)
+    return Write(
+        "exchange",
+        "POST",
+        "/InvokeCommand",
+        cmdlet_body(cmdlet, parameters),
+        idempotent=cmdlet.startswith("Set-"),
+        needs=EXCHANGE_ADMIN_NEEDS,
+    )
 
 
 @dataclass(frozen=True)
@@ -181,18 +239,26 @@ class MailboxState:
     default_mode: str
 
 
-def read_state(step: "Step") -> MailboxState:
+def read_state(step: Step) -> MailboxState:
     """Read-only cmdlets: the mailbox (its type, SMTP AUTH, forwarding), the tenant's SMTP AUTH, the policies."""
     mailbox = step.params.webex.email_id
-    box = invoke(step, "Get-Mailbox", {"Identity": mailbox}, missing=StepFailed(
-        f"Exchange Online has no mailbox {mailbox}: it is on-premises, or has no Exchange Online licence",
-        fix="choose a cloud mailbox, or assign an Exchange Online licence and wait for the mailbox to be created",
-        step=STEP))[0]
+    box = invoke(
+        step,
+        "Get-Mailbox",
+        {"Identity": mailbox},
+        missing=StepFailed(
+            f"Exchange Online has no mailbox {mailbox}: it is on-premises, or has no Exchange Online licence",
+            fix="choose a cloud mailbox, or assign an Exchange Online licence and wait for the mailbox to be created",
+            step=STEP,
+        ),
+    )[0]
     recipient_type = str(box.get("RecipientTypeDetails", "UserMailbox"))
     if recipient_type == "SharedMailbox":
-        step.facts.warn(f"{mailbox} is a shared mailbox: nobody signs in to it (sign-in is blocked by design), so at "
-                        "Generate Token Webex Connect needs 'Login ID For Generating Token': a licensed user with "
-                        "Send As on the shared mailbox, whose own SMTP AUTH must be on")
+        step.facts.warn(
+            f"{mailbox} is a shared mailbox: nobody signs in to it (sign-in is blocked by design), so at "
+            "Generate Token Webex Connect needs 'Login ID For Generating Token': a licensed user with "
+            "Send As on the shared mailbox, whose own SMTP AUTH must be on"
+        )
     step.facts.mailbox_kind = recipient_type
     cas = invoke(step, "Get-CASMailbox", {"Identity": mailbox})[0]
     name = step.params.mailbox.forwarding_policy
@@ -203,25 +269,29 @@ def read_state(step: "Step") -> MailboxState:
         recipient_type=recipient_type,
         smtp_auth_disabled=cas.get("SmtpClientAuthenticationDisabled"),
         tenant_smtp_auth_disabled=tenant_smtp_auth_disabled(step),
-        forwarding=box.get("ForwardingSmtpAddress"), keep_copy=bool(box.get("DeliverToMailboxAndForward")),
+        forwarding=box.get("ForwardingSmtpAddress"),
+        keep_copy=bool(box.get("DeliverToMailboxAndForward")),
         policy=next((p for p in policies if p.get("Name") == name), None),
         rule=next((r for r in rules if r.get("Name") == name), None),
-        default_mode=str(default.get("AutoForwardingMode", "Automatic")))
+        default_mode=str(default.get("AutoForwardingMode", "Automatic")),
+    )
 
 
-def tenant_smtp_auth_disabled(step: "Step") -> bool | None:
+def tenant_smtp_auth_disabled(step: Step) -> bool | None:
     """The tenant-wide SMTP AUTH setting (the mailbox's own wins): optional, a warning when unreadable."""
     try:
         value = bool(invoke(step, "Get-TransportConfig")[0].get("SmtpClientAuthenticationDisabled"))
     except (StepFailed, OutcomeUnknown, IndexError) as error:
-        step.facts.warn(f"the tenant-wide SMTP AUTH setting could not be read ({error}); the mailbox's own setting "
-                        "decides anyway")
+        step.facts.warn(
+            f"the tenant-wide SMTP AUTH setting could not be read ({error}); the mailbox's own setting decides anyway"
+        )
         return None
     step.facts.tenant_smtp_auth_disabled = value
     return value
 
 
 # --- the settings as changes ---------------------------------------------------------------------------
+
 
 def _same_address(current: str | None, wanted: str) -> bool:
     return (current or "").lower().removeprefix("smtp:") == wanted.lower()
@@ -231,25 +301,60 @@ def diff_smtp_auth(state: MailboxState | None, mailbox: str) -> Change:
     on = {"SmtpClientAuthenticationDisabled": False}
     if state is not None and state.smtp_auth_disabled is False:
         return unchanged("authenticated SMTP", mailbox, "enabled", on)
-    before = None if state is None else {"SmtpClientAuthenticationDisabled": state.smtp_auth_disabled,
-                                         "tenant-wide SmtpClientAuthenticationDisabled": state.tenant_smtp_auth_disabled}
-    return Change("authenticated SMTP", mailbox, "planned", "enable SMTP AUTH for the mailbox", before, on,
-                  cmdlet_write("Set-CASMailbox", {"Identity": mailbox, "SmtpClientAuthenticationDisabled": False})
-                  if state is not None else None)
+    before = (
+        None
+        if state is None
+        else {
+            "SmtpClientAuthenticationDisabled": state.smtp_auth_disabled,
+            "tenant-wide SmtpClientAuthenticationDisabled": state.tenant_smtp_auth_disabled,
+        }
+    )
+    return Change(
+        "authenticated SMTP",
+        mailbox,
+        "planned",
+        "enable SMTP AUTH for the mailbox",
+        before,
+        on,
+        cmdlet_write("Set-CASMailbox", {"Identity": mailbox, "SmtpClientAuthenticationDisabled": False})
+        if state is not None
+        else None,
+    )
 
 
 def diff_forwarding(state: MailboxState | None, wanted: powershell.Settings) -> Change:
-    forward = {"ForwardingSmtpAddress": f"smtp:{wanted.forwarding_address}", "DeliverToMailboxAndForward": wanted.keep_copy}
-    if state is not None and _same_address(state.forwarding, wanted.forwarding_address) and state.keep_copy == wanted.keep_copy:
+    forward = {
+        "ForwardingSmtpAddress": f"smtp:{wanted.forwarding_address}",
+        "DeliverToMailboxAndForward": wanted.keep_copy,
+    }
+    if (
+        state is not None
+        and _same_address(state.forwarding, wanted.forwarding_address)
+        and state.keep_copy == wanted.keep_copy
+    ):
         return unchanged("mailbox forwarding", wanted.mailbox, "forwards to Webex Connect", forward)
-    replacing = state is not None and state.forwarding and not _same_address(state.forwarding, wanted.forwarding_address)
-    summary = (f"replace forwarding to {(state.forwarding or '').removeprefix('smtp:')} with Webex Connect's address"
-               if state is not None and replacing
-               else "forward every message to Webex Connect" + (", keeping a copy" if wanted.keep_copy else ""))
-    before = None if state is None else {"ForwardingSmtpAddress": state.forwarding,
-                                         "DeliverToMailboxAndForward": state.keep_copy}
-    return Change("mailbox forwarding", wanted.mailbox, "planned", summary, before, forward,
-                  cmdlet_write("Set-Mailbox", {"Identity": wanted.mailbox, **forward}) if state is not None else None)
+    replacing = (
+        state is not None and state.forwarding and not _same_address(state.forwarding, wanted.forwarding_address)
+    )
+    summary = (
+        f"replace forwarding to {(state.forwarding or '').removeprefix('smtp:')} with Webex Connect's address"
+        if state is not None and replacing
+        else "forward every message to Webex Connect" + (", keeping a copy" if wanted.keep_copy else "")
+    )
+    before = (
+        None
+        if state is None
+        else {"ForwardingSmtpAddress": state.forwarding, "DeliverToMailboxAndForward": state.keep_copy}
+    )
+    return Change(
+        "mailbox forwarding",
+        wanted.mailbox,
+        "planned",
+        summary,
+        before,
+        forward,
+        cmdlet_write("Set-Mailbox", {"Identity": wanted.mailbox, **forward}) if state is not None else None,
+    )
 
 
 def diff_external_forwarding(state: MailboxState | None, wanted: powershell.Settings) -> list[Change]:
@@ -259,11 +364,19 @@ def diff_external_forwarding(state: MailboxState | None, wanted: powershell.Sett
         after = {"policy": "Default", "AutoForwardingMode": "On"}
         if state is not None and state.default_mode == "On":
             return [unchanged("external forwarding", "Default policy", "allowed", after)]
-        return [Change("external forwarding", "Default policy", "planned", "allow automatic forwarding for every "
-                       "sender (Default policy)", None if state is None else {"AutoForwardingMode": state.default_mode},
-                       after, cmdlet_write("Set-HostedOutboundSpamFilterPolicy", {"Identity": "Default",
-                                                                                   "AutoForwardingMode": "On"})
-                       if state is not None else None)]
+        return [
+            Change(
+                "external forwarding",
+                "Default policy",
+                "planned",
+                "allow automatic forwarding for every sender (Default policy)",
+                None if state is None else {"AutoForwardingMode": state.default_mode},
+                after,
+                cmdlet_write("Set-HostedOutboundSpamFilterPolicy", {"Identity": "Default", "AutoForwardingMode": "On"})
+                if state is not None
+                else None,
+            )
+        ]
     return [_diff_policy(state, wanted), _diff_rule(state, wanted)]
 
 
@@ -274,13 +387,27 @@ def _diff_policy(state: MailboxState | None, wanted: powershell.Settings) -> Cha
         return unchanged("outbound spam policy", wanted.policy, "allows automatic forwarding", after)
     default = f" (Default policy: {state.default_mode})" if state is not None else ""
     if policy is None:
-        return Change("outbound spam policy", wanted.policy, "planned", "create a dedicated policy allowing automatic "
-                      f"forwarding{default}", None, after,
-                      cmdlet_write("New-HostedOutboundSpamFilterPolicy", {"Name": wanted.policy, "AutoForwardingMode": "On"})
-                      if state is not None else None, outcome="created")
-    return Change("outbound spam policy", wanted.policy, "planned", "allow automatic forwarding",
-                  {"AutoForwardingMode": policy.get("AutoForwardingMode")}, after,
-                  cmdlet_write("Set-HostedOutboundSpamFilterPolicy", {"Identity": wanted.policy, "AutoForwardingMode": "On"}))
+        return Change(
+            "outbound spam policy",
+            wanted.policy,
+            "planned",
+            f"create a dedicated policy allowing automatic forwarding{default}",
+            None,
+            after,
+            cmdlet_write("New-HostedOutboundSpamFilterPolicy", {"Name": wanted.policy, "AutoForwardingMode": "On"})
+            if state is not None
+            else None,
+            outcome="created",
+        )
+    return Change(
+        "outbound spam policy",
+        wanted.policy,
+        "planned",
+        "allow automatic forwarding",
+        {"AutoForwardingMode": policy.get("AutoForwardingMode")},
+        after,
+        cmdlet_write("Set-HostedOutboundSpamFilterPolicy", {"Identity": wanted.policy, "AutoForwardingMode": "On"}),
+    )
 
 
 def _diff_rule(state: MailboxState | None, wanted: powershell.Settings) -> Change:
@@ -289,29 +416,55 @@ def _diff_rule(state: MailboxState | None, wanted: powershell.Settings) -> Chang
     if rule is not None and wanted.mailbox.lower() in [s.lower() for s in senders]:
         return unchanged("outbound spam rule", wanted.policy, "covers this sender", {"From": senders})
     if rule is None:
-        return Change("outbound spam rule", wanted.policy, "planned", "create a rule applying the policy to this "
-                      "sender only", None, {"From": [wanted.mailbox]},
-                      cmdlet_write("New-HostedOutboundSpamFilterRule", {"Name": wanted.policy, "HostedOutboundSpamFilterPolicy":
-                                                                        wanted.policy, "From": [wanted.mailbox]})
-                      if state is not None else None, outcome="created")
-    return Change("outbound spam rule", wanted.policy, "planned", "add this sender to the rule", {"From": senders},
-                  {"From": senders + [wanted.mailbox]},
-                  cmdlet_write("Set-HostedOutboundSpamFilterRule", {"Identity": wanted.policy, "From": senders + [wanted.mailbox]}))
+        return Change(
+            "outbound spam rule",
+            wanted.policy,
+            "planned",
+            "create a rule applying the policy to this sender only",
+            None,
+            {"From": [wanted.mailbox]},
+            cmdlet_write(
+                "New-HostedOutboundSpamFilterRule",
+                {"Name": wanted.policy, "HostedOutboundSpamFilterPolicy": wanted.policy, "From": [wanted.mailbox]},
+            )
+            if state is not None
+            else None,
+            outcome="created",
+        )
+    return Change(
+        "outbound spam rule",
+        wanted.policy,
+        "planned",
+        "add this sender to the rule",
+        {"From": senders},
+        {"From": senders + [wanted.mailbox]},
+        cmdlet_write(
+            "Set-HostedOutboundSpamFilterRule", {"Identity": wanted.policy, "From": senders + [wanted.mailbox]}
+        ),
+    )
 
 
 #: the script's section for each kind of change
-SECTIONS = {"authenticated SMTP": "smtp_auth", "mailbox forwarding": "forwarding", "external forwarding":
-            "external_forwarding", "outbound spam policy": "external_forwarding", "outbound spam rule": "external_forwarding"}
+SECTIONS = {
+    "authenticated SMTP": "smtp_auth",
+    "mailbox forwarding": "forwarding",
+    "external forwarding": "external_forwarding",
+    "outbound spam policy": "external_forwarding",
+    "outbound spam rule": "external_forwarding",
+}
 
 
 def diff_mailbox(state: MailboxState | None, wanted: powershell.Settings) -> list[Change]:
     """Every setting as a change: ``planned`` where it differs (or is unknown: powershell mode), else ``unchanged``.
     Without a state (powershell mode) the changes carry no write: the script applies them."""
-    return [diff_smtp_auth(state, wanted.mailbox), diff_forwarding(state, wanted),
-            *diff_external_forwarding(state, wanted)]
+    return [
+        diff_smtp_auth(state, wanted.mailbox),
+        diff_forwarding(state, wanted),
+        *diff_external_forwarding(state, wanted),
+    ]
 
 
-def configure(step: "Step") -> pd.DataFrame:
+def configure(step: Step) -> pd.DataFrame:
     """Read (adminapi), diff, apply or plan, and write the script; returns the changes as a table."""
     state = read_state(step) if step.params.mailbox.apply_with == "adminapi" else None
     if state is not None:
@@ -325,8 +478,12 @@ def configure(step: "Step") -> pd.DataFrame:
             cmdlet = change.write.body["CmdletInput"]["CmdletName"] if change.write else change.resource
             raise admin_error(cmdlet, error) from error
     differing = {SECTIONS[c.resource] for c in changes if c.action != "unchanged"}
-    text = powershell.script(wanted, tenant=step.params.tenant, version=__version__,
-                             date=step.clock.now().date().isoformat(), sections=differing)
+    text = powershell.script(
+        wanted,
+        tenant=step.params.tenant,
+        version=__version__,
+        date=step.clock.now().date().isoformat(),
+        sections=differing,
+    )
     step.artifact(SCRIPT_NAME, text)
     return step.changes()
-

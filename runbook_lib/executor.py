@@ -11,10 +11,12 @@ Given a :class:`~runbook_lib.changes.Change` from a ``diff_*`` function, :meth:`
 
 This is the only code that knows about ``apply``: verify calls the diff functions and never an executor.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from . import interrupts
 from .changes import Change, Confirm, Service, Write
@@ -26,8 +28,15 @@ from .journal import Journal
 class Executor:
     """Applies a step's changes through its API clients, journaling each accepted one."""
 
-    def __init__(self, clients: Mapping[Service, Callable[[], Graph]], journal: Journal, *, step: str,
-                 apply: bool, record: Callable[[Change], None]) -> None:
+    def __init__(
+        self,
+        clients: Mapping[Service, Callable[[], Graph]],
+        journal: Journal,
+        *,
+        step: str,
+        apply: bool,
+        record: Callable[[Change], None],
+    ) -> None:
         self.clients = clients
         self.journal = journal
         self.step = step
@@ -35,10 +44,15 @@ class Executor:
         self.record = record
 
     @classmethod
-    def for_step(cls, step: Any) -> "Executor":
+    def for_step(cls, step: Any) -> Executor:
         """The executor of a notebook's step: its clients, its journal, its ``apply`` parameter."""
-        return cls({"graph": lambda: step.graph, "exchange": lambda: step.exchange}, step.journal,
-                   step=step.name, apply=step.params.apply, record=step.record)
+        return cls(
+            {"graph": lambda: step.graph, "exchange": lambda: step.exchange},
+            step.journal,
+            step=step.name,
+            apply=step.params.apply,
+            record=step.record,
+        )
 
     @property
     def planning(self) -> bool:
@@ -51,10 +65,10 @@ class Executor:
         if write is None or change.action != "planned" or not self.apply_writes:
             self.record(change)
             return change, None
-        with interrupts.deferred():   # a Ctrl-C waits until the accepted write is journaled
+        with interrupts.deferred():  # a Ctrl-C waits until the accepted write is journaled
             answer = self._send(write)
             applied = change.applied
-            if write.upsert and answer is None:   # 204: it existed already (another run made it): updated
+            if write.upsert and answer is None:  # 204: it existed already (another run made it): updated
                 applied = replace(applied, action="updated", summary=applied.summary + " (it existed already)")
             if write.keep and isinstance(answer, dict):
                 applied = replace(applied, after={**(applied.after or {}), **{k: answer.get(k) for k in write.keep}})
@@ -72,21 +86,30 @@ class Executor:
             found = self._confirmed(write.confirm)
             if found is not None:
                 return found
-            return self._request(client, write)   # it did not happen: sending it again is safe
+            return self._request(client, write)  # it did not happen: sending it again is safe
 
     @staticmethod
     def _request(client: Graph, write: Write) -> Any:
         try:
-            return client.request(write.method, write.path, body=write.body, headers=write.headers,
-                                  retry_codes=write.retry_codes, idempotent=write.idempotent)
+            return client.request(
+                write.method,
+                write.path,
+                body=write.body,
+                headers=write.headers,
+                retry_codes=write.retry_codes,
+                idempotent=write.idempotent,
+            )
         except GraphError as error:
             if error.status != 403 or not write.needs:
                 raise
-            raise StepFailed(f"Microsoft refused the change ({error.message})",
-                             fix=f"this change needs {write.needs}; sign in with an account that has it") from error
+            raise StepFailed(
+                f"Microsoft refused the change ({error.message})",
+                fix=f"this change needs {write.needs}; sign in with an account that has it",
+            ) from error
 
     def _confirmed(self, confirm: Confirm) -> dict[str, Any] | None:
-        answer = self.clients[confirm.service]().request(confirm.method, confirm.path, body=confirm.body,
-                                                         params=dict(confirm.params or {}), idempotent=True)
+        answer = self.clients[confirm.service]().request(
+            confirm.method, confirm.path, body=confirm.body, params=dict(confirm.params or {}), idempotent=True
+        )
         items = (answer or {}).get("value", []) if isinstance(answer, dict) else []
         return next((item for item in items if all(item.get(k) == v for k, v in confirm.match.items())), None)

@@ -14,10 +14,12 @@ Retry policy (what is safe to repeat, bounded by ``network.attempts`` and ``netw
 Every retry and its wait is counted in the transport's :class:`~runbook_lib.transport.Counts`, and so lands
 in the record.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -60,9 +62,18 @@ class Graph:
         self.transport = transport
         self.network = network
 
-    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None, retry_codes: Iterable[str] = (), missing_ok: bool = False,
-                idempotent: bool | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        retry_codes: Iterable[str] = (),
+        missing_ok: bool = False,
+        idempotent: bool | None = None,
+    ) -> Any:
         """Send one call; return the JSON body (None for 204, or for 404 when ``missing_ok``)."""
         url = path if path.startswith("https://") else f"{self.base_url}{path}"
         repeatable = method in IDEMPOTENT if idempotent is None else idempotent
@@ -71,19 +82,30 @@ class Graph:
         for attempt in range(1, attempts + 1):
             try:
                 response = self.transport.session.request(
-                    method, url, json=body, params=params,
+                    method,
+                    url,
+                    json=body,
+                    params=params,
                     timeout=(self.network.connect_timeout, self.network.read_timeout),
-                    headers={"Authorization": f"Bearer {self.token()}", "Accept": "application/json", **(headers or {})})
+                    headers={
+                        "Authorization": f"Bearer {self.token()}",
+                        "Accept": "application/json",
+                        **(headers or {}),
+                    },
+                )
             except (requests.ConnectionError, requests.Timeout) as lost:
                 kind = type(lost).__name__
                 if not repeatable:
-                    raise OutcomeUnknown(f"{method} {path.split('?')[0]} got no answer ({kind}): it may or may not "
-                                         "have been applied") from None
+                    raise OutcomeUnknown(
+                        f"{method} {path.split('?')[0]} got no answer ({kind}): it may or may not have been applied"
+                    ) from None
                 if attempt == attempts:
-                    raise OutcomeUnknown(f"{method} {path.split('?')[0]} got no answer after {attempts} attempts "
-                                         f"({kind})", fix="check the network path to Microsoft (proxy, firewall); "
-                                         "raise network.read_timeout if the service is slow, then run the step "
-                                         "again") from None
+                    raise OutcomeUnknown(
+                        f"{method} {path.split('?')[0]} got no answer after {attempts} attempts ({kind})",
+                        fix="check the network path to Microsoft (proxy, firewall); "
+                        "raise network.read_timeout if the service is slow, then run the step "
+                        "again",
+                    ) from None
                 self._wait(method, path, None, kind, self._backoff(attempt, None), attempt)
                 continue
             if response.status_code < 400:
@@ -105,10 +127,11 @@ class Graph:
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.isdigit():
             return min(float(retry_after), self.network.max_wait_seconds)
-        return min(2.0 ** attempt, self.network.max_wait_seconds)
+        return min(2.0**attempt, self.network.max_wait_seconds)
 
-    def _retry_wait(self, response: requests.Response, repeatable: bool, error: GraphError,
-                    retry_codes: set[str], attempt: int) -> float | None:
+    def _retry_wait(
+        self, response: requests.Response, repeatable: bool, error: GraphError, retry_codes: set[str], attempt: int
+    ) -> float | None:
         if attempt >= self.network.attempts:
             return None
         status = response.status_code
@@ -129,11 +152,21 @@ class Graph:
         code, message, codes = _error_codes(body if isinstance(body, dict) else {})
         inner = (body.get("error") or {}).get("innerError") or {} if isinstance(body, dict) else {}
         request_id = inner.get("request-id") or response.headers.get("request-id", "")
-        entry = next((knowledge.lookup("graph", c) for c in [code, *sorted(codes)] if knowledge.lookup("graph", c)), None)
-        return GraphError(response.status_code, code or f"HTTP{response.status_code}", message or response.reason or "",
-                          request_id, method, path.split("?")[0], codes=frozenset(codes),
-                          body=body if isinstance(body, dict) else {},
-                          fix=entry.fix if entry else "", step=entry.notebook if entry else "")
+        entry = next(
+            (knowledge.lookup("graph", c) for c in [code, *sorted(codes)] if knowledge.lookup("graph", c)), None
+        )
+        return GraphError(
+            response.status_code,
+            code or f"HTTP{response.status_code}",
+            message or response.reason or "",
+            request_id,
+            method,
+            path.split("?")[0],
+            codes=frozenset(codes),
+            body=body if isinstance(body, dict) else {},
+            fix=entry.fix if entry else "",
+            step=entry.notebook if entry else "",
+        )
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

@@ -5,11 +5,13 @@ script, no stylesheet or font from a CDN; a Content-Security-Policy forbids it e
 output tried), shows prose and outputs but no code, and is built directly from the notebook, which
 is several times faster than nbconvert's exporter (a run renders every notebook it executes).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from html import escape
-from typing import Any, Callable
+from typing import Any
 
 import nbformat
 from nbconvert.filters import strip_ansi
@@ -18,8 +20,10 @@ from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 # scripts (an unclosed one runs to the end of its fragment, as in a browser), links, remote CSS imports
-_REMOTE = re.compile(r"<script\b.*?(?:</script\s*>|\Z)|<link\b[^>]*>|@import\s+(?:url\()?\s*[\"']?(?:https?:)?//[^;]*;?",
-                     re.IGNORECASE | re.DOTALL)
+_REMOTE = re.compile(
+    r"<script\b.*?(?:</script\s*>|\Z)|<link\b[^>]*>|@import\s+(?:url\()?\s*[\"']?(?:https?:)?//[^;]*;?",
+    re.IGNORECASE | re.DOTALL,
+)
 
 _CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1b1b1b;

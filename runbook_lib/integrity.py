@@ -11,6 +11,7 @@ witness: keep its manifest hash (printed by ``runbook run``) somewhere else if t
 Sealing makes the files and folders read-only: that stops casual edits, not a determined owner; the
 hashes and the signature are what detect those.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,8 +54,7 @@ def _entries(folder: Path) -> dict[str, Path]:
 def file_hashes(folder: Path) -> dict[str, str]:
     """The sha256 of every regular file of a record but the manifest and the seal: what the manifest's
     ``files`` holds. Links and other special files are left out, so the check reports them as altered."""
-    return {name: sha256(path) for name, path in sorted(_entries(folder).items())
-            if stat.S_ISREG(path.lstat().st_mode)}
+    return {name: sha256(path) for name, path in sorted(_entries(folder).items()) if stat.S_ISREG(path.lstat().st_mode)}
 
 
 def _load(path: Path, what: str = "", fix: str = "") -> bytes:
@@ -89,6 +89,7 @@ def _sealed_digest(record: Path) -> str:
 
 # --- keys -----------------------------------------------------------------------------------------------
 
+
 def key_id(public_key: Ed25519PublicKey) -> str:
     """A short fingerprint of a public key: what a seal and `runbook keygen` name the key by."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -101,7 +102,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
     try:
         os.write(fd, data)
         os.fsync(fd)
-        os.fchmod(fd, mode)   # the umask may have taken bits away
+        os.fchmod(fd, mode)  # the umask may have taken bits away
     finally:
         os.close(fd)
 
@@ -111,14 +112,24 @@ def generate_key(private_path: Path, public_path: Path) -> str:
     unencrypted so unattended runs can use it. Returns the key id."""
     for path in (private_path, public_path):
         if path.exists():
-            raise RunbookError(f"{path} already exists; a key file is never overwritten",
-                               fix="choose another file name, or move the old key away first")
+            raise RunbookError(
+                f"{path} already exists; a key file is never overwritten",
+                fix="choose another file name, or move the old key away first",
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
     private = Ed25519PrivateKey.generate()
-    _write_new(private_path, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()), 0o600)
-    _write_new(public_path, private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                             serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+    _write_new(
+        private_path,
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        0o600,
+    )
+    _write_new(
+        public_path,
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        0o644,
+    )
     return key_id(private.public_key())
 
 
@@ -128,8 +139,10 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     data = _load(path, f"the signing key {path}", _KEYGEN_FIX)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise RunbookError(f"the signing key {path} is open to other users (mode {mode:04o})",
-                           fix=f"allow its owner only: chmod 600 {path}")
+        raise RunbookError(
+            f"the signing key {path} is open to other users (mode {mode:04o})",
+            fix=f"allow its owner only: chmod 600 {path}",
+        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -147,12 +160,15 @@ def load_public(path: Path) -> Ed25519PublicKey:
     except (ValueError, UnsupportedAlgorithm):
         key = None
     if not isinstance(key, Ed25519PublicKey):
-        raise RunbookError(f"the public key {path} is not a PEM Ed25519 public key",
-                           fix="give the public file that `runbook keygen` wrote next to the signing key")
+        raise RunbookError(
+            f"the public key {path} is not a PEM Ed25519 public key",
+            fix="give the public file that `runbook keygen` wrote next to the signing key",
+        )
     return key
 
 
 # --- sealing --------------------------------------------------------------------------------------------
+
 
 def record_order(name: str) -> tuple[str, int]:
     """Records are named by UTC stamp, with ``-N`` added when two runs start in the same second."""
@@ -164,8 +180,11 @@ def previous_link(tenant_folder: Path, before: str | None = None) -> dict[str, s
     """The link a new record's manifest carries as ``previous``: the tenant's newest sealed record (older
     than the record named ``before``, if given) and its manifest hash; None for the first sealed record.
     Call it under the tenant lock, so two runs cannot link to the same record."""
-    sealed = [p for p in tenant_folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-              and (p / SEAL).exists()] if tenant_folder.is_dir() else []
+    sealed = (
+        [p for p in tenant_folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / SEAL).exists()]
+        if tenant_folder.is_dir()
+        else []
+    )
     if before is not None:
         sealed = [p for p in sealed if record_order(p.name) < record_order(before)]
     if not sealed:
@@ -174,8 +193,10 @@ def previous_link(tenant_folder: Path, before: str | None = None) -> dict[str, s
     try:
         return {"record": newest.name, "manifest_sha256": _sealed_digest(newest)}
     except RunbookError as exc:
-        raise RunbookError(f"the newest record {newest} has a damaged seal ({exc.message}), so a new record "
-                           "cannot link to it", fix=f"see what happened with `runbook verify-record {newest}`") from None
+        raise RunbookError(
+            f"the newest record {newest} has a damaged seal ({exc.message}), so a new record cannot link to it",
+            fix=f"see what happened with `runbook verify-record {newest}`",
+        ) from None
 
 
 def _file_problems(folder: Path, expected: dict[str, str]) -> list[str]:
@@ -183,8 +204,11 @@ def _file_problems(folder: Path, expected: dict[str, str]) -> list[str]:
     present = set(_entries(folder))
     problems = [f"removed: {name} is named in the manifest but gone" for name in sorted(set(expected) - present)]
     problems += [f"added: {name} is not in the manifest" for name in sorted(present - set(expected))]
-    problems += [f"altered: {name} no longer matches its sha256 in the manifest"
-                 for name in sorted(set(expected) & present) if actual.get(name) != expected[name]]
+    problems += [
+        f"altered: {name} no longer matches its sha256 in the manifest"
+        for name in sorted(set(expected) & present)
+        if actual.get(name) != expected[name]
+    ]
     return problems
 
 
@@ -216,18 +240,24 @@ def seal(folder: Path, *, signing_key: Path | None = None) -> str:
     vouch for a mismatch."""
     key = load_private(signing_key) if signing_key else None
     if (folder / SEAL).exists():
-        raise RunbookError(f"{folder} is sealed already; a record is sealed once",
-                           fix="make a new record instead of changing this one")
+        raise RunbookError(
+            f"{folder} is sealed already; a record is sealed once", fix="make a new record instead of changing this one"
+        )
     data = _load(folder / MANIFEST)
     problems = _file_problems(folder, _manifest_files(_object(MANIFEST, data)))
     if problems:
-        raise RunbookError(f"{folder} does not match its manifest, so it is not sealed: " + "; ".join(problems),
-                           fix="write the manifest after the last file of the record (see file_hashes)")
+        raise RunbookError(
+            f"{folder} does not match its manifest, so it is not sealed: " + "; ".join(problems),
+            fix="write the manifest after the last file of the record (see file_hashes)",
+        )
     digest = hashlib.sha256(data).hexdigest()
     body = {"algorithm": ALGORITHM, "manifest_sha256": digest, "signature": None, "public_key": None, "key_id": None}
     if key:
-        body.update(signature=base64.b64encode(key.sign(data)).decode(), public_key=_raw(key.public_key()),
-                    key_id=key_id(key.public_key()))
+        body.update(
+            signature=base64.b64encode(key.sign(data)).decode(),
+            public_key=_raw(key.public_key()),
+            key_id=key_id(key.public_key()),
+        )
     _write_new(folder / SEAL, (json.dumps(body, indent=2) + "\n").encode(), 0o444)
     for top, _, files in os.walk(folder, topdown=False):
         for name in files:
@@ -247,20 +277,24 @@ def make_writable(folder: Path) -> None:
 
 # --- verifying ------------------------------------------------------------------------------------------
 
+
 def _signature_problems(data: bytes, body: dict[str, Any], trusted: Ed25519PublicKey | None) -> list[str]:
     """With a trusted key the record must be signed by that key. Without one, a signature is checked
     against the key the seal carries: that proves the manifest is intact, not who signed it."""
     if body.get("signature") is None:
         return ["not signed: the seal has no signature, but a public key was given to check it"] if trusted else []
     try:
-        key = trusted or Ed25519PublicKey.from_public_bytes(base64.b64decode(body.get("public_key") or "",
-                                                                             validate=True))
+        key = trusted or Ed25519PublicKey.from_public_bytes(
+            base64.b64decode(body.get("public_key") or "", validate=True)
+        )
         signature = base64.b64decode(body["signature"], validate=True)
     except (ValueError, TypeError):
         return [f"{SEAL} holds a malformed signature or public key"]
     if body.get("key_id") != key_id(key):
-        return [f"signed by another key: the seal names key {body.get('key_id')}, not {key_id(key)}"
-                + (" (the public key given)" if trusted else f" (the public key {SEAL} carries)")]
+        return [
+            f"signed by another key: the seal names key {body.get('key_id')}, not {key_id(key)}"
+            + (" (the public key given)" if trusted else f" (the public key {SEAL} carries)")
+        ]
     try:
         key.verify(signature, data)
     except InvalidSignature:
@@ -280,14 +314,18 @@ def _previous_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     previous = folder.parent / name
     if not previous.is_dir():
         return [f"the previous record {name} named by this one is gone"]
+    sealed: str | None
+    actual: str | None
     try:
         sealed = _sealed_digest(previous)
         actual = hashlib.sha256(_load(previous / MANIFEST)).hexdigest()
     except RunbookError:
         sealed = actual = None
     if not link.get("manifest_sha256") == sealed == actual:
-        return [f"the previous record {name} was rewritten: its manifest or seal no longer has the hash "
-                "this record links to"]
+        return [
+            f"the previous record {name} was rewritten: its manifest or seal no longer has the hash "
+            "this record links to"
+        ]
     return []
 
 
@@ -296,8 +334,10 @@ def verify(folder: Path, *, public_key: Path | None = None) -> list[str]:
     ``public_key`` the record must also be signed by that key. A missing or malformed key file raises
     RunbookError: that is a mistake in the command, not in the record."""
     if not folder.is_dir():
-        raise RunbookError(f"{folder} is not a run record: it is not a folder",
-                           fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)")
+        raise RunbookError(
+            f"{folder} is not a run record: it is not a folder",
+            fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)",
+        )
     trusted = load_public(public_key) if public_key else None
     problems: list[str] = []
     data = manifest = body = None
@@ -316,9 +356,11 @@ def verify(folder: Path, *, public_key: Path | None = None) -> list[str]:
     if body is not None and data is not None:
         digest = hashlib.sha256(data).hexdigest()
         if body.get("manifest_sha256") != digest:
-            problems.append(f"manifest.json differs from the sealed one (sha256 {digest[:12]}…, sealed "
-                            f"{str(body.get('manifest_sha256'))[:12]}…): its operator, dates, changes or file "
-                            "hashes were edited")
+            problems.append(
+                f"manifest.json differs from the sealed one (sha256 {digest[:12]}…, sealed "
+                f"{str(body.get('manifest_sha256'))[:12]}…): its operator, dates, changes or file "
+                "hashes were edited"
+            )
         problems += _signature_problems(data, body, trusted)
     if manifest is not None:
         try:

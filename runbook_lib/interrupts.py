@@ -4,13 +4,15 @@ A write the tenant accepted must reach the journal before anything else happens.
 the first Ctrl-C (SIGINT) is held until the block ends: the request in flight finishes and is journaled,
 then the interrupt takes effect. A second Ctrl-C stops at once.
 """
+
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, Iterator
+from typing import Any, Self
 
 
 @contextmanager
@@ -43,7 +45,7 @@ class StopSignals:
         self.count = 0
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._signalled)

@@ -7,11 +7,12 @@ accepted is on disk. ``runbook run`` writes its steps' boundaries into it and se
 (:mod:`runbook_lib.executor`) and who signed in. The journal holds no secret: changes carry hints,
 fingerprints and IDs only.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ JOURNAL_FILE = "journal.jsonl"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Journal:

@@ -6,6 +6,7 @@ and the application's display name. The operating system releases it when its pr
 it ends, so a killed run leaves no lock behind: the next run takes it over. While held, the file
 names its holder, for the message a second run gets.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -16,10 +17,11 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from . import paths
 from .errors import LockHeld, RunbookError
@@ -49,9 +51,10 @@ def tenant_lock(params: Params, *, wait_seconds: float = 0.0, command: str = "ru
         private_folder(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise RunbookError(f"cannot open the tenant lock {path} ({exc.strerror or exc.__class__.__name__})",
-                           fix="make that folder yours and writable, or set RUNBOOK_STATE to a private "
-                           "folder of your own") from None
+        raise RunbookError(
+            f"cannot open the tenant lock {path} ({exc.strerror or exc.__class__.__name__})",
+            fix="make that folder yours and writable, or set RUNBOOK_STATE to a private folder of your own",
+        ) from None
     with os.fdopen(fd, "r+", encoding="utf-8") as handle:
         _acquire(handle, params, wait_seconds)
         try:
@@ -70,8 +73,12 @@ def _acquire(handle: IO[str], params: Params, wait_seconds: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise LockHeld(params.tenant_id, params.application.display_name, _read_holder(handle),
-                               waited=max(wait_seconds, 0.0)) from None
+                raise LockHeld(
+                    params.tenant_id,
+                    params.application.display_name,
+                    _read_holder(handle),
+                    waited=max(wait_seconds, 0.0),
+                ) from None
             time.sleep(POLL_SECONDS)
 
 
@@ -81,8 +88,14 @@ def _holder(params: Params, command: str) -> dict[str, Any]:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this user ID (a container's anonymous user)
         user = f"uid {os.getuid()}"
-    return {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "tenant": params.tenant,
-            "command": command, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "user": user,
+        "tenant": params.tenant,
+        "command": command,
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _read_holder(handle: IO[str]) -> dict[str, Any]:

@@ -5,12 +5,14 @@ A parameter file never holds a secret value: fields that would (``secret``, ``pa
 papermill copies every parameter into the archived notebook twice, so this rule is what keeps
 secrets out of the change record.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -44,7 +46,7 @@ class SecretRef(_Strict):
     keyring: str | None = Field(None, pattern=r"^[^/]+/[^/]+$")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "SecretRef":
+    def _exactly_one(self) -> SecretRef:
         given = [k for k in ("env", "file", "keyring") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of env, file or keyring")
@@ -85,7 +87,7 @@ class Endpoints(_Strict):
         if value is None:
             return value
         parts = urlsplit(value)
-        if parts.username or parts.password:   # checked first: this message must not echo a password
+        if parts.username or parts.password:  # checked first: this message must not echo a password
             raise ValueError("must not carry credentials (put none in a parameter file)")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{quoted(value)} must be an http:// or https:// proxy URL")
@@ -133,8 +135,9 @@ class Application(_Strict):
     @property
     def key(self) -> str:
         """``unique_name``, or the display name made into a key: lower case, words joined by dashes."""
-        return self.unique_name or ("-".join(re.findall(r"[a-z0-9]+", self.display_name.lower()))[:64].strip("-")
-                                    or "webex-connect-email")
+        return self.unique_name or (
+            "-".join(re.findall(r"[a-z0-9]+", self.display_name.lower()))[:64].strip("-") or "webex-connect-email"
+        )
 
 
 class Mailbox(_Strict):
@@ -142,8 +145,9 @@ class Mailbox(_Strict):
 
     apply_with: Literal["powershell", "adminapi"] = "powershell"
     keep_copy: bool = True
-    forwarding_policy: str = Field("Webex Connect forwarding", min_length=1, max_length=64,
-                                   pattern=r"^[^\x00-\x1f\x7f]+$")
+    forwarding_policy: str = Field(
+        "Webex Connect forwarding", min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
     use_default_policy: bool = False
     allow_non_webex_forwarding: bool = False
 
@@ -182,7 +186,7 @@ class Operator(_Strict):
     secret: SecretRef | None = None
 
     @model_validator(mode="after")
-    def _secret_for_automation(self) -> "Operator":
+    def _secret_for_automation(self) -> Operator:
         if self.sign_in == "client_credentials":
             if self.secret is None:
                 raise ValueError("client_credentials sign-in needs secret: {env|file|keyring: ...}")
@@ -216,7 +220,9 @@ class Params(_Strict):
     @classmethod
     def _tenant_id(cls, value: str) -> str:
         if not (GUID_RE.match(value) or DOMAIN_RE.match(value)):
-            raise ValueError(f"{quoted(value)} is neither a tenant GUID nor a verified domain such as contoso.onmicrosoft.com")
+            raise ValueError(
+                f"{quoted(value)} is neither a tenant GUID nor a verified domain such as contoso.onmicrosoft.com"
+            )
         return value
 
     @field_validator("steps")
@@ -231,7 +237,7 @@ class Params(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _default_recordings(self) -> "Params":
+    def _default_recordings(self) -> Params:
         if not self.recordings:
             object.__setattr__(self, "recordings", f"recordings/{self.tenant}")
         return self
@@ -258,8 +264,10 @@ def _secret_values(data: Any, model: type[BaseModel] | None, path: str = "") -> 
         is_ref = annotation is not None and SecretRef in (getattr(annotation, "__args__", ()) or (annotation,))
         looks_secret = field is None and SECRET_WORDS.search(str(key))
         if (is_ref or looks_secret) and value is not None and not isinstance(value, Mapping):
-            found[where] = ("holds a secret value; a parameter file may only give a reference "
-                            "such as {env: NAME}, {file: PATH} or {keyring: SERVICE/USER}")
+            found[where] = (
+                "holds a secret value; a parameter file may only give a reference "
+                "such as {env: NAME}, {file: PATH} or {keyring: SERVICE/USER}"
+            )
         elif isinstance(value, Mapping):
             sub = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
             found.update(_secret_values(value, sub, where))
@@ -275,8 +283,10 @@ def _non_webex_forwarding(data: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(address, str) and webex.EMAIL_RE.match(address) and not allowed:
         why = webex.problem("forwarding_address", address)
         if why:
-            return {"webex.forwarding_address": _bounded(why, address) + "; if mail really must go elsewhere, set "
-                    "mailbox.allow_non_webex_forwarding: true"}
+            return {
+                "webex.forwarding_address": _bounded(why, address) + "; if mail really must go elsewhere, set "
+                "mailbox.allow_non_webex_forwarding: true"
+            }
     return {}
 
 
@@ -286,7 +296,7 @@ def _bounded(message: str, value: Any) -> str:
     return message.replace(repr(value), quoted(value)) if isinstance(value, str) else message
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+def _describe(error: Any) -> tuple[str, str]:
     loc = ".".join(str(part) for part in error["loc"]) or "(file)"
     kind = error["type"]
     if kind == "extra_forbidden":

@@ -1,5 +1,6 @@
 """Where the kit's folders are. The kit runs from its checkout (installed editable), so the
 project root is the folder above this package unless ``RUNBOOK_HOME`` says otherwise."""
+
 from __future__ import annotations
 
 import os

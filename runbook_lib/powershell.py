@@ -4,6 +4,7 @@ Every section reads before it writes, so the script is safe to run twice; a sect
 kit found already as desired is left out. Values are single-quoted, with every quote character
 PowerShell accepts as one (including the typographic ones) doubled.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ if (-not $found) {{
     throw "Exchange Online has no mailbox $mailbox (on-premises, or no Exchange Online licence): nothing changed"
 }}
 if ($found.RecipientTypeDetails -eq 'SharedMailbox') {{
-    Write-Warning "$mailbox is a shared mailbox: in Webex Connect give the form's Login ID field a licensed user with Send As on it"
+    Write-Warning ("$mailbox is a shared mailbox: in Webex Connect give the form's Login ID field " +
+                   "a licensed user with Send As on it")
 }}
 """
 
@@ -127,14 +129,27 @@ Disconnect-ExchangeOnline -Confirm:$false
 def script(settings: Settings, *, tenant: str, version: str, date: str, sections: set[str]) -> str:
     """The script applying ``sections`` (any of ``smtp_auth``, ``forwarding``, ``external_forwarding``)."""
     keep = boolean(settings.keep_copy)
-    parts = [HEADER.format(mailbox=settings.mailbox, tenant=tenant, version=version, date=date,
-                           q_mailbox=quote(settings.mailbox))]
+    parts = [
+        HEADER.format(
+            mailbox=settings.mailbox, tenant=tenant, version=version, date=date, q_mailbox=quote(settings.mailbox)
+        )
+    ]
     blocks = [
         ("smtp_auth", "Authenticated SMTP", SMTP_AUTH.format()),
-        ("forwarding", "Forwarding to Webex Connect",
-         FORWARDING.format(keep=keep, q_forward=quote("smtp:" + settings.forwarding_address))),
-        ("external_forwarding", "External forwarding",
-         (DEFAULT_POLICY.format() if settings.use_default_policy else DEDICATED_POLICY.format(q_policy=quote(settings.policy)))),
+        (
+            "forwarding",
+            "Forwarding to Webex Connect",
+            FORWARDING.format(keep=keep, q_forward=quote("smtp:" + settings.forwarding_address)),
+        ),
+        (
+            "external_forwarding",
+            "External forwarding",
+            (
+                DEFAULT_POLICY.format()
+                if settings.use_default_policy
+                else DEDICATED_POLICY.format(q_policy=quote(settings.policy))
+            ),
+        ),
     ]
     for number, (key, what, text) in enumerate(blocks, start=1):
         parts.append(text if key in sections else UNCHANGED.format(number=number, what=what))

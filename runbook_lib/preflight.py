@@ -6,6 +6,7 @@ secret in Entra ID that nobody holds; a secret written into ``archive/`` or ``pa
 record or a commit. Each is found here instead, with the fix. Checking looks at files only: it
 creates and changes nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,10 +69,16 @@ def _store(ref: SecretRef, archive: Path, *, writes: bool) -> str | None:
     path = paths.resolve(ref.file)
     try:
         # the folder a write lands in, and the one a symbolic link leads to (it must pass the same checks)
-        return (_placement(path, archive) or _file(path, writes=writes) or _folder(path.parent, writes=writes)
-                or _folder(_real(path).parent, writes=False))
+        return (
+            _placement(path, archive)
+            or _file(path, writes=writes)
+            or _folder(path.parent, writes=writes)
+            or _folder(_real(path).parent, writes=False)
+        )
     except OSError as exc:
-        return f"{_show(path)} cannot be checked ({exc.strerror or exc.__class__.__name__}): give a path to a file you own"
+        return (
+            f"{_show(path)} cannot be checked ({exc.strerror or exc.__class__.__name__}): give a path to a file you own"
+        )
 
 
 def _keyring() -> str | None:
@@ -79,8 +86,10 @@ def _keyring() -> str | None:
     from keyring.backends import fail
 
     if isinstance(keyring.get_keyring(), fail.Keyring):
-        return ("no keyring is available on this machine (no Secret Service, Keychain or Windows Credential "
-                "Manager): use a file store instead, e.g. {file: .runbook/secrets/TENANT.secret}")
+        return (
+            "no keyring is available on this machine (no Secret Service, Keychain or Windows Credential "
+            "Manager): use a file store instead, e.g. {file: .runbook/secrets/TENANT.secret}"
+        )
     return None
 
 
@@ -96,8 +105,10 @@ def _placement(path: Path, archive: Path) -> str | None:
             continue
         for zone, what in zones:
             if place.is_relative_to(zone):
-                return (f"{_show(place)} is inside {what}: a secret there would be published with them; "
-                        f"keep the store outside them, e.g. {{file: .runbook/secrets/{path.name}}}")
+                return (
+                    f"{_show(place)} is inside {what}: a secret there would be published with them; "
+                    f"keep the store outside them, e.g. {{file: .runbook/secrets/{path.name}}}"
+                )
     return None
 
 
@@ -106,8 +117,14 @@ def _file(path: Path, *, writes: bool) -> str | None:
     try:
         info = path.stat()
     except FileNotFoundError:
-        return None if writes else (f"{_show(path)} does not exist: put the automation application's client "
-                                    f"secret in it and run chmod 600 {_show(path)}")
+        return (
+            None
+            if writes
+            else (
+                f"{_show(path)} does not exist: put the automation application's client "
+                f"secret in it and run chmod 600 {_show(path)}"
+            )
+        )
     shown = _show(path)
     if not stat.S_ISREG(info.st_mode):
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
@@ -116,8 +133,10 @@ def _file(path: Path, *, writes: bool) -> str | None:
     if mode & 0o077:
         return f"{shown} has mode {mode:04o}, so other users can get at the secret: run chmod 600 {shown}"
     if info.st_uid != os.geteuid():
-        return (f"{shown} belongs to another user (uid {info.st_uid}), who could swap the secret: "
-                "keep the store in a file of your own")
+        return (
+            f"{shown} belongs to another user (uid {info.st_uid}), who could swap the secret: "
+            "keep the store in a file of your own"
+        )
     if not os.access(path, os.R_OK):
         return f"{shown} cannot be read by you: run chmod 600 {shown}"
     if writes and not os.access(path, os.W_OK):
@@ -135,11 +154,15 @@ def _folder(folder: Path, *, writes: bool) -> str | None:
     shown = _show(folder)
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
-        return (f"folder {shown} can be written by other users (mode {mode:04o}), who could replace the "
-                f"secret: run chmod 700 {shown}")
+        return (
+            f"folder {shown} can be written by other users (mode {mode:04o}), who could replace the "
+            f"secret: run chmod 700 {shown}"
+        )
     if writes and not os.access(folder, os.W_OK | os.X_OK):
-        return (f"folder {shown} is not writable, and the kit writes the new client secret there: "
-                f"run chmod 700 {shown}, or choose another folder")
+        return (
+            f"folder {shown} is not writable, and the kit writes the new client secret there: "
+            f"run chmod 700 {shown}, or choose another folder"
+        )
     return None
 
 
@@ -149,8 +172,10 @@ def _creatable(folder: Path) -> str | None:
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        return (f"folder {_show(folder)} cannot be created, as {_show(ancestor)} is not writable: "
-                "create it yourself (mode 0700) or choose another path")
+        return (
+            f"folder {_show(folder)} cannot be created, as {_show(ancestor)} is not writable: "
+            "create it yourself (mode 0700) or choose another path"
+        )
     return None
 
 
@@ -162,14 +187,18 @@ def _ca_bundle(value: str | None) -> str | None:
     shown = _show(path)
     try:
         if not path.is_file():
-            return (f"{shown} does not exist or is not a file: give the PEM file of the CA that signs your "
-                    "proxy's or test server's certificates")
+            return (
+                f"{shown} does not exist or is not a file: give the PEM file of the CA that signs your "
+                "proxy's or test server's certificates"
+            )
         data = path.read_bytes()
     except OSError as exc:
         return f"{shown} cannot be read ({exc.strerror or exc.__class__.__name__}): give a CA bundle you can read"
     if PEM_CERTIFICATE not in data:
-        return (f"{shown} holds no PEM certificate (no {PEM_CERTIFICATE.decode()} line): give a PEM file; "
-                "a DER file converts with: openssl x509 -inform der -in CA.cer -out CA.pem")
+        return (
+            f"{shown} holds no PEM certificate (no {PEM_CERTIFICATE.decode()} line): give a PEM file; "
+            "a DER file converts with: openssl x509 -inform der -in CA.cer -out CA.pem"
+        )
     return None
 
 
@@ -180,8 +209,10 @@ def _recordings(value: str) -> str | None:
     root = paths.project_root()
     target = _real(root / value)
     if not target.is_relative_to(root):
-        return (f"{shorten(value)} leads out of the kit (to {_show(target)}): give a path inside it, such as "
-                "recordings/TENANT, or an absolute path if the recordings must live elsewhere")
+        return (
+            f"{shorten(value)} leads out of the kit (to {_show(target)}): give a path inside it, such as "
+            "recordings/TENANT, or an absolute path if the recordings must live elsewhere"
+        )
     return None
 
 
@@ -190,6 +221,8 @@ def _sandbox_seed(params: Params) -> str | None:
         return None
     seed = paths.resolve(params.recordings) / "tenant.yaml"
     if not seed.is_file():
-        return (f"sandbox mode needs the seed {_show(seed)}, which does not exist: set recordings to a folder "
-                "with a tenant.yaml, such as recordings/contoso")
+        return (
+            f"sandbox mode needs the seed {_show(seed)}, which does not exist: set recordings to a folder "
+            "with a tenant.yaml, such as recordings/contoso"
+        )
     return None

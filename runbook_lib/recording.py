@@ -5,6 +5,7 @@ cookies, so both directions are scrubbed here. Placeholders keep the shape the c
 replay: a JWT keeps its header and claims (msal reads ``aud`` from the id_token, verify reads
 ``roles``) and loses its signature, which is what makes it a credential.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,27 @@ from urllib.parse import parse_qsl, urlencode
 from .params import GUID_RE
 
 #: JSON fields whose value is a credential (token responses, addPassword); JWTs among them keep their claims
-JSON_SECRET_FIELDS = {"access_token", "refresh_token", "id_token", "secretText", "device_code", "client_secret",
-                      "password"}
+JSON_SECRET_FIELDS = {
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "secretText",
+    "device_code",
+    "client_secret",
+    "password",
+}
 #: form fields of token requests whose value is a credential (``code`` is an authorization code here,
 #: while in a JSON error body it is an error code and must stay)
-FORM_SECRET_FIELDS = {"client_secret", "client_assertion", "assertion", "code", "code_verifier", "device_code",
-                      "refresh_token", "password"}
+FORM_SECRET_FIELDS = {
+    "client_secret",
+    "client_assertion",
+    "assertion",
+    "code",
+    "code_verifier",
+    "device_code",
+    "refresh_token",
+    "password",
+}
 JWT_FIELDS = {"access_token", "id_token", "token"}
 JWT_RE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
 SCRUBBED_SIGNATURE = "scrubbed-signature"
@@ -37,21 +53,23 @@ class Scrubber:
     def placeholder(self, field: str, value: str) -> str:
         if "scrubbed-" in value or value.endswith("." + SCRUBBED_SIGNATURE):
             return value  # vcrpy runs the hooks more than once on the same exchange
-        if len(value) >= 8 and not GUID_RE.match(value):   # a GUID is an identifier (a pasted Secret ID), public
+        if len(value) >= 8 and not GUID_RE.match(value):  # a GUID is an identifier (a pasted Secret ID), public
             self.seen.add(value)
         if field in JWT_FIELDS and JWT_RE.match(value):
             header, claims, _ = value.split(".")
             if len(_) >= 8:
                 self.seen.add(_)
             return f"{header}.{claims}.{SCRUBBED_SIGNATURE}"
-        if field == "secretText":   # keep the hint (its first 3 characters, which Graph shows anyway)
+        if field == "secretText":  # keep the hint (its first 3 characters, which Graph shows anyway)
             return f"{value[:3]}-scrubbed-{field}"
         return f"scrubbed-{field}"
 
     def scrub_data(self, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: self.placeholder(k, v) if k in JSON_SECRET_FIELDS and isinstance(v, str)
-                    else self.scrub_data(v) for k, v in data.items()}
+            return {
+                k: self.placeholder(k, v) if k in JSON_SECRET_FIELDS and isinstance(v, str) else self.scrub_data(v)
+                for k, v in data.items()
+            }
         if isinstance(data, list):
             return [self.scrub_data(v) for v in data]
         if isinstance(data, str) and JWT_RE.match(data):

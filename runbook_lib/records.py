@@ -8,11 +8,12 @@ optional signature, a link to the tenant's previous record, every file read-only
 by a killed process is sealed, from its journal, by the next ``runbook`` command for that tenant, with
 status ``interrupted``. No hidden folder is ever used, so ``runbook records`` lists every record.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ sha256 = integrity.sha256
 
 
 def utc_stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
 def open_record(archive: Path, tenant: str) -> Path:
@@ -56,8 +57,10 @@ def record_dirs(archive: Path, tenant: str) -> list[Path]:
     base = archive / tenant
     if not base.exists():
         return []
-    return sorted((p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: integrity.record_order(p.name))
+    return sorted(
+        (p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: integrity.record_order(p.name),
+    )
 
 
 def seal(record: Path, manifest: dict[str, Any], *, signing_key: Path | None = None) -> str:
@@ -80,11 +83,20 @@ def signed_in(entries: list[dict[str, Any]]) -> Identity | None:
 
 def steps_from_journal(entries: list[dict[str, Any]]) -> list[StepRecord]:
     """What a journal says of each step it saw start: its status and the changes the tenant accepted."""
-    ended = {e["step"]: e.get("status", "failed") for e in entries if e.get("kind") == "step" and e.get("event") == "ended"}
+    ended = {
+        e["step"]: e.get("status", "failed") for e in entries if e.get("kind") == "step" and e.get("event") == "ended"
+    }
     started = [e["step"] for e in entries if e.get("kind") == "step" and e.get("event") == "started"]
-    return [StepRecord(name, status=ended.get(name, "interrupted"), changes=journal_changes(entries, name),
-                       facts=Facts(), error=None if name in ended else "the run stopped during this step")
-            for name in dict.fromkeys(started)]
+    return [
+        StepRecord(
+            name,
+            status=ended.get(name, "interrupted"),
+            changes=journal_changes(entries, name),
+            facts=Facts(),
+            error=None if name in ended else "the run stopped during this step",
+        )
+        for name in dict.fromkeys(started)
+    ]
 
 
 def unsealed(archive: Path, tenant: str) -> list[Path]:
@@ -102,29 +114,55 @@ def seal_from_journal(record: Path, *, signing_key: Path | None = None) -> str:
     Call it only when the record's own tenant lock is free (its run is over)."""
     entries = journal.read(record / journal.JOURNAL_FILE)
     steps = steps_from_journal(entries)
-    manifest = manifest_for(run_entry(record), steps, entries, status="interrupted",
-                            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            note="sealed from its journal by a later command: the run was killed before it ended")
+    manifest = manifest_for(
+        run_entry(record),
+        steps,
+        entries,
+        status="interrupted",
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+        note="sealed from its journal by a later command: the run was killed before it ended",
+    )
     seal(record, manifest, signing_key=signing_key)
-    return f"sealed the interrupted record {record} from its journal ({sum(len(s.changed) for s in steps)} " \
-           "change(s) the tenant accepted)"
+    return (
+        f"sealed the interrupted record {record} from its journal ({sum(len(s.changed) for s in steps)} "
+        "change(s) the tenant accepted)"
+    )
 
 
-def manifest_for(run: dict[str, Any], steps: list[StepRecord], entries: list[dict[str, Any]], *, status: str,
-                 finished: str, note: str = "", files: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def manifest_for(
+    run: dict[str, Any],
+    steps: list[StepRecord],
+    entries: list[dict[str, Any]],
+    *,
+    status: str,
+    finished: str,
+    note: str = "",
+    files: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """The manifest of a record: who (the signed-in identity and the local account), what mode, when, each
     step with its changes, checks and counts, and totals that count accepted writes and failed attempts apart."""
     identity = next((s.facts.signed_in for s in steps if s.facts.signed_in), None) or signed_in(entries)
-    totals = {k: sum(int(s.counts.get(k, 0)) for s in steps) for k in ("reads", "writes", "failed_writes", "auth", "retries")}
+    totals = {
+        k: sum(int(s.counts.get(k, 0)) for s in steps) for k in ("reads", "writes", "failed_writes", "auth", "retries")
+    }
     totals["changes"] = sum(len(s.changed) for s in steps)
     return {
-        "kind": "run", "mode": run.get("mode"), "tenant": run.get("tenant"), "tenant_id": run.get("tenant_id"),
-        "kit_version": run.get("kit_version"), "git_commit": run.get("git_commit"),
+        "kind": "run",
+        "mode": run.get("mode"),
+        "tenant": run.get("tenant"),
+        "tenant_id": run.get("tenant_id"),
+        "kit_version": run.get("kit_version"),
+        "git_commit": run.get("git_commit"),
         "operator": {"signed_in": identity.__dict__ if identity else None, "local_account": run.get("local_account")},
-        "parameters": run.get("parameters"), "started": run.get("at"), "finished": finished, "status": status,
+        "parameters": run.get("parameters"),
+        "started": run.get("at"),
+        "finished": finished,
+        "status": status,
         **({"note": note} if note else {}),
-        "steps": [{**{k: v for k, v in s.to_json().items() if k != "artifacts"},
-                   "files": (files or {}).get(s.step, [])} for s in steps],
+        "steps": [
+            {**{k: v for k, v in s.to_json().items() if k != "artifacts"}, "files": (files or {}).get(s.step, [])}
+            for s in steps
+        ],
         "totals": totals,
     }
 
@@ -134,11 +172,15 @@ def read_manifest(record: Path) -> dict[str, Any]:
     try:
         data = json.loads((record / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise RunbookError(f"{record} is not a run record: it has no readable manifest.json",
-                           fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)") from None
+        raise RunbookError(
+            f"{record} is not a run record: it has no readable manifest.json",
+            fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)",
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("steps", []), list):
-        raise RunbookError(f"{record}/manifest.json is not a run record's manifest (a JSON object with steps)",
-                           fix="the record was damaged or forged: check it with `runbook verify-record`")
+        raise RunbookError(
+            f"{record}/manifest.json is not a run record's manifest (a JSON object with steps)",
+            fix="the record was damaged or forged: check it with `runbook verify-record`",
+        )
     return data
 
 
@@ -151,12 +193,20 @@ def _operator(manifest: dict[str, Any]) -> str:
 
 def history(archive: Path, tenant: str) -> pd.DataFrame:
     """Every record of a tenant, sealed or not: when, mode, who, how it ended, accepted writes."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for record in record_dirs(archive, tenant):
         if not is_sealed(record):
-            rows.append({"record": record.name, "started": "", "mode": "", "operator": "", "status":
-                         "unsealed (running now, or killed: the next command for this tenant seals it)",
-                         "writes": "", "failed step": ""})
+            rows.append(
+                {
+                    "record": record.name,
+                    "started": "",
+                    "mode": "",
+                    "operator": "",
+                    "status": "unsealed (running now, or killed: the next command for this tenant seals it)",
+                    "writes": "",
+                    "failed step": "",
+                }
+            )
             continue
         try:
             m = read_manifest(record)
@@ -164,9 +214,17 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
             rows.append({"record": record.name, "status": f"damaged: {error.message}"})
             continue
         failed = [s.get("step") for s in m.get("steps", []) if s.get("status") in ("failed", "interrupted")]
-        rows.append({"record": record.name, "started": m.get("started"), "mode": m.get("mode"),
-                     "operator": _operator(m), "status": m.get("status"),
-                     "writes": (m.get("totals") or {}).get("writes"), "failed step": ", ".join(map(str, failed))})
+        rows.append(
+            {  # a table for people: every value as it reads
+                "record": record.name,
+                "started": m.get("started"),
+                "mode": m.get("mode"),
+                "operator": _operator(m),
+                "status": m.get("status"),
+                "writes": (m.get("totals") or {}).get("writes"),
+                "failed step": ", ".join(map(str, failed)),
+            }
+        )
     return pd.DataFrame(rows, columns=["record", "started", "mode", "operator", "status", "writes", "failed step"])
 
 
@@ -183,11 +241,13 @@ def describe(record: Path) -> str:
     """A record in a few lines: the mode first, who, when, each step's outcome, the changes, failed checks."""
     m = read_manifest(record)
     totals = m.get("totals") or {}
-    lines = [MODE_MEANING.get(str(m.get("mode")), f"mode {m.get('mode')}"),
-             f"{m.get('tenant')} {record.name}: {m.get('status')} (signed in: {_operator(m)}; kit {m.get('kit_version')}, "
-             f"{m.get('started')} to {m.get('finished')})",
-             f"requests: {totals.get('reads', 0)} reads, {totals.get('writes', 0)} accepted writes, "
-             f"{totals.get('failed_writes', 0)} failed write attempts, {totals.get('retries', 0)} retries"]
+    lines = [
+        MODE_MEANING.get(str(m.get("mode")), f"mode {m.get('mode')}"),
+        f"{m.get('tenant')} {record.name}: {m.get('status')} (signed in: {_operator(m)}; kit {m.get('kit_version')}, "
+        f"{m.get('started')} to {m.get('finished')})",
+        f"requests: {totals.get('reads', 0)} reads, {totals.get('writes', 0)} accepted writes, "
+        f"{totals.get('failed_writes', 0)} failed write attempts, {totals.get('retries', 0)} retries",
+    ]
     if m.get("note"):
         lines.append(f"note: {m['note']}")
     for data in m.get("steps", []):

@@ -4,6 +4,7 @@ Everything that needs a step's name or nature asks here: the parameter schema (w
 name), ``runbook run`` (what a plain run includes, what still runs after a failure), ``runbook plan``
 (the steps that produce a plan), the steps' own error messages (which notebook fixes what).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

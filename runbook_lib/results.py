@@ -3,6 +3,7 @@
 These travel as objects through the library; they become JSON only at the two edges, the step's output
 in its notebook (which ``runbook run`` reads back) and the record's manifest.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -92,7 +93,7 @@ class Facts:
             self.warnings.append(text)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Facts":
+    def from_dict(cls, data: dict[str, Any]) -> Facts:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("secret"), dict):
@@ -114,7 +115,7 @@ class StepRecord:
     counts: dict[str, Any] = field(default_factory=dict)
     facts: Facts = field(default_factory=Facts)
     error: str | None = None
-    artifacts: dict[str, str] = field(default_factory=dict)   # file name -> text, written into the record
+    artifacts: dict[str, str] = field(default_factory=dict)  # file name -> text, written into the record
 
     @property
     def changed(self) -> list[Change]:
@@ -124,10 +125,12 @@ class StepRecord:
         c = self.counts
         changed = len(self.changed)
         planned = sum(ch.action == "planned" for ch in self.changes)
-        text = (f"Step {self.step}: {self.status}; {changed} changed, {planned} planned, "
-                f"{len(self.changes) - changed - planned} unchanged; requests: {c.get('reads', 0)} reads, "
-                f"{c.get('writes', 0)} writes ({c.get('failed_writes', 0)} failed attempts), "
-                f"{c.get('auth', 0)} sign-in, {c.get('retries', 0)} retries")
+        text = (
+            f"Step {self.step}: {self.status}; {changed} changed, {planned} planned, "
+            f"{len(self.changes) - changed - planned} unchanged; requests: {c.get('reads', 0)} reads, "
+            f"{c.get('writes', 0)} writes ({c.get('failed_writes', 0)} failed attempts), "
+            f"{c.get('auth', 0)} sign-in, {c.get('retries', 0)} retries"
+        )
         return text + (f"\nError: {self.error}" if self.error else "")
 
     def to_json(self) -> dict[str, Any]:
@@ -136,10 +139,15 @@ class StepRecord:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "StepRecord":
-        return cls(step=data["step"], status=data.get("status", "failed"),
-                   changes=[Change.from_dict(c) for c in data.get("changes", [])],
-                   checks=[Check(**c) for c in data.get("checks", [])],
-                   findings=[Finding(**f) for f in data.get("findings", [])],
-                   counts=data.get("counts") or {}, facts=Facts.from_dict(data.get("facts") or {}),
-                   error=data.get("error"), artifacts=data.get("artifacts") or {})
+    def from_json(cls, data: dict[str, Any]) -> StepRecord:
+        return cls(
+            step=data["step"],
+            status=data.get("status", "failed"),
+            changes=[Change.from_dict(c) for c in data.get("changes", [])],
+            checks=[Check(**c) for c in data.get("checks", [])],
+            findings=[Finding(**f) for f in data.get("findings", [])],
+            counts=data.get("counts") or {},
+            facts=Facts.from_dict(data.get("facts") or {}),
+            error=data.get("error"),
+            artifacts=data.get("artifacts") or {},
+        )

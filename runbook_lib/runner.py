@@ -12,6 +12,7 @@ the running step to stop before its next request (the request in flight finishes
 second Ctrl-C or a SIGTERM stops at once. Every ending seals the record (``ok``, ``failed`` or
 ``interrupted``), holding every change the tenant accepted.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,12 +22,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import nbformat
 from jupyter_client.kernelspec import find_kernel_specs
@@ -56,7 +58,7 @@ JOURNAL_GRACE_SECONDS = 60
 class RunResult:
     record: Path
     steps: list[StepRecord]
-    status: str            # ok | failed | interrupted
+    status: str  # ok | failed | interrupted
     manifest_sha256: str
 
     @property
@@ -88,21 +90,40 @@ def _template(path: Path) -> nbformat.NotebookNode:
 
 def step_record(nb: nbformat.NotebookNode, name: str) -> StepRecord:
     """The record a step published into its executed notebook (the last one, if re-run)."""
-    found = [out["data"][STEP_MIME] for cell in nb.cells if cell.cell_type == "code"
-             for out in cell.get("outputs", []) if STEP_MIME in out.get("data", {})]
+    found = [
+        out["data"][STEP_MIME]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if STEP_MIME in out.get("data", {})
+    ]
     if found:
         return StepRecord.from_json(found[-1])
-    errors = [f"{out['ename']}: {out['evalue']}" for cell in nb.cells if cell.cell_type == "code"
-              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-    return StepRecord(name, status="failed", error=errors[0] if errors else
-                      "the notebook stopped before its step started (see the executed notebook)")
+    errors = [
+        f"{out['ename']}: {out['evalue']}"
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
+    return StepRecord(
+        name,
+        status="failed",
+        error=errors[0] if errors else "the notebook stopped before its step started (see the executed notebook)",
+    )
 
 
 @cache
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.project_root(), capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=paths.project_root(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -116,7 +137,7 @@ class _Kernel:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
 
-    def __enter__(self) -> "_Kernel":
+    def __enter__(self) -> _Kernel:
         self.manager = AsyncKernelManager(kernel_name=kernel_name())
         run_sync(self.manager.start_kernel)(env={**os.environ, **self.env})
         return self
@@ -165,12 +186,20 @@ class _Stop(interrupts.StopSignals):
         if signum == signal.SIGTERM or self.count > 1:
             raise KeyboardInterrupt
         self.stop_file.touch()
-        self.report("Stopping: the step finishes the request in flight, records it and stops (Ctrl-C again to "
-                    "stop at once; the record is sealed either way).")
+        self.report(
+            "Stopping: the step finishes the request in flight, records it and stops (Ctrl-C again to "
+            "stop at once; the record is sealed either way)."
+        )
 
 
-def _execute(spec: registry.StepSpec, notebooks: Path, parameters: dict[str, Any], cell_timeout: int,
-             kernel: _Kernel, current: dict[str, Any]) -> tuple[nbformat.NotebookNode, StepRecord]:
+def _execute(
+    spec: registry.StepSpec,
+    notebooks: Path,
+    parameters: dict[str, Any],
+    cell_timeout: int,
+    kernel: _Kernel,
+    current: dict[str, Any],
+) -> tuple[nbformat.NotebookNode, StepRecord]:
     """One notebook, parameterized as papermill does and executed in the run's kernel; retried once in a new
     kernel if its kernel died or a cell hung (every step reads before it writes, so that is safe)."""
     problem = ""
@@ -178,19 +207,27 @@ def _execute(spec: registry.StepSpec, notebooks: Path, parameters: dict[str, Any
         if problem:
             kernel.restart()
         nb = parameterize_notebook(copy.deepcopy(_template(notebooks / spec.notebook)), parameters)
-        for cell in nb.cells:   # the injected cell comes without an ID, which nbformat will soon require
+        for cell in nb.cells:  # the injected cell comes without an ID, which nbformat will soon require
             cell.setdefault("id", "injected-parameters")
         current["nb"] = nb
-        client = _StepClient(nb, km=kernel.manager, kernel_name=kernel_name(), timeout=cell_timeout,
-                                record_timing=False, allow_errors=False)
+        client = _StepClient(
+            nb,
+            km=kernel.manager,
+            kernel_name=kernel_name(),
+            timeout=cell_timeout,
+            record_timing=False,
+            allow_errors=False,
+        )
         try:
             client.execute()
         except CellExecutionError:
             pass  # the step published its failure into the notebook; read it below
         except (DeadKernelError, CellTimeoutError, TimeoutError, RuntimeError) as error:
-            problem = (f"attempt {attempt}: " + ("a cell ran longer than the cell timeout "
-                       f"({cell_timeout} s)" if isinstance(error, (CellTimeoutError, TimeoutError))
-                       else f"the kernel died ({type(error).__name__}: {str(error)[:160]})"))
+            problem = f"attempt {attempt}: " + (
+                f"a cell ran longer than the cell timeout ({cell_timeout} s)"
+                if isinstance(error, (CellTimeoutError, TimeoutError))
+                else f"the kernel died ({type(error).__name__}: {str(error)[:160]})"
+            )
             continue
         result = step_record(nb, spec.name)
         if problem:
@@ -200,9 +237,11 @@ def _execute(spec: registry.StepSpec, notebooks: Path, parameters: dict[str, Any
 
 
 def _summary_html(result: StepRecord, mode: str) -> str:
-    parts = [f"<p><b>Record of {html.escape(result.step)}: {html.escape(result.status)}</b></p>",
-             f"<p>{html.escape(records.MODE_MEANING.get(mode, mode))}</p>",
-             changes_frame(result.changes).to_html(index=False) if result.changes else "<p>No changes.</p>"]
+    parts = [
+        f"<p><b>Record of {html.escape(result.step)}: {html.escape(result.status)}</b></p>",
+        f"<p>{html.escape(records.MODE_MEANING.get(mode, mode))}</p>",
+        changes_frame(result.changes).to_html(index=False) if result.changes else "<p>No changes.</p>",
+    ]
     if result.error:
         parts.append(f"<p><b>Error:</b></p><pre>{html.escape(result.error)}</pre>")
     return "\n".join(parts)
@@ -213,8 +252,10 @@ def _write_step(record: Path, nb: nbformat.NotebookNode | None, result: StepReco
     written = []
     if nb is not None:
         nbformat.write(nb, record / f"{result.step}.ipynb")
-        records.write_text(record / f"{result.step}.html",
-                           html_record.render(nb, title=f"{result.step} ({mode})", summary_html=_summary_html(result, mode)))
+        records.write_text(
+            record / f"{result.step}.html",
+            html_record.render(nb, title=f"{result.step} ({mode})", summary_html=_summary_html(result, mode)),
+        )
         written += [f"{result.step}.ipynb", f"{result.step}.html"]
     for artifact, text in result.artifacts.items():
         records.write_text(record / f"{result.step}.{artifact}", text)
@@ -230,15 +271,25 @@ def _with_journal(result: StepRecord, entries: list[dict[str, Any]]) -> StepReco
     return replace(result, changes=[*result.changes, *missing]) if missing else result
 
 
-def seal_abandoned(archive: Path, tenant: str, *, holding: params_mod.Params | None = None,
-                   signing_key: Path | None = None, report: Callable[[str], None] = print) -> list[Path]:
+def seal_abandoned(
+    archive: Path,
+    tenant: str,
+    *,
+    holding: params_mod.Params | None = None,
+    signing_key: Path | None = None,
+    report: Callable[[str], None] = print,
+) -> list[Path]:
     """Seal the records of ``tenant`` that killed runs left, each only once its own tenant lock is free
     (``holding``: the parameters whose lock this process already holds). Runs still going are left alone."""
     sealed = []
     for record in records.unsealed(archive, tenant):
         entry = records.run_entry(record)
         try:
-            owner = params_mod.validate(entry["parameters"], f"the journal of {record}") if entry.get("parameters") else None
+            owner = (
+                params_mod.validate(entry["parameters"], f"the journal of {record}")
+                if entry.get("parameters")
+                else None
+            )
         except params_mod.ParamsError:
             owner = None
         if owner is not None and (holding is None or locks.lock_file(owner) != locks.lock_file(holding)):
@@ -246,18 +297,26 @@ def seal_abandoned(archive: Path, tenant: str, *, holding: params_mod.Params | N
                 with locks.tenant_lock(owner, command="seal an interrupted record"):
                     report(records.seal_from_journal(record, signing_key=signing_key))
             except LockHeld:
-                continue   # its run is still going
+                continue  # its run is still going
         elif holding is not None or time.time() - record.stat().st_mtime > JOURNAL_GRACE_SECONDS:
             report(records.seal_from_journal(record, signing_key=signing_key))
         else:
-            continue   # a run that has only just opened it
+            continue  # a run that has only just opened it
         sealed.append(record)
     return sealed
 
 
-def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[str] | None = None,
-        progress: Callable[[str], None] = print, cell_timeout: int = CELL_TIMEOUT, notebooks: Path | None = None,
-        signing_key: Path | None = None, wait_lock: float = 0.0) -> RunResult:
+def run(
+    params: params_mod.Params,
+    *,
+    archive: Path | None = None,
+    steps: list[str] | None = None,
+    progress: Callable[[str], None] = print,
+    cell_timeout: int = CELL_TIMEOUT,
+    notebooks: Path | None = None,
+    signing_key: Path | None = None,
+    wait_lock: float = 0.0,
+) -> RunResult:
     """Run the steps for one tenant and seal the record, however the run ends."""
     archive = archive or paths.archive_dir()
     notebooks = notebooks or paths.project_root() / "notebooks"
@@ -266,9 +325,16 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
         seal_abandoned(archive, params.tenant, holding=params, signing_key=signing_key, report=progress)
         record = records.open_record(archive, params.tenant)
         log = journal.Journal(record / journal.JOURNAL_FILE)
-        log.append("run", tenant=params.tenant, tenant_id=params.tenant_id, mode=params.mode,
-                   parameters=params.public(), kit_version=__version__, git_commit=_git_commit(),
-                   local_account=auth.local_account())
+        log.append(
+            "run",
+            tenant=params.tenant,
+            tenant_id=params.tenant_id,
+            mode=params.mode,
+            parameters=params.public(),
+            kit_version=__version__,
+            git_commit=_git_commit(),
+            local_account=auth.local_account(),
+        )
         stop_file = record / STOP_FILE
         env = {journal.JOURNAL_ENV: str(log.path), STOP_FILE_ENV: str(stop_file)}
         results: list[StepRecord] = []
@@ -298,8 +364,13 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
                     results.append(result)
                     files[name] = _write_step(record, nb, result, params.mode)
                     progress(result.summary())
-            status = ("interrupted" if stop.requested or any(r.status == "interrupted" for r in results)
-                      else "ok" if all(r.status == "ok" for r in results) else "failed")
+            status = (
+                "interrupted"
+                if stop.requested or any(r.status == "interrupted" for r in results)
+                else "ok"
+                if all(r.status == "ok" for r in results)
+                else "failed"
+            )
         except KeyboardInterrupt:
             status, note = "interrupted", "stopped at once (a second Ctrl-C, or SIGTERM)"
         except BaseException as crash:
@@ -316,7 +387,14 @@ def run(params: params_mod.Params, *, archive: Path | None = None, steps: list[s
                     results.append(unfinished)
             results = [_with_journal(r, entries) for r in results]
             run_entry = next((e for e in entries if e.get("kind") == "run"), {})
-            manifest = records.manifest_for(run_entry, results, entries, status=status, note=note, files=files,
-                                            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            manifest = records.manifest_for(
+                run_entry,
+                results,
+                entries,
+                status=status,
+                note=note,
+                files=files,
+                finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
             digest = records.seal(record, manifest, signing_key=signing_key)
         return RunResult(record, results, status, digest)

@@ -8,6 +8,7 @@
 Notebooks show a secret's hint (its first three characters, as Entra ID does) and a fingerprint,
 never its value.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,9 @@ def read(ref: SecretRef) -> str | None:
             return None
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
-            raise RunbookError(f"secret file {ref.file} is readable by others (mode {mode:o})",
-                               fix=f"chmod 600 {ref.file}")
+            raise RunbookError(
+                f"secret file {ref.file} is readable by others (mode {mode:o})", fix=f"chmod 600 {ref.file}"
+            )
         return path.read_text(encoding="utf-8").strip() or None
     import keyring
 
@@ -68,8 +70,10 @@ def write(ref: SecretRef, value: str) -> str:
     """Store a new secret; returns a sentence for the operator saying where it went."""
     if ref.env:
         os.environ[ref.env] = value
-        return (f"stored in environment variable {ref.env} for this process only: copy it into your "
-                "password manager now, it cannot be read from Entra ID again")
+        return (
+            f"stored in environment variable {ref.env} for this process only: copy it into your "
+            "password manager now, it cannot be read from Entra ID again"
+        )
     if ref.file:
         path = _file(ref)
         private_folder(path.parent)

@@ -5,6 +5,7 @@ has with Exchange Online when it sends.
 Where the connection goes is the transport's decision (the real host, or in replay a local server
 answering as recorded); this code is the same in every mode.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,7 +27,7 @@ def _features(smtp: smtplib.SMTP) -> list[str]:
     return [line.strip() for line in (smtp.ehlo_resp or b"").decode("utf-8", "replace").splitlines()[1:]]
 
 
-def probe(step: "Step", token: str | None = None) -> dict[str, Any]:
+def probe(step: Step, token: str | None = None) -> dict[str, Any]:
     """Talk to the SMTP submission host and return what it said (no token is kept)."""
     e = step.endpoints
     target = step.transport.smtp_target(e.smtp_host, e.smtp_port)
@@ -42,7 +43,7 @@ def probe(step: "Step", token: str | None = None) -> dict[str, Any]:
         transcript["auth"] = None
         if token:
             code, reply = client.docmd("AUTH", "XOAUTH2 " + xoauth2(step.params.webex.email_id, token))
-            if code == 334:   # the server's error challenge: answer empty to get the final reply
+            if code == 334:  # the server's error challenge: answer empty to get the final reply
                 code, reply = client.docmd("")
             transcript["auth"] = {"code": code, "message": reply.decode("utf-8", "replace")}
     step.transport.smtp_done(transcript)

@@ -5,6 +5,7 @@ STARTTLS with certificate verification (a throwaway CA from trustme), EHLO again
 What the server answers is the handler's business (:class:`ReplayHandler` here; the simulated tenant
 has its own).
 """
+
 from __future__ import annotations
 
 import collections
@@ -48,16 +49,22 @@ class LoopbackSMTP:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert(LOOPBACK).configure_cert(tls)
         self.port = free_port()
-        self.controller = _Controller(handler, hostname=LOOPBACK, port=self.port, tls_context=tls,
-                                     require_starttls=False, auth_require_tls=True,
-                                     auth_exclude_mechanism=["LOGIN", "PLAIN"])
+        self.controller = _Controller(
+            handler,
+            hostname=LOOPBACK,
+            port=self.port,
+            tls_context=tls,
+            require_starttls=False,
+            auth_require_tls=True,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+        )
 
     def client_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         return context
 
-    def __enter__(self) -> "LoopbackSMTP":
+    def __enter__(self) -> LoopbackSMTP:
         self.controller.start()
         return self
 
@@ -76,7 +83,9 @@ class ReplayHandler:
     def __init__(self, transcript: dict[str, Any]) -> None:
         self.transcript = transcript
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         features = self.transcript["features_tls" if session.ssl else "features_plain"]
         return ehlo_lines(self.transcript.get("server", "replay"), features)

@@ -7,12 +7,15 @@ from the executed notebook, so the notebook file is the whole truth of what the 
 also in the run's journal the moment they happen (:mod:`runbook_lib.journal`). Errors of the kit are shown
 as their message and fix, without a stack trace.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from . import endpoints, journal, params as params_mod
+from . import endpoints, journal
+from . import params as params_mod
 from .auth import OperatorSignIn
 from .changes import Change, changes_frame
 from .errors import Interrupted, RunbookError
@@ -22,7 +25,7 @@ from .results import Identity, StepRecord
 from .transport import open_transport
 
 STEP_MIME = "application/vnd.runbook.step+json"
-_current: "Step | None" = None
+_current: Step | None = None
 
 
 class Step:
@@ -110,9 +113,15 @@ class Step:
         """Record the failure, saying which changes were already made, so the operator knows where things stand."""
         text = error.explain() if isinstance(error, RunbookError) else f"{type(error).__name__}: {error}"
         made = [f"{c.resource} {c.name} ({c.action})" for c in self.result.changed]
-        text += ("\nAlready changed before the failure: " + "; ".join(made) +
-                 ". Running the step again after the fix continues from there.") if made else \
-            "\nNothing was changed in the tenant."
+        text += (
+            (
+                "\nAlready changed before the failure: "
+                + "; ".join(made)
+                + ". Running the step again after the fix continues from there."
+            )
+            if made
+            else "\nNothing was changed in the tenant."
+        )
         self.result.error = text
         self._close("interrupted" if isinstance(error, (Interrupted, KeyboardInterrupt)) else "failed")
 
@@ -120,7 +129,9 @@ class Step:
         """Each retry of this step so far (throttling, replication delays, lost answers) and how long it waited."""
         import pandas as pd
 
-        return pd.DataFrame(self.transport.counts.waits, columns=["request", "status", "code", "wait_seconds", "attempt"])
+        return pd.DataFrame(
+            self.transport.counts.waits, columns=["request", "status", "code", "wait_seconds", "attempt"]
+        )
 
     def _close(self, status: str) -> None:
         if self.result.status != "running":
@@ -129,7 +140,7 @@ class Step:
         problem: RunbookError | None = None
         try:
             self.transport.close()
-        except RunbookError as error:   # e.g. a recording refused for holding a secret: never hide it
+        except RunbookError as error:  # e.g. a recording refused for holding a secret: never hide it
             problem = error
             self.result.status = "failed"
             self.result.error = "\n".join(filter(None, [self.result.error, error.explain()]))
@@ -175,7 +186,7 @@ def start(name: str, namespace: Mapping[str, Any]) -> Step:
         shell.set_custom_exc((Exception, KeyboardInterrupt), _show_error)
         import pandas as pd
 
-        pd.set_option("display.max_colwidth", None)   # addresses and URLs are shown whole, never cut short
+        pd.set_option("display.max_colwidth", None)  # addresses and URLs are shown whole, never cut short
     if _current is not None:
         _current.finish()  # the setup cell was run again: close the previous step first
         _current = None

@@ -5,6 +5,7 @@ structure that contains itself), keeps the last of two equal keys without a word
 ... ``apply: true`` means true) and reads whatever file it is given. Each of these is refused here
 with a :class:`~runbook_lib.errors.ParamsError` that names the file, the line and the fix.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -38,8 +39,10 @@ def load_file(path: Path, *, max_bytes: int = MAX_BYTES) -> Any:
 
 
 def _too_big(size: int, max_bytes: int) -> str:
-    return (f"is {size} bytes, more than the {max_bytes} bytes a parameter file may have: "
-            "a tenant's parameters fit in a few kilobytes, so check that this is the right file")
+    return (
+        f"is {size} bytes, more than the {max_bytes} bytes a parameter file may have: "
+        "a tenant's parameters fit in a few kilobytes, so check that this is the right file"
+    )
 
 
 def _read(path: Path, max_bytes: int, source: str) -> bytes:
@@ -57,8 +60,11 @@ def _read(path: Path, max_bytes: int, source: str) -> bytes:
     except (FileNotFoundError, NotADirectoryError):
         raise _refused(source, "does not exist: check the path and its spelling") from None
     except PermissionError:
-        raise _refused(source, "cannot be read (permission denied): give your user read access to it "
-                       "(chmod u+r) and to its folders, or run as its owner") from None
+        raise _refused(
+            source,
+            "cannot be read (permission denied): give your user read access to it "
+            "(chmod u+r) and to its folders, or run as its owner",
+        ) from None
     except OSError as exc:
         raise _refused(source, f"cannot be read ({exc.strerror or exc.__class__.__name__})") from None
     if len(data) > max_bytes:  # it grew after stat
@@ -77,8 +83,11 @@ def _decode(data: bytes, source: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise _refused(source, f"is not a UTF-8 text file (line {line} has a byte that is not UTF-8, as in "
-                       f"Latin-1 or Windows-1252 text): {fix}") from None
+        raise _refused(
+            source,
+            f"is not a UTF-8 text file (line {line} has a byte that is not UTF-8, as in "
+            f"Latin-1 or Windows-1252 text): {fix}",
+        ) from None
 
 
 def load_text(text: str, source: str) -> Any:
@@ -97,7 +106,7 @@ def load_text(text: str, source: str) -> Any:
     finally:
         loader.dispose()
     if not isinstance(data, dict):
-        kind = {list: "a list", set: "a set"}.get(type(data), "a single value")
+        kind = "a list" if isinstance(data, list) else "a set" if isinstance(data, set) else "a single value"
         raise _refused(source, f"must be a mapping of parameter names to values, not {kind}")
     return data
 
@@ -106,15 +115,18 @@ def _scan(text: str, source: str) -> None:
     """Refuse anchors, aliases and deep nesting from the event stream, before any node exists."""
     depth = 0
     for event in yaml.parse(text, Loader=_LOADER):
-        line = event.start_mark.line + 1
+        line = event.start_mark.line + 1 if event.start_mark else 0
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            raise _refused(source, f"uses a YAML anchor or alias (line {line}); parameter files may not: "
-                           "write the value out in full")
+            raise _refused(
+                source,
+                f"uses a YAML anchor or alias (line {line}); parameter files may not: write the value out in full",
+            )
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
-                raise _refused(source, f"nests deeper than {MAX_DEPTH} levels (line {line}); "
-                               "parameter files are a few levels deep")
+                raise _refused(
+                    source, f"nests deeper than {MAX_DEPTH} levels (line {line}); parameter files are a few levels deep"
+                )
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
 
@@ -123,25 +135,33 @@ def _check(node: yaml.Node, path: str, loader: Any, source: str) -> None:
     """Refuse merge keys, unknown tags and duplicate keys anywhere under ``node`` (a tree: aliases are gone)."""
     line = node.start_mark.line + 1
     if node.tag == _MERGE_TAG:
-        raise _refused(source, f"uses a YAML merge key << (line {line}); parameter files may not: "
-                       "write the keys out in full")
+        raise _refused(
+            source, f"uses a YAML merge key << (line {line}); parameter files may not: write the keys out in full"
+        )
     if node.tag not in _SAFE_TAGS:
         tag = node.tag.replace(_STANDARD, "!!", 1) if node.tag.startswith(_STANDARD) else node.tag
-        raise _refused(source, f"uses the YAML tag {shorten(tag, 60)} (line {line}); parameter files hold "
-                       "plain text, numbers, true/false, lists and mappings only: remove the tag or quote the value")
+        raise _refused(
+            source,
+            f"uses the YAML tag {shorten(tag, 60)} (line {line}); parameter files hold "
+            "plain text, numbers, true/false, lists and mappings only: remove the tag or quote the value",
+        )
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key, value in node.value:
             _check(key, path, loader, source)
             key_line = key.start_mark.line + 1
             if not isinstance(key, yaml.ScalarNode):
-                raise _refused(source, f"uses a list or mapping as a key (line {key_line}); "
-                               "parameter names are plain words")
+                raise _refused(
+                    source, f"uses a list or mapping as a key (line {key_line}); parameter names are plain words"
+                )
             name = loader.construct_object(key)
             where = f"{path}.{name}" if path else str(name)
             if name in seen:
-                raise _refused(source, f"key {shorten(where, 120)} appears twice (lines {seen[name]} and "
-                               f"{key_line}); YAML would silently keep the last one: delete the one you do not mean")
+                raise _refused(
+                    source,
+                    f"key {shorten(where, 120)} appears twice (lines {seen[name]} and "
+                    f"{key_line}); YAML would silently keep the last one: delete the one you do not mean",
+                )
             seen[name] = key_line
             _check(value, where, loader, source)
     elif isinstance(node, yaml.SequenceNode):

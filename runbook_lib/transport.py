@@ -14,6 +14,7 @@ A transport also owns time (in replay, waits are virtual and "now" is when the r
 expiry checks replay the same verdicts on any day) and counts what was sent: reads, accepted writes and
 failed write attempts separately, sign-ins, retries and every wait. No other module asks which mode is on.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,7 +22,7 @@ import os
 import ssl
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,19 @@ class Counts:
     def wait(self, request: str, status: int | None, code: str, seconds: float, attempt: int) -> None:
         """Note a retry and the time waited before it."""
         self.retries += 1
-        self.waits.append({"request": request, "status": status, "code": code, "wait_seconds": seconds,
-                           "attempt": attempt})
+        self.waits.append(
+            {"request": request, "status": status, "code": code, "wait_seconds": seconds, "attempt": attempt}
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reads": self.reads, "writes": self.writes, "failed_writes": self.failed_writes, "auth": self.auth,
-                "retries": self.retries, "waits": self.waits}
+        return {
+            "reads": self.reads,
+            "writes": self.writes,
+            "failed_writes": self.failed_writes,
+            "auth": self.auth,
+            "retries": self.retries,
+            "waits": self.waits,
+        }
 
 
 def _tunnelled_read(path: str, body: bytes | str | None) -> bool:
@@ -98,7 +106,7 @@ class Clock:
     """Real time: live, record and sandbox runs."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -132,8 +140,10 @@ class _Session(requests.Session):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         if self.finished:  # never fall through to the network once replay or record is switched off
-            raise RunbookError("this step has finished and sends no more requests",
-                               fix="run the notebook's setup cell again to start the step anew")
+            raise RunbookError(
+                "this step has finished and sends no more requests",
+                fix="run the notebook's setup cell again to start the step anew",
+            )
         if self.stop_file is not None and self.stop_file.exists():
             raise Interrupted("the run was interrupted (Ctrl-C or a stop request) before this request was sent")
         method, url = request.method or "GET", request.url or ""
@@ -212,9 +222,14 @@ class _Cassette:
     """vcrpy around the session: every exchange recorded (scrubbed) or answered from the recording."""
 
     def __init__(self, recording: Path, record_mode: str, scrubber: Scrubber) -> None:
-        recorder = vcr.VCR(record_mode=record_mode, match_on=MATCH_ON, filter_headers=REQUEST_HEADERS_DROPPED,
-                           before_record_request=scrubber.request, before_record_response=scrubber.response,
-                           decode_compressed_response=True)
+        recorder = vcr.VCR(
+            record_mode=record_mode,
+            match_on=MATCH_ON,
+            filter_headers=REQUEST_HEADERS_DROPPED,
+            before_record_request=scrubber.request,
+            before_record_response=scrubber.response,
+            decode_compressed_response=True,
+        )
         self._cm: Any = recorder.use_cassette(str(recording))
         self._cm.__enter__()
 
@@ -251,8 +266,10 @@ class RecordTransport(Transport):
             leaks = self.scrubber.leaks(self.recording.read_text(encoding="utf-8"))
             if leaks:
                 self.recording.unlink()
-                raise RunbookError(f"recording {self.recording.name} would have held secrets ({', '.join(leaks)}); "
-                                   "it was deleted", fix="report this as a bug in runbook_lib.recording")
+                raise RunbookError(
+                    f"recording {self.recording.name} would have held secrets ({', '.join(leaks)}); it was deleted",
+                    fix="report this as a bug in runbook_lib.recording",
+                )
 
 
 def _recorded_at(cassette: Path) -> datetime | None:
@@ -272,7 +289,7 @@ class ReplayTransport(Transport):
 
     def __init__(self, params: Params, step: str) -> None:
         super().__init__(params, step)
-        self.clock = ReplayClock(_recorded_at(self.recording) or datetime.now(timezone.utc))
+        self.clock = ReplayClock(_recorded_at(self.recording) or datetime.now(UTC))
         self._cassette = _Cassette(self.recording, "none", Scrubber())
         self._smtp_servers: list[Any] = []
 

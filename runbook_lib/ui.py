@@ -1,10 +1,12 @@
 """JupyterLab helpers for training: a form for a notebook's parameters, validated by the same schema as
 the parameter files, and short checks of understanding. Headless runs display them and never use them."""
+
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from functools import cache
 from importlib.resources import files
-from typing import Any, MutableMapping, get_args
+from typing import Any, get_args
 
 import yaml
 
@@ -12,14 +14,24 @@ from . import params as params_mod
 from .errors import ParamsError
 
 #: the fields the form offers: (section or "", field); the rest keep the notebook's values
-FORM_FIELDS = [("", "tenant"), ("", "tenant_id"), ("", "mode"), ("", "apply"), ("", "consent"),
-               ("webex", "asset_name"), ("webex", "email_id"), ("webex", "forwarding_address"),
-               ("webex", "callback_url"), ("application", "display_name"), ("application", "secret_lifetime_days"),
-               ("mailbox", "apply_with")]
+FORM_FIELDS = [
+    ("", "tenant"),
+    ("", "tenant_id"),
+    ("", "mode"),
+    ("", "apply"),
+    ("", "consent"),
+    ("webex", "asset_name"),
+    ("webex", "email_id"),
+    ("webex", "forwarding_address"),
+    ("webex", "callback_url"),
+    ("application", "display_name"),
+    ("application", "secret_lifetime_days"),
+    ("mailbox", "apply_with"),
+]
 
 
 def _model_field(section: str, name: str) -> Any:
-    model = params_mod.Params if not section else params_mod.Params.model_fields[section].annotation
+    model: Any = params_mod.Params if not section else params_mod.Params.model_fields[section].annotation
     return model.model_fields[name]
 
 
@@ -93,4 +105,6 @@ def check_understanding(key: str) -> Any:
             feedback.value = "<p><b>Not quite.</b> Think about it once more, or check the explanation above.</p>"
 
     button.on_click(check)
-    return widgets.VBox([widgets.HTML(f"<b>Check your understanding:</b> {quiz['question']}"), choice, button, feedback])
+    return widgets.VBox(
+        [widgets.HTML(f"<b>Check your understanding:</b> {quiz['question']}"), choice, button, feedback]
+    )

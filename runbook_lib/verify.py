@@ -13,6 +13,7 @@ the fix; a check that did not run is never a pass.
 * the authorize URL Webex Connect's Generate Token opens; with ``verify.probe_authorize_url`` it is
   requested (without signing in) to catch AADSTS50011 / AADSTS700016 before the operator tries.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -36,12 +37,13 @@ STEP = registry.VERIFY
 class Checks:
     """The verdicts of one verify run, kept in the step's record."""
 
-    def __init__(self, step: "Step") -> None:
+    def __init__(self, step: Step) -> None:
         self.step = step
         self.items = step.result.checks
 
-    def add(self, check: str, verdict: Verdict, detail: str, *, code: str = "",
-            explained: Finding | None = None) -> Check:
+    def add(
+        self, check: str, verdict: Verdict, detail: str, *, code: str = "", explained: Finding | None = None
+    ) -> Check:
         """Record a verdict; its fix comes from ``explained`` (a diagnosis) or the knowledge base entry ``code``."""
         entry: Any = explained or knowledge.lookup("checks", code or check)
         if verdict != "pass" and code.startswith("AADSTS"):
@@ -55,29 +57,36 @@ class Checks:
         """A verdict per compared resource: as desired passes, anything that would change fails."""
         for change in changes:
             ok = change.action == "unchanged"
-            self.add(f"{change.resource}: {change.name}", "pass" if ok else "fail",
-                     change.summary if ok else f"drift: would {change.summary}", code=code)
+            self.add(
+                f"{change.resource}: {change.name}",
+                "pass" if ok else "fail",
+                change.summary if ok else f"drift: would {change.summary}",
+                code=code,
+            )
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([c.__dict__ for c in self.items], columns=["check", "verdict", "detail", "fix", "notebook"])
 
 
-def application_drift(step: "Step", checks: Checks) -> dict[str, Any] | None:
+def application_drift(step: Step, checks: Checks) -> dict[str, Any] | None:
     """Step 2's desired state against the tenant now; returns the application for the later checks."""
     exo = entra.exchange_online(step)
     app = entra.find_application(step)
     app_change = entra.diff_application(app, entra.desired_application(step, exo))
     sp = entra.find_service_principal(step, app, app_change)
     sp_id = sp["id"] if sp else None
-    changes = [app_change, entra.diff_service_principal(app, sp, step.params.application.display_name),
-               entra.diff_mail_send_consent(sp_id, entra.role_assignments(step, sp_id), exo)]
+    changes = [
+        app_change,
+        entra.diff_service_principal(app, sp, step.params.application.display_name),
+        entra.diff_mail_send_consent(sp_id, entra.role_assignments(step, sp_id), exo),
+    ]
     if step.params.consent == "admin":
         changes.append(entra.diff_smtp_send_grant(sp_id, entra.find_smtp_send_grant(step, sp, exo), exo))
     checks.drift(changes, "application_drift")
     return app
 
 
-def user_consent(step: "Step", checks: Checks) -> None:
+def user_consent(step: Step, checks: Checks) -> None:
     """Can the mailbox user consent at Generate Token (or has tenant-wide consent made that moot)?"""
     consent = entra.user_consent(step)
     if step.params.consent == "admin":
@@ -90,21 +99,30 @@ def user_consent(step: "Step", checks: Checks) -> None:
         checks.add("user consent", "pass", consent.explanation)
 
 
-def mailbox_drift(step: "Step", checks: Checks) -> None:
+def mailbox_drift(step: Step, checks: Checks) -> None:
     """Step 3's settings, read back when the admin API is in use; otherwise not tested here."""
     exchange.check_mailbox_user(step)
     if step.params.mailbox.apply_with != "adminapi":
-        checks.add("mailbox settings", "not tested", "not read: mailbox.apply_with is powershell, so the kit cannot "
-                   "read them; the step 3 script checks each setting when it runs", code="mailbox_not_read")
+        checks.add(
+            "mailbox settings",
+            "not tested",
+            "not read: mailbox.apply_with is powershell, so the kit cannot "
+            "read them; the step 3 script checks each setting when it runs",
+            code="mailbox_not_read",
+        )
         return
     state = exchange.read_state(step)
     for change in exchange.diff_mailbox(state, exchange.settings(step)):
         ok = change.action == "unchanged"
-        checks.add(f"{change.resource}: {change.name}", "pass" if ok else "fail",
-                   change.summary if ok else f"drift: {change.summary}", code=f"mailbox_{exchange.SECTIONS[change.resource]}")
+        checks.add(
+            f"{change.resource}: {change.name}",
+            "pass" if ok else "fail",
+            change.summary if ok else f"drift: {change.summary}",
+            code=f"mailbox_{exchange.SECTIONS[change.resource]}",
+        )
 
 
-def secret_and_token(step: "Step", checks: Checks, app: dict[str, Any] | None) -> None:
+def secret_and_token(step: Step, checks: Checks, app: dict[str, Any] | None) -> None:
     """The stored secret among the application's, its expiry, then the app-only token it gets and its claims."""
     store = step.params.secret_store.describe()
     stored = secrets.read(step.params.secret_store)
@@ -118,10 +136,16 @@ def secret_and_token(step: "Step", checks: Checks, app: dict[str, Any] | None) -
     elif match.kind == "no match" or cred is None:
         checks.add("client secret", "fail", match.explain(store), code="secret_no_match")
     elif cred.days_left(now) <= 0:
-        checks.add("client secret", "fail", f"expired on {cred.expires.date()} (hint {cred.hint}...)", code="AADSTS7000222")
+        checks.add(
+            "client secret", "fail", f"expired on {cred.expires.date()} (hint {cred.hint}...)", code="AADSTS7000222"
+        )
     elif cred.days_left(now) < step.params.verify.secret_warn_days:
-        checks.add("client secret", "warn", f"expires in {cred.days_left(now)} days, on {cred.expires.date()}",
-                   code="secret_expiring")
+        checks.add(
+            "client secret",
+            "warn",
+            f"expires in {cred.days_left(now)} days, on {cred.expires.date()}",
+            code="secret_expiring",
+        )
     else:
         checks.add("client secret", "pass", f"valid for {cred.days_left(now)} more days (hint {cred.hint}...)")
     if app is None or not stored:
@@ -130,8 +154,14 @@ def secret_and_token(step: "Step", checks: Checks, app: dict[str, Any] | None) -
     wait = step.params.network.propagation_wait_seconds
     new_secret = cred is not None and cred.is_new(now, wait)
     try:
-        token = auth.app_token(step.endpoints, step.transport, app["appId"], stored, step.endpoints.exchange_scope,
-                               wait_up_to=wait if new_secret else 0.0)
+        token = auth.app_token(
+            step.endpoints,
+            step.transport,
+            app["appId"],
+            stored,
+            step.endpoints.exchange_scope,
+            wait_up_to=wait if new_secret else 0.0,
+        )
     except AuthError as error:
         code = f"AADSTS{error.codes[0]}" if error.codes else "app_token"
         kb = {"secret id": "secret_id_pasted", "no match": "secret_no_match"}.get(match.kind, code)
@@ -141,14 +171,18 @@ def secret_and_token(step: "Step", checks: Checks, app: dict[str, Any] | None) -
     step.facts.token_claims = {k: claims.get(k) for k in ("aud", "tid", "appid", "roles")}
     checks.add("app-only token", "pass", f"issued for {claims.get('aud')} to {claims.get('appid')}")
     roles = claims.get("roles") or []
-    checks.add("Mail.Send in the token's roles", "pass" if entra.MAIL_SEND in roles else "fail",
-               f"roles: {', '.join(roles) or 'none'}", code="mail_send_role")
+    checks.add(
+        "Mail.Send in the token's roles",
+        "pass" if entra.MAIL_SEND in roles else "fail",
+        f"roles: {', '.join(roles) or 'none'}",
+        code="mail_send_role",
+    )
     if GUID_RE.match(step.params.tenant_id):
         same = claims.get("tid", "").lower() == step.params.tenant_id.lower()
         checks.add("token's tenant", "pass" if same else "fail", f"tid {claims.get('tid')}", code="tenant_mismatch")
 
 
-def mailbox_token(step: "Step", app: dict[str, Any] | None) -> tuple[str | None, str]:
+def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, str]:
     """A delegated SMTP.Send token for the mailbox, signed in through the customer's own application (as
     Generate Token does); Microsoft's first-party clients are not preauthorized for SMTP.Send. Returns the
     token, or None and why the sign-in could not be tried."""
@@ -156,8 +190,9 @@ def mailbox_token(step: "Step", app: dict[str, Any] | None) -> tuple[str | None,
         return None, "set verify.mailbox_sign_in to sign in as the mailbox, or use Generate Token in Webex Connect"
     if app is None:
         return None, "there is no application to sign in through (run step 2)"
-    client = msal.PublicClientApplication(app["appId"], authority=step.endpoints.authority,
-                                          http_client=step.transport.session, instance_discovery=False)
+    client = msal.PublicClientApplication(
+        app["appId"], authority=step.endpoints.authority, http_client=step.transport.session, instance_discovery=False
+    )
     try:
         result = auth.device_flow(client, [step.endpoints.smtp_scope], step.transport, print)
         if "access_token" in result:
@@ -165,19 +200,25 @@ def mailbox_token(step: "Step", app: dict[str, Any] | None) -> tuple[str | None,
         error = auth.auth_error(result)
     except AuthError as refused:
         error = refused
-    return None, (f"the mailbox could not sign in through the application ({error.message}); Generate Token in "
-                  "Webex Connect is the test, or allow public client flows on the application for this check")
+    return None, (
+        f"the mailbox could not sign in through the application ({error.message}); Generate Token in "
+        "Webex Connect is the test, or allow public client flows on the application for this check"
+    )
 
 
-def smtp_checks(step: "Step", checks: Checks, app: dict[str, Any] | None) -> None:
+def smtp_checks(step: Step, checks: Checks, app: dict[str, Any] | None) -> None:
     """STARTTLS and XOAUTH2 offered; then, if the mailbox signed in, AUTH XOAUTH2 itself."""
     token, why_not = mailbox_token(step, app)
     transcript = smtp.probe(step, token)
     e = step.endpoints
     offered = smtp.offers_xoauth2(transcript["features_tls"])
-    checks.add("SMTP STARTTLS and XOAUTH2", "pass" if offered else "fail",
-               f"{e.smtp_host}:{e.smtp_port}: {transcript['starttls']}; AUTH offered: "
-               + ", ".join(f for f in transcript["features_tls"] if f.upper().startswith("AUTH")), code="smtp_xoauth2")
+    checks.add(
+        "SMTP STARTTLS and XOAUTH2",
+        "pass" if offered else "fail",
+        f"{e.smtp_host}:{e.smtp_port}: {transcript['starttls']}; AUTH offered: "
+        + ", ".join(f for f in transcript["features_tls"] if f.upper().startswith("AUTH")),
+        code="smtp_xoauth2",
+    )
     reply = transcript["auth"]
     if reply is None:
         checks.add("SMTP AUTH XOAUTH2", "not tested", why_not, code="smtp_not_tried")
@@ -187,22 +228,39 @@ def smtp_checks(step: "Step", checks: Checks, app: dict[str, Any] | None) -> Non
         checks.add("SMTP AUTH XOAUTH2", "pass", text)
         return
     finding = next(iter(diagnose.diagnose(text)), None)
-    checks.add("SMTP AUTH XOAUTH2", "fail", text, code=finding.code if finding else "smtp_auth_failed", explained=finding)
+    checks.add(
+        "SMTP AUTH XOAUTH2", "fail", text, code=finding.code if finding else "smtp_auth_failed", explained=finding
+    )
 
 
-def authorize_url(step: "Step", checks: Checks, app: dict[str, Any] | None) -> str:
+def authorize_url(step: Step, checks: Checks, app: dict[str, Any] | None) -> str:
     """The URL Generate Token opens; optionally requested to see whether Entra ID refuses it outright."""
     client_id = (app or {}).get("appId", "")
-    query = urlencode({"client_id": client_id, "response_type": "code", "redirect_uri": step.params.webex.callback_url,
-                       "scope": f"offline_access {step.endpoints.smtp_scope}", "prompt": "select_account"})
+    query = urlencode(
+        {
+            "client_id": client_id,
+            "response_type": "code",
+            "redirect_uri": step.params.webex.callback_url,
+            "scope": f"offline_access {step.endpoints.smtp_scope}",
+            "prompt": "select_account",
+        }
+    )
     url = f"{step.endpoints.webex_authorize_url}?{query}"
     step.facts.authorize_url = url
     if not step.params.verify.probe_authorize_url or not client_id:
-        checks.add("authorize URL", "not tested", "built, not requested: set verify.probe_authorize_url to have Entra "
-                   "ID check the client ID and redirect URI", code="authorize_not_probed")
+        checks.add(
+            "authorize URL",
+            "not tested",
+            "built, not requested: set verify.probe_authorize_url to have Entra "
+            "ID check the client ID and redirect URI",
+            code="authorize_not_probed",
+        )
         return url
-    page = step.transport.session.get(f"{step.endpoints.authorize_url}?{query}", allow_redirects=False,
-                                      timeout=(step.params.network.connect_timeout, step.params.network.read_timeout)).text
+    page = step.transport.session.get(
+        f"{step.endpoints.authorize_url}?{query}",
+        allow_redirects=False,
+        timeout=(step.params.network.connect_timeout, step.params.network.read_timeout),
+    ).text
     found = [f for f in diagnose.diagnose(page) if f.kind == "aadsts"]
     if found:
         checks.add("authorize URL", "fail", f"Entra ID answers {found[0].code}: {found[0].meaning}", code=found[0].code)
@@ -211,7 +269,7 @@ def authorize_url(step: "Step", checks: Checks, app: dict[str, Any] | None) -> s
     return url
 
 
-def run_checks(step: "Step") -> pd.DataFrame:
+def run_checks(step: Step) -> pd.DataFrame:
     """Every check, in the order a person would look; returns the verdict table."""
     checks = Checks(step)
     app = application_drift(step, checks)
@@ -228,11 +286,14 @@ def summary_line(checks: list[Check]) -> str:
     return ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
-def require_pass(step: "Step") -> str:
+def require_pass(step: Step) -> str:
     """Fail the notebook when any check failed, naming each with its fix."""
     checks = step.result.checks
     failed = [c for c in checks if c.verdict == "fail"]
     if failed:
-        raise StepFailed(f"{len(failed)} check(s) failed: " + "; ".join(f"{c.check} ({c.detail})" for c in failed),
-                         fix=" | ".join(dict.fromkeys(c.fix for c in failed if c.fix)), step=STEP)
+        raise StepFailed(
+            f"{len(failed)} check(s) failed: " + "; ".join(f"{c.check} ({c.detail})" for c in failed),
+            fix=" | ".join(dict.fromkeys(c.fix for c in failed if c.fix)),
+            step=STEP,
+        )
     return f"No check failed: {summary_line(checks)}."

@@ -3,6 +3,7 @@
 The kit never invents these values; it checks their shape so that a typo is caught before it
 becomes a redirect-URI mismatch (AADSTS50011) or mail forwarded into the void.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,9 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 FORWARDING_RE = re.compile(r"^[0-9a-f]{32}@mail-[a-z0-9]+\.imiconnect\.io$", re.IGNORECASE)
 CALLBACK_DOMAINS = (".webexconnect.io", ".imiconnect.io")
 
@@ -22,7 +25,7 @@ EXPECTED = {
     "email_id": "the mailbox's email address (its user principal name), e.g. support@contoso.com",
     "forwarding_address": "32 hexadecimal characters @ mail-<region>.imiconnect.io, copied from Webex Connect",
     "callback_url": "https://<tenant>.<region>.webexconnect.io/callback (or a legacy "
-                    "https://<pod>.imiconnect.io/callback), copied from Webex Connect",
+    "https://<pod>.imiconnect.io/callback), copied from Webex Connect",
 }
 
 
@@ -70,8 +73,11 @@ CARRIED_FORWARD = [
     ("callback_url", "Web redirect URI of the Entra ID application", "02_azure_app_registration"),
     ("email_id", "the mailbox: SMTP AUTH and forwarding are set on it", "03_office365_mailbox"),
     ("forwarding_address", "the mailbox forwards every message here", "03_office365_mailbox"),
-    ("email_id", "Username in the Webex Connect form; the account that signs in at Generate Token",
-     "04_webex_connect_email_app"),
+    (
+        "email_id",
+        "Username in the Webex Connect form; the account that signs in at Generate Token",
+        "04_webex_connect_email_app",
+    ),
     ("asset_name", "Asset Name in the Webex Connect form", "04_webex_connect_email_app"),
 ]
 
@@ -79,8 +85,9 @@ CARRIED_FORWARD = [
 def values_table(values: Any) -> pd.DataFrame:
     """The step 1 values with their checks, as a table."""
     rows = check_values(values.model_dump() if hasattr(values, "model_dump") else dict(values))
-    return pd.DataFrame([{"field": r.field, "value": r.value, "well formed": r.ok, "expected form": r.expected}
-                         for r in rows])
+    return pd.DataFrame(
+        [{"field": r.field, "value": r.value, "well formed": r.ok, "expected form": r.expected} for r in rows]
+    )
 
 
 def carried_forward(values: Any) -> pd.DataFrame:

@@ -5,6 +5,7 @@ the secret store. The client secret's value is never printed: the table says whe
 a button reveals it on screen for a minute, in a widget whose state is not saved with the notebook
 (JupyterLab saves widget state only when "Save Widget State Automatically" is turned on).
 """
+
 from __future__ import annotations
 
 import html
@@ -25,13 +26,17 @@ VALUES_FILE = "webex_connect_values.json"
 REVEAL_SECONDS = 60
 
 
-def form_values(step: "Step") -> pd.DataFrame:
+def form_values(step: Step) -> pd.DataFrame:
     """The form's fields in the order Webex Connect shows them, with where each value comes from. The
     application is found by its key or client ID, so this works right after step 2 created it."""
     app = entra.find_application(step)
     if app is None:
-        raise StepFailed(f"there is no application {step.params.application.display_name!r} (key "
-                         f"{step.params.application.key!r}) yet", fix="run step 2 first", step=registry.APP_REGISTRATION)
+        raise StepFailed(
+            f"there is no application {step.params.application.display_name!r} (key "
+            f"{step.params.application.key!r}) yet",
+            fix="run step 2 first",
+            step=registry.APP_REGISTRATION,
+        )
     match = entra.stored_match(step, app)
     cred = match.secret if match.kind == "matched" else None
     e, w = step.endpoints, step.params.webex
@@ -45,9 +50,13 @@ def form_values(step: "Step") -> pd.DataFrame:
         ("Port", str(e.public_smtp_port), ""),
         ("Security", "STARTTLS (TLS)", ""),
         ("Client ID", app["appId"], "Application (client) ID from step 2"),
-        ("Client Secret", f"the Value in {store}: hint {cred.hint}..., expires {cred.expires.date().isoformat()}"
-                          if cred is not None else f"no valid secret in the store: {match.explain(store)}; run step 2",
-         "the secret's Value, never its Secret ID"),
+        (
+            "Client Secret",
+            f"the Value in {store}: hint {cred.hint}..., expires {cred.expires.date().isoformat()}"
+            if cred is not None
+            else f"no valid secret in the store: {match.explain(store)}; run step 2",
+            "the secret's Value, never its Secret ID",
+        ),
         ("Call Back URL", w.callback_url, "shown by Webex Connect; registered in step 2"),
         ("Authorization URL", e.webex_authorize_url, "tenant-specific, not /common"),
         ("Scope", f"offline_access {e.smtp_scope}", "delegated SMTP.Send, and a refresh token"),
@@ -62,7 +71,7 @@ def form_values(step: "Step") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value", "note"])
 
 
-def reveal_secret(step: "Step") -> Any:
+def reveal_secret(step: Step) -> Any:
     """A button that shows the secret's Value on screen for a minute (JupyterLab only)."""
     import ipywidgets as widgets
 
@@ -93,7 +102,7 @@ def reveal_secret(step: "Step") -> Any:
     return widgets.VBox([button, shown])
 
 
-def checklist(step: "Step") -> Any:
+def checklist(step: Step) -> Any:
     """Check boxes for the Webex Connect actions; their state (or ``checklist`` in headless runs) is recorded."""
     import ipywidgets as widgets
 
@@ -102,15 +111,18 @@ def checklist(step: "Step") -> Any:
     step.facts.checklist = {"confirmed_by": given.confirmed_by, "items": state}
     boxes = []
     for key, text in webex.CHECKLIST.items():
-        box = widgets.Checkbox(value=state[key], description=text, indent=False,
-                               layout=widgets.Layout(width="auto"))
+        box = widgets.Checkbox(value=state[key], description=text, indent=False, layout=widgets.Layout(width="auto"))
         box.observe(lambda change, key=key: state.__setitem__(key, change["new"]), names="value")
         boxes.append(box)
     return widgets.VBox(boxes)
 
 
-def checklist_table(step: "Step") -> pd.DataFrame:
+def checklist_table(step: Step) -> pd.DataFrame:
     """What was confirmed, and by whom: this is what goes into the record."""
     recorded = step.facts.checklist or {"confirmed_by": "", "items": {}}
-    return pd.DataFrame([{"action": webex.CHECKLIST[k], "confirmed": done,
-                          "by": recorded["confirmed_by"] if done else ""} for k, done in recorded["items"].items()])
+    return pd.DataFrame(
+        [
+            {"action": webex.CHECKLIST[k], "confirmed": done, "by": recorded["confirmed_by"] if done else ""}
+            for k, done in recorded["items"].items()
+        ]
+    )

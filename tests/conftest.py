@@ -1,9 +1,11 @@
 """Shared fixtures: the demo parameters, and a simulated tenant served on loopback."""
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -57,8 +59,12 @@ def sandbox(seed: dict[str, Any]) -> Iterator[Sandbox]:
 def live_raw(demo_raw: dict[str, Any], sandbox: Sandbox, tmp_path: Path) -> dict[str, Any]:
     """The demo tenant's parameters in live mode against the sandbox, with private stores."""
     raw = copy.deepcopy(demo_raw)
-    raw.update(mode="live", endpoints=sandbox.endpoints(), recordings=str(tmp_path / "recordings"),
-               secret_store={"file": str(tmp_path / "secrets" / "client.secret")})
+    raw.update(
+        mode="live",
+        endpoints=sandbox.endpoints(),
+        recordings=str(tmp_path / "recordings"),
+        secret_store={"file": str(tmp_path / "secrets" / "client.secret")},
+    )
     return raw
 
 

@@ -1,4 +1,5 @@
 """Batches, locks, retries of a dead kernel or a hung cell, and record inspection."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def test_batch_validates_first_runs_the_rest_and_reruns_only_failures(tmp_path, 
     bad.write_text("tenant: Not A Slug\n")
     files = [str(DEMO), str(ROOT / "params" / "demo" / "tailspin.yaml"), str(bad)]
     archive = tmp_path / "archive"
-    code = cli.main(["batch", *files, "--jobs", "2", "--steps", STEP1, "02_azure_app_registration",
-                     "--archive", str(archive)])
+    code = cli.main(
+        ["batch", *files, "--jobs", "2", "--steps", STEP1, "02_azure_app_registration", "--archive", str(archive)]
+    )
     out = capsys.readouterr().out
     assert code == 1
     assert "invalid: " in out and "tenant:" in out and "[2/2]" in out
@@ -45,9 +47,8 @@ def test_batch_validates_first_runs_the_rest_and_reruns_only_failures(tmp_path, 
 def test_a_second_run_of_the_same_tenant_waits_or_is_refused(tmp_path, demo_raw):
     archive = tmp_path / "archive"
     tenant = params.validate(demo_raw)
-    with locks.tenant_lock(tenant, command="another run"):
-        with pytest.raises(LockHeld, match="locked by another run"):
-            runner.run(tenant, archive=archive, steps=[STEP1], wait_lock=0.5)
+    with locks.tenant_lock(tenant, command="another run"), pytest.raises(LockHeld, match="locked by another run"):
+        runner.run(tenant, archive=archive, steps=[STEP1], wait_lock=0.5)
     assert records.record_dirs(archive, "contoso") == []
     runner.run(tenant, archive=archive, steps=[STEP1], progress=lambda _: None)
     assert len(records.record_dirs(archive, "contoso")) == 1
@@ -55,8 +56,13 @@ def test_a_second_run_of_the_same_tenant_waits_or_is_refused(tmp_path, demo_raw)
 
 def test_a_hung_cell_fails_its_attempt_and_the_step_is_retried_once(tmp_path, live_raw, sandbox):
     sandbox.tenant.faults.append({"method": "GET", "path": "^/v1.0/applications$", "delay": 20, "times": 1})
-    result = runner.run(params.validate(live_raw), archive=tmp_path / "archive", cell_timeout=5,
-                        steps=["02_azure_app_registration"], progress=lambda _: None)
+    result = runner.run(
+        params.validate(live_raw),
+        archive=tmp_path / "archive",
+        cell_timeout=5,
+        steps=["02_azure_app_registration"],
+        progress=lambda _: None,
+    )
     [step] = result.steps
     assert step.status == "ok" and "cell timeout (5 s)" in step.facts.retried
 
@@ -65,22 +71,32 @@ def test_a_dead_kernel_is_retried_once(tmp_path, demo_raw):
     marker = tmp_path / "died-once"
     nb = nbformat.read(ROOT / "notebooks" / f"{STEP1}.ipynb", as_version=4)
     setup = next(i for i, c in enumerate(nb.cells) if "rb.start(" in c.source)
-    nb.cells.insert(setup, nbformat.v4.new_code_cell(
-        f"import os, pathlib\nif not pathlib.Path({str(marker)!r}).exists():\n"
-        f"    pathlib.Path({str(marker)!r}).touch()\n    os._exit(1)"))
+    nb.cells.insert(
+        setup,
+        nbformat.v4.new_code_cell(
+            f"import os, pathlib\nif not pathlib.Path({str(marker)!r}).exists():\n"
+            f"    pathlib.Path({str(marker)!r}).touch()\n    os._exit(1)"
+        ),
+    )
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     nbformat.write(nb, notebooks / f"{STEP1}.ipynb")
-    result = runner.run(params.validate(demo_raw), archive=tmp_path / "archive", steps=[STEP1],
-                        notebooks=notebooks, progress=lambda _: None)
+    result = runner.run(
+        params.validate(demo_raw),
+        archive=tmp_path / "archive",
+        steps=[STEP1],
+        notebooks=notebooks,
+        progress=lambda _: None,
+    )
     [step] = result.steps
     assert step.status == "ok" and "kernel died" in step.facts.retried
 
 
 def test_records_list_show_and_verify(tmp_path, demo_raw, capsys):
     archive = tmp_path / "archive"
-    result = runner.run(params.validate(demo_raw), archive=archive, steps=[STEP1, "02_azure_app_registration"],
-                        progress=lambda _: None)
+    result = runner.run(
+        params.validate(demo_raw), archive=archive, steps=[STEP1, "02_azure_app_registration"], progress=lambda _: None
+    )
     assert cli.main(["records", "contoso", "--archive", str(archive)]) == 0
     assert result.record.name in capsys.readouterr().out
     assert cli.main(["show", str(result.record)]) == 0
@@ -93,12 +109,20 @@ def test_records_list_show_and_verify(tmp_path, demo_raw, capsys):
     (result.record / "extra.txt").write_text("x")
     assert cli.main(["verify-record", str(result.record)]) == 1
     out = capsys.readouterr().out
-    assert "altered: 02_azure_app_registration.html" in out and f"removed: {STEP1}.ipynb" in out and "added: extra.txt" in out
+    assert (
+        "altered: 02_azure_app_registration.html" in out
+        and f"removed: {STEP1}.ipynb" in out
+        and "added: extra.txt" in out
+    )
 
 
 def test_the_html_record_starts_with_the_changes_and_has_no_code(tmp_path, demo_raw):
-    result = runner.run(params.validate(demo_raw), archive=tmp_path / "archive",
-                        steps=[STEP1, "02_azure_app_registration"], progress=lambda _: None)
+    result = runner.run(
+        params.validate(demo_raw),
+        archive=tmp_path / "archive",
+        steps=[STEP1, "02_azure_app_registration"],
+        progress=lambda _: None,
+    )
     html = (result.record / "02_azure_app_registration.html").read_text()
     assert html.index("Record of 02_azure_app_registration: ok") < html.index("Register the application")
     assert "grant admin consent" in html and "rb.start(" not in html and "entra.ensure_secret" not in html
@@ -107,11 +131,16 @@ def test_the_html_record_starts_with_the_changes_and_has_no_code(tmp_path, demo_
 
 
 def test_the_same_batch_runs_on_a_dask_cluster(tmp_path):
-    import distributed   # the 'dask' extra; part of the dev extras, so this test always runs
+    import distributed  # the 'dask' extra; part of the dev extras, so this test always runs
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        record, table = batch.run_batch([str(DEMO), str(ROOT / "params" / "demo" / "proseware.yaml")],
-                                        steps=[STEP1, "02_azure_app_registration"], archive=tmp_path / "archive",
-                                        dask_scheduler=cluster.scheduler_address, progress=lambda _: None)
+        record, table = batch.run_batch(
+            [str(DEMO), str(ROOT / "params" / "demo" / "proseware.yaml")],
+            steps=[STEP1, "02_azure_app_registration"],
+            archive=tmp_path / "archive",
+            dask_scheduler=cluster.scheduler_address,
+            progress=lambda _: None,
+        )
     outcome = table.set_index("tenant")
     assert outcome.loc["contoso", "status"] == "ok" and outcome.loc["proseware", "status"] == "failed"
     assert "Exchange Online" in outcome.loc["proseware", "diagnosis"]

@@ -1,6 +1,7 @@
 """JupyterLab in a real browser: notebook 01 in sandbox mode, run cell by cell as a trainee would, with the
 parameters form and the validated table rendered. Headless Chromium (Debian's package) driven by Playwright;
 a screenshot is saved to test-artifacts/. Skipped, saying why, only where no browser can be had."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,9 +20,14 @@ from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine: `make test` installs "
-                                 "Debian's chromium package where apt-get is available and it runs as root")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium on this machine: `make test` installs "
+        "Debian's chromium package where apt-get is available and it runs as root",
+    ),
+]
 
 
 def free_port() -> int:
@@ -35,13 +41,27 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
 
     trainee = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
     trainee.update(tenant="browser-trainee", secret_store={"file": str(tmp_path / "trainee.secret")})
-    papermill.execute_notebook(str(ROOT / "notebooks" / "01_webex_connect_app.ipynb"),
-                               str(tmp_path / "01_webex_connect_app.ipynb"), parameters=trainee, prepare_only=True)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "01_webex_connect_app.ipynb"),
+        str(tmp_path / "01_webex_connect_app.ipynb"),
+        parameters=trainee,
+        prepare_only=True,
+    )
     port = free_port()
-    server = subprocess.Popen(cli.lab_command(["--no-browser", f"--port={port}", "--ip=127.0.0.1",
-                                               "--IdentityProvider.token=",
-                                               f"--ServerApp.runtime_dir={tmp_path / 'runtime'}"], folder=tmp_path),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        cli.lab_command(
+            [
+                "--no-browser",
+                f"--port={port}",
+                "--ip=127.0.0.1",
+                "--IdentityProvider.token=",
+                f"--ServerApp.runtime_dir={tmp_path / 'runtime'}",
+            ],
+            folder=tmp_path,
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(240):
             try:
@@ -53,9 +73,17 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
             raise AssertionError("JupyterLab did not answer within two minutes")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                                                "--disable-background-networking", "--disable-component-update",
-                                                "--disable-sync"])
+                executable_path=CHROMIUM,
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/01_webex_connect_app.ipynb", timeout=120_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
@@ -63,7 +91,7 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
             page.locator(".jp-Notebook").first.click()
             page.keyboard.press("Escape")
             cells = page.locator(".jp-Notebook .jp-Cell")
-            for _ in range(cells.count()):                 # Shift+Enter through the notebook, as a trainee does
+            for _ in range(cells.count()):  # Shift+Enter through the notebook, as a trainee does
                 page.keyboard.press("Shift+Enter")
                 page.wait_for_timeout(150)
             page.get_by_text("well formed").first.wait_for(timeout=120_000)

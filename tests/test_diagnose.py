@@ -1,19 +1,22 @@
 """Troubleshooting: the knowledge base and diagnose()."""
-from __future__ import annotations
 
-import json
+from __future__ import annotations
 
 import pytest
 
-from runbook_lib import records, cli, diagnose, knowledge
+from runbook_lib import cli, diagnose, knowledge, records
 
 from conftest import ROOT
 
 pytestmark = pytest.mark.unit
 
 NOTEBOOKS = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
-SAMPLE = {"aadsts": "AADSTS{code}: something went wrong", "smtp": "550 {code} the server said no",
-          "graph": '{{"error": {{"code": "{code}"}}}}', "checks": "05_verify: [{code}] a check failed"}
+SAMPLE = {
+    "aadsts": "AADSTS{code}: something went wrong",
+    "smtp": "550 {code} the server said no",
+    "graph": '{{"error": {{"code": "{code}"}}}}',
+    "checks": "05_verify: [{code}] a check failed",
+}
 
 
 @pytest.mark.parametrize("key", sorted(knowledge.entries()), ids=lambda k: f"{k[0]}-{k[1]}")
@@ -28,20 +31,25 @@ def test_every_entry_is_reachable_and_names_a_notebook(key):
 
 
 def test_a_pasted_ndr_and_log_give_each_code_once_in_order():
-    text = ("Delivery has failed to these recipients or groups:\n"
-            "Remote Server returned '550 5.7.520 Access denied, Your organization does not allow external "
-            "forwarding. Please contact your administrator for further assistance. AS(7555)'\n"
-            "msal: invalid_client AADSTS7000215: Invalid client secret provided. Trace ID: 1\n"
-            "again: AADSTS7000215\n")
+    text = (
+        "Delivery has failed to these recipients or groups:\n"
+        "Remote Server returned '550 5.7.520 Access denied, Your organization does not allow external "
+        "forwarding. Please contact your administrator for further assistance. AS(7555)'\n"
+        "msal: invalid_client AADSTS7000215: Invalid client secret provided. Trace ID: 1\n"
+        "again: AADSTS7000215\n"
+    )
     findings = diagnose.diagnose(text)
     assert [f.code for f in findings] == ["5.7.520", "AADSTS7000215"]
     assert findings[0].notebook == "03_office365_mailbox" and "Value" in findings[1].fix
 
 
 def test_variants_refine_by_the_words_around_the_code():
-    tenant = diagnose.diagnose("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.")
-    defaults = diagnose.diagnose("535 5.7.139 Authentication unsuccessful, user is locked by your organization's "
-                                 "security defaults policy.")
+    tenant = diagnose.diagnose(
+        "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."
+    )
+    defaults = diagnose.diagnose(
+        "535 5.7.139 Authentication unsuccessful, user is locked by your organization's security defaults policy."
+    )
     assert tenant[0].notebook == "03_office365_mailbox"
     assert defaults[0].notebook == "05_verify" and "security defaults" in defaults[0].meaning
 
@@ -74,9 +82,22 @@ def test_a_record_is_diagnosed_from_its_failed_steps_and_checks(tmp_path, capsys
     (tmp_path / "archive" / "acme" / ".tmp-half-written").mkdir()
     unsealed = tmp_path / "archive" / "acme" / "20261129T010000Z"
     unsealed.mkdir()
-    steps = [{"step": "05_verify", "status": "failed", "error": "2 check(s) failed", "checks": [
-        {"check": "app-only token", "verdict": "fail", "detail": "AADSTS7000222: expired", "code": "AADSTS7000222"},
-        {"check": "client secret", "verdict": "pass", "detail": "ok", "code": "client secret"}]}]
+    steps = [
+        {
+            "step": "05_verify",
+            "status": "failed",
+            "error": "2 check(s) failed",
+            "checks": [
+                {
+                    "check": "app-only token",
+                    "verdict": "fail",
+                    "detail": "AADSTS7000222: expired",
+                    "code": "AADSTS7000222",
+                },
+                {"check": "client secret", "verdict": "pass", "detail": "ok", "code": "client secret"},
+            ],
+        }
+    ]
     records.seal(record, {"steps": steps})
     assert diagnose.latest_record("acme", tmp_path / "archive") == record
     assert cli.main(["diagnose", "--tenant", "acme", "--archive", str(tmp_path / "archive")]) == 0

@@ -1,4 +1,5 @@
 """The Graph client against scripted answers: the requests adapter is swapped, nothing is patched."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ class Scripted(BaseAdapter):
 
 
 def error(code: str, detail: str = "") -> dict[str, Any]:
-    body: dict[str, Any] = {"error": {"code": code, "message": f"{code} happened",
-                                      "innerError": {"request-id": "rid-123"}}}
+    body: dict[str, Any] = {
+        "error": {"code": code, "message": f"{code} happened", "innerError": {"request-id": "rid-123"}}
+    }
     if detail:
         body["error"]["details"] = [{"code": detail, "message": "x"}]
     return body
@@ -57,7 +59,7 @@ def error(code: str, detail: str = "") -> dict[str, Any]:
 def graph(demo_raw, tmp_path):
     demo_raw.update(mode="live", recordings=str(tmp_path))
     transport = LiveTransport(params.validate(demo_raw), "test")
-    transport.clock = ReplayClock(transport.clock.now())   # waits are counted, not slept
+    transport.clock = ReplayClock(transport.clock.now())  # waits are counted, not slept
     made = {}
 
     def build(answers):
@@ -65,6 +67,7 @@ def graph(demo_raw, tmp_path):
         transport.session.mount("https://", adapter)
         made["adapter"] = adapter
         return Graph("https://graph.microsoft.com/v1.0", lambda: "token", transport, Network())
+
     build.transport = transport
     build.made = made
     return build
@@ -111,8 +114,12 @@ def test_retries_are_bounded_and_the_last_error_has_its_request_id(graph):
 
 
 def test_paging_follows_next_link(graph):
-    client = graph([(200, {"value": [1, 2], "@odata.nextLink": "https://graph.microsoft.com/v1.0/x?$skiptoken=a"}, {}),
-                    (200, {"value": [3]}, {})])
+    client = graph(
+        [
+            (200, {"value": [1, 2], "@odata.nextLink": "https://graph.microsoft.com/v1.0/x?$skiptoken=a"}, {}),
+            (200, {"value": [3]}, {}),
+        ]
+    )
     assert client.get_all("/x") == [1, 2, 3]
     assert graph.made["adapter"].sent[1].url.endswith("$skiptoken=a")
 

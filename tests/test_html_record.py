@@ -1,4 +1,5 @@
 """HTML records: one page that loads nothing from outside, with prose and outputs but no code."""
+
 from __future__ import annotations
 
 import re
@@ -29,34 +30,74 @@ def test_each_notebook_renders_self_contained_with_prose_and_outputs_but_no_code
     html = html_record.render(nb, title=path.stem, summary_html=f"<p>Record of {path.stem}: ok</p>")
     assert_self_contained(html)
     assert html.index(f"Record of {path.stem}: ok") < html.index("<h1>")
-    headings = [line[2:].strip() for cell in nb.cells if cell.cell_type == "markdown"
-                for line in cell.source.splitlines() if line.startswith("# ")]
+    headings = [
+        line[2:].strip()
+        for cell in nb.cells
+        if cell.cell_type == "markdown"
+        for line in cell.source.splitlines()
+        if line.startswith("# ")
+    ]
     assert headings and all(escape(h, quote=False) in html for h in headings)
-    code = [line.strip() for cell in nb.cells if cell.cell_type == "code"
-            for line in cell.source.splitlines() if "(" in line and not line.lstrip().startswith("#")]
+    code = [
+        line.strip()
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for line in cell.source.splitlines()
+        if "(" in line and not line.lstrip().startswith("#")
+    ]
     assert code and not [line for line in code if escape(line) in html or escape(line, quote=False) in html]
 
 
 def test_outputs_are_shown_as_a_reader_needs_them():
-    nb = new_notebook(cells=[
-        new_markdown_cell("## Prose\n\nSome *text*.\n\n<script src=\"https://cdn.example.com/x.js\"></script>"),
-        new_code_cell("form = parameters_form(globals())", outputs=[new_output(
-            "execute_result", execution_count=1,
-            data={html_record.WIDGET_MIME: {"model_id": "abc", "version_major": 2, "version_minor": 0},
-                  "text/plain": "VBox(children=(Text(value='contoso'),))"})]),
-        new_code_cell("graph.get('/me')", outputs=[
-            new_output("stream", name="stderr", text="\x1b[33mretrying\x1b[0m\n"),
-            new_output("error", ename="GraphError", evalue="\x1b[31mHTTP 403 Authorization_RequestDenied\x1b[0m",
-                       traceback=["\x1b[31m---------\x1b[0m", "Traceback (most recent call last)"])]),
-        new_code_cell("show()", outputs=[
-            new_output("display_data", data={"text/html": '<link rel="stylesheet" href="https://cdn.example.com/a.css">'
-                                                          "<table><tr><td>cell</td></tr></table>"
-                                                          "<script>alert(1)</script><script src='http://x/y.js'>",
-                                             "text/plain": "a table"}),
-            new_output("display_data", data={"text/markdown": "`mailbox.ps1`, saved", "text/plain": "<Markdown>"}),
-            new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"}),
-            new_output("execute_result", execution_count=3, data={"text/plain": "3 < 4"})]),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell('## Prose\n\nSome *text*.\n\n<script src="https://cdn.example.com/x.js"></script>'),
+            new_code_cell(
+                "form = parameters_form(globals())",
+                outputs=[
+                    new_output(
+                        "execute_result",
+                        execution_count=1,
+                        data={
+                            html_record.WIDGET_MIME: {"model_id": "abc", "version_major": 2, "version_minor": 0},
+                            "text/plain": "VBox(children=(Text(value='contoso'),))",
+                        },
+                    )
+                ],
+            ),
+            new_code_cell(
+                "graph.get('/me')",
+                outputs=[
+                    new_output("stream", name="stderr", text="\x1b[33mretrying\x1b[0m\n"),
+                    new_output(
+                        "error",
+                        ename="GraphError",
+                        evalue="\x1b[31mHTTP 403 Authorization_RequestDenied\x1b[0m",
+                        traceback=["\x1b[31m---------\x1b[0m", "Traceback (most recent call last)"],
+                    ),
+                ],
+            ),
+            new_code_cell(
+                "show()",
+                outputs=[
+                    new_output(
+                        "display_data",
+                        data={
+                            "text/html": '<link rel="stylesheet" href="https://cdn.example.com/a.css">'
+                            "<table><tr><td>cell</td></tr></table>"
+                            "<script>alert(1)</script><script src='http://x/y.js'>",
+                            "text/plain": "a table",
+                        },
+                    ),
+                    new_output(
+                        "display_data", data={"text/markdown": "`mailbox.ps1`, saved", "text/plain": "<Markdown>"}
+                    ),
+                    new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"}),
+                    new_output("execute_result", execution_count=3, data={"text/plain": "3 < 4"}),
+                ],
+            ),
+        ]
+    )
     html = html_record.render(nb, title="Step <2>", summary_html="<p>Record of step 2: failed</p>")
     assert_self_contained(html)
     assert "<title>Step &lt;2&gt;</title>" in html and "<h2>Prose</h2>" in html and "<em>text</em>" in html

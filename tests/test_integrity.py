@@ -1,4 +1,5 @@
 """Sealed records: every kind of tampering is named, signatures tie a record to a key, records form a chain."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,15 @@ def make_record(tenant: Path, name: str, *, sign: Path | None = None, **fields: 
     (record / "01_step.html").write_text("<p>created application</p>")
     (record / "01_step.ipynb").write_text('{"cells": []}')
     (record / "logs" / "mailbox.ps1").write_text("Set-Mailbox support")
-    manifest = {"tenant": tenant.name, "started": "2024-05-01T10:00:00+00:00", "status": "ok", "operator": "alice",
-                "files": integrity.file_hashes(record), "previous": integrity.previous_link(tenant), **fields}
+    manifest = {
+        "tenant": tenant.name,
+        "started": "2024-05-01T10:00:00+00:00",
+        "status": "ok",
+        "operator": "alice",
+        "files": integrity.file_hashes(record),
+        "previous": integrity.previous_link(tenant),
+        **fields,
+    }
     (record / "manifest.json").write_text(json.dumps(manifest, indent=2))
     integrity.seal(record, signing_key=sign)
     return record
@@ -80,8 +88,10 @@ def test_added_and_removed_files_are_named(record):
     integrity.make_writable(record)
     (record / "01_step.ipynb").unlink()
     (record / "logs" / "extra.txt").write_text("x")
-    assert integrity.verify(record) == ["removed: 01_step.ipynb is named in the manifest but gone",
-                                        "added: logs/extra.txt is not in the manifest"]
+    assert integrity.verify(record) == [
+        "removed: 01_step.ipynb is named in the manifest but gone",
+        "added: logs/extra.txt is not in the manifest",
+    ]
 
 
 def test_the_next_record_notices_a_deleted_or_rewritten_previous_one(tmp_path):
@@ -99,8 +109,10 @@ def test_the_next_record_notices_a_deleted_or_rewritten_previous_one(tmp_path):
     rewrite_manifest(second, status="failed")
     integrity.seal(second)
     assert integrity.verify(second) == []
-    assert integrity.verify(third) == [f"the previous record {second.name} was rewritten: its manifest or seal "
-                                       "no longer has the hash this record links to"]
+    assert integrity.verify(third) == [
+        f"the previous record {second.name} was rewritten: its manifest or seal "
+        "no longer has the hash this record links to"
+    ]
 
     integrity.make_writable(first)
     shutil.rmtree(first)
@@ -120,7 +132,7 @@ def test_an_unsealed_folder_and_a_missing_manifest_are_problems(tmp_path):
     old.mkdir(parents=True)
     (old / "manifest.json").write_text(json.dumps({"tenant": "contoso", "files": {}}))
     assert integrity.verify(old) == ["not sealed: the record has no seal.json (records made before sealing have none)"]
-    assert integrity.previous_link(old.parent) is None   # unsealed records start no chain
+    assert integrity.previous_link(old.parent) is None  # unsealed records start no chain
     (old / "manifest.json").unlink()
     assert "manifest.json is missing" in integrity.verify(old)
 
@@ -138,8 +150,7 @@ def test_a_signed_record_verifies_with_its_key_only(tmp_path, keys):
     private, public = keys
     signed = make_record(tmp_path / "contoso", "20240501T100000Z", sign=private)
     assert integrity.verify(signed) == integrity.verify(signed, public_key=public) == []
-    assert json.loads((signed / "seal.json").read_text())["key_id"] == \
-        integrity.key_id(integrity.load_public(public))
+    assert json.loads((signed / "seal.json").read_text())["key_id"] == integrity.key_id(integrity.load_public(public))
 
     other = tmp_path / "other"
     integrity.generate_key(other / "signing.pem", other / "signing.pub")
@@ -152,14 +163,15 @@ def test_a_signed_record_verifies_with_its_key_only(tmp_path, keys):
 
 def test_an_unsigned_record_checked_against_a_key_is_not_signed(record, keys):
     assert integrity.verify(record, public_key=keys[1]) == [
-        "not signed: the seal has no signature, but a public key was given to check it"]
+        "not signed: the seal has no signature, but a public key was given to check it"
+    ]
 
 
 def test_sealed_files_and_folders_are_read_only(record):
     assert (record.stat().st_mode & 0o777) == 0o555 and ((record / "logs").stat().st_mode & 0o777) == 0o555
     for name in ("manifest.json", "seal.json", "01_step.html", "logs/mailbox.ps1"):
         assert ((record / name).stat().st_mode & 0o777) == 0o444
-    if not AS_ROOT:   # root writes through any mode
+    if not AS_ROOT:  # root writes through any mode
         with pytest.raises(PermissionError):
             (record / "01_step.html").write_text("edited")
         with pytest.raises(PermissionError):

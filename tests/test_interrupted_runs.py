@@ -4,6 +4,7 @@ The runs here are real ``runbook run`` processes (so signals reach them as they 
 against a simulated tenant served by this test process, which also slows one request down so the signal
 lands while the run is inside step 3, after step 2 has changed the tenant.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,6 @@ import yaml
 from runbook_lib import batch, cli, journal, locks, params, records, runner
 from runbook_lib.errors import LockHeld
 
-from conftest import ROOT
-
 pytestmark = pytest.mark.e2e
 
 #: step 3's first Graph read, held long enough for a signal to arrive while it is in flight
@@ -32,9 +31,14 @@ def start_run(tmp_path: Path, raw: dict, env: dict[str, str]) -> tuple[subproces
     params_file = tmp_path / "tenant.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     archive = tmp_path / "archive"
-    process = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "run", str(params_file), "--archive",
-                                str(archive)], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runbook_lib.cli", "run", str(params_file), "--archive", str(archive)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     return process, archive
 
 
@@ -63,7 +67,7 @@ def slowed(sandbox):
 def test_ctrl_c_after_step_2_seals_an_interrupted_record_with_its_changes(tmp_path, live_raw, slowed):
     process, archive = start_run(tmp_path, live_raw, {"RUNBOOK_STATE": str(tmp_path / "state")})
     wait_for(lambda: in_step3(archive))
-    time.sleep(1)                                 # step 3's slow read is in flight
+    time.sleep(1)  # step 3's slow read is in flight
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == cli.EXIT_INTERRUPTED, err
@@ -100,9 +104,8 @@ def test_sigkill_leaves_a_journal_the_next_command_seals(tmp_path, live_raw, slo
 
 def test_two_runs_of_one_tenant_with_different_archives_one_is_refused(tmp_path, demo_raw):
     tenant = params.validate(demo_raw)
-    with locks.tenant_lock(tenant, command="another run"):
-        with pytest.raises(LockHeld, match="another run"):
-            runner.run(tenant, archive=tmp_path / "other-archive", steps=["01_webex_connect_app"])
+    with locks.tenant_lock(tenant, command="another run"), pytest.raises(LockHeld, match="another run"):
+        runner.run(tenant, archive=tmp_path / "other-archive", steps=["01_webex_connect_app"])
     assert not (tmp_path / "other-archive" / "contoso").exists()
 
 
@@ -126,7 +129,7 @@ def test_records_of_a_tenant_list_every_status(tmp_path, demo_raw, capsys):
     assert cli.main(["records", "contoso", "--archive", str(archive)]) == 0
     out = capsys.readouterr().out
     assert "ok" in out.split() and "unsealed (running now" in out
-    assert not records.is_sealed(running)     # a run that has only just opened its record is left alone
+    assert not records.is_sealed(running)  # a run that has only just opened its record is left alone
 
 
 def test_an_interrupted_batch_keeps_a_record_and_only_failed_reruns_the_rest(tmp_path, demo_raw, live_raw, slowed):
@@ -139,9 +142,14 @@ def test_an_interrupted_batch_keeps_a_record_and_only_failed_reruns_the_rest(tmp
         files.append(tmp_path / f"{name}.yaml")
         files[-1].write_text(yaml.safe_dump(raw))
     archive = tmp_path / "archive"
-    process = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "batch", *map(str, files), "--jobs", "1",
-                                "--archive", str(archive)], env={**os.environ, "RUNBOOK_STATE": str(tmp_path / "state")},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runbook_lib.cli", "batch", *map(str, files), "--jobs", "1", "--archive", str(archive)],
+        env={**os.environ, "RUNBOOK_STATE": str(tmp_path / "state")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
     def live_in_step3() -> bool:
         folders = records.record_dirs(archive, "contoso-live")

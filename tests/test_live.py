@@ -1,6 +1,7 @@
 """Live mode as an engineer runs it against a tenant that behaves as Microsoft documents (the simulated tenant,
 served on loopback): host overrides without a proxy, the default device-code sign-in, a mailbox that is not the
 operator's, list queries that lag behind creates, answers lost on the way, optional reads that fail."""
+
 from __future__ import annotations
 
 import copy
@@ -26,10 +27,15 @@ def seed_of(tenant: str) -> dict:
 
 def live_params(tmp_path: Path, endpoints: dict, tenant: str = "contoso", **overrides) -> params.Params:
     raw = copy.deepcopy(params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public())
-    raw.update(mode="live", endpoints=endpoints, recordings=str(tmp_path / "rec"),
-               secret_store={"file": str(tmp_path / "secrets" / "client.secret")}, **overrides)
+    raw.update(
+        mode="live",
+        endpoints=endpoints,
+        recordings=str(tmp_path / "rec"),
+        secret_store={"file": str(tmp_path / "secrets" / "client.secret")},
+        **overrides,
+    )
     validated = params.validate(raw)
-    auth.clear_cache(validated)      # as `runbook run` does: each simulated tenant signs its own tokens
+    auth.clear_cache(validated)  # as `runbook run` does: each simulated tenant signs its own tokens
     return validated
 
 
@@ -48,13 +54,13 @@ def test_host_overrides_keep_resources_and_every_step_passes_twice(tmp_path):
     assert [s.status for s in first.steps] == ["ok"] * 6, [s.error for s in first.steps]
     assert [s.status for s in second.steps] == ["ok"] * 6
     assert first.writes == 4 and second.writes == 0
-    assert all(r.split()[1].startswith("127.0.0.1:") for r in requests)     # every host overridden
-    assert not any("mailboxSettings" in r for r in requests)               # delegated: own mailbox only
+    assert all(r.split()[1].startswith("127.0.0.1:") for r in requests)  # every host overridden
+    assert not any("mailboxSettings" in r for r in requests)  # delegated: own mailbox only
     manifest = records.read_manifest(second.record)
     assert manifest["operator"]["signed_in"]["name"] == "admin@contoso.onmicrosoft.com"
     assert manifest["previous"]["record"] == first.record.name
     form = next(s for s in second.steps if s.step == STEP4).facts.webex_connect_values
-    assert form["Authorization URL"].startswith("https://login.microsoftonline.com/")   # Webex gets the real host
+    assert form["Authorization URL"].startswith("https://login.microsoftonline.com/")  # Webex gets the real host
     assert form["SMTP Server"] == "smtp.office365.com"
 
 
@@ -69,7 +75,7 @@ def test_scopes_name_resources_never_the_overridden_hosts(tmp_path):
 
 def test_list_lag_after_create_leaves_one_application_and_step_4_finds_it(tmp_path):
     seed = seed_of("contoso")
-    seed["list_lag_seconds"] = 3600             # name searches miss the new application for the whole test
+    seed["list_lag_seconds"] = 3600  # name searches miss the new application for the whole test
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         p = live_params(tmp_path, sandbox.endpoints())
         first = run(p, tmp_path, [STEP1, STEP2, STEP4])
@@ -86,7 +92,7 @@ def test_two_runs_racing_and_a_create_whose_answer_was_lost_end_with_one_applica
     seed["faults"] = [{"method": "PATCH", "path": r"^/v1.0/applications\(uniqueName=", "reset": True, "after": True}]
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         steps = []
-        for machine in ("a", "b"):     # two operators that both found no application, before either created it
+        for machine in ("a", "b"):  # two operators that both found no application, before either created it
             step = Step(STEP2, live_params(tmp_path / machine, sandbox.endpoints()))
             exo = entra.exchange_online(step)
             steps.append((step, exo, entra.find_application(step)))
@@ -94,16 +100,23 @@ def test_two_runs_racing_and_a_create_whose_answer_was_lost_end_with_one_applica
         apps = [a for a in sandbox.tenant.applications if a["displayName"] == "Webex Connect Email"]
     assert [found for _, _, found in steps] == [None, None]
     assert len(apps) == 1
-    assert [c.action for c in changes] == ["updated", "updated"]   # the lost create, then the racing run: both 204
+    assert [c.action for c in changes] == ["updated", "updated"]  # the lost create, then the racing run: both 204
     assert "it existed already" in changes[0].summary
 
 
 def test_a_failed_optional_read_is_a_warning_and_a_slow_read_is_retried(tmp_path):
     seed = seed_of("contoso")
-    seed["faults"] = [{"method": "GET", "path": "^/v1.0/policies/identitySecurityDefaultsEnforcementPolicy$",
-                       "status": 403, "code": "Authorization_RequestDenied", "times": 9,
-                       "message": "Insufficient privileges to complete the operation."},
-                      {"method": "GET", "path": "^/v1.0/users/", "delay": 3}]
+    seed["faults"] = [
+        {
+            "method": "GET",
+            "path": "^/v1.0/policies/identitySecurityDefaultsEnforcementPolicy$",
+            "status": 403,
+            "code": "Authorization_RequestDenied",
+            "times": 9,
+            "message": "Insufficient privileges to complete the operation.",
+        },
+        {"method": "GET", "path": "^/v1.0/users/", "delay": 3},
+    ]
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         step = Step("03_office365_mailbox", live_params(tmp_path, sandbox.endpoints(), network={"read_timeout": 1}))
         table = exchange.check_mailbox_user(step)

@@ -1,4 +1,5 @@
 """The tenant lock: one run per tenant and application, held by the OS, so a killed holder frees it."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -53,8 +55,12 @@ def variant(demo: params.Params, **changes: Any) -> params.Params:
 
 def hold(*seconds: float) -> subprocess.Popen:
     """Another process holding the demo tenant's lock (it inherits RUNBOOK_STATE)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(DEMO), *map(str, seconds)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(DEMO), *map(str, seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline() == "held\n"
     return proc
 
@@ -68,9 +74,8 @@ def holder() -> Iterator[subprocess.Popen]:
 
 
 def test_a_second_holder_is_told_who_holds_it_and_since_when(demo, holder):
-    with pytest.raises(LockHeld) as caught:
-        with locks.tenant_lock(demo):
-            pytest.fail("took a lock another process holds")
+    with pytest.raises(LockHeld) as caught, locks.tenant_lock(demo):
+        pytest.fail("took a lock another process holds")
     held = caught.value.holder
     assert held["pid"] == holder.pid and held["command"] == "batch" and held["tenant"] == "contoso"
     message = str(caught.value)
@@ -89,9 +94,8 @@ def test_waiting_acquires_once_the_holder_is_done(demo):
 
 def test_waiting_gives_up_after_the_time_given(demo, holder):
     started = time.monotonic()
-    with pytest.raises(LockHeld, match="after waiting 0.5 s"):
-        with locks.tenant_lock(demo, wait_seconds=0.5):
-            pass
+    with pytest.raises(LockHeld, match="after waiting 0.5 s"), locks.tenant_lock(demo, wait_seconds=0.5):
+        pass
     assert 0.5 <= time.monotonic() - started < 5
 
 
@@ -101,18 +105,17 @@ def test_a_killed_holders_lock_is_taken_over(demo):
     proc.wait(timeout=30)
     proc.stdin.close()
     stale = json.loads(locks.lock_file(demo).read_text())
-    assert stale["pid"] == proc.pid   # the dead holder never cleaned up
+    assert stale["pid"] == proc.pid  # the dead holder never cleaned up
     with locks.tenant_lock(demo, command="run"):
         assert json.loads(locks.lock_file(demo).read_text())["pid"] == os.getpid()
 
 
 def test_the_lock_is_the_tenants_whatever_the_parameter_file_or_archive(demo, tmp_path):
-    other_file = variant(demo, tenant="contoso-again", recordings=str(tmp_path / "elsewhere"),
-                         tenant_id=demo.tenant_id.upper())
-    with locks.tenant_lock(demo):
-        with pytest.raises(LockHeld):
-            with locks.tenant_lock(other_file):
-                pass
+    other_file = variant(
+        demo, tenant="contoso-again", recordings=str(tmp_path / "elsewhere"), tenant_id=demo.tenant_id.upper()
+    )
+    with locks.tenant_lock(demo), pytest.raises(LockHeld), locks.tenant_lock(other_file):
+        pass
 
 
 def test_other_tenants_and_other_applications_are_not_blocked(demo):
@@ -130,11 +133,10 @@ def test_any_application_name_makes_a_safe_file_name(demo, state):
 
 
 def test_private_while_held_and_empty_once_released_even_after_an_error(demo, state):
-    with pytest.raises(RuntimeError):
-        with locks.tenant_lock(demo, command="plan"):
-            path = locks.lock_file(demo)
-            assert json.loads(path.read_text())["command"] == "plan"
-            raise RuntimeError("the step failed")
+    with pytest.raises(RuntimeError), locks.tenant_lock(demo, command="plan"):
+        path = locks.lock_file(demo)
+        assert json.loads(path.read_text())["command"] == "plan"
+        raise RuntimeError("the step failed")
     assert path.read_text() == ""
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     with locks.tenant_lock(demo):

@@ -34,12 +34,15 @@ def test_three_bad_fields_are_named_in_one_error(tmp_path, demo_raw):
     assert "3 invalid parameter(s)" in str(caught.value)
 
 
-@pytest.mark.parametrize("where, value", [
-    (("client_secret",), "abc123"),
-    (("secret_store",), "the-secret-itself"),
-    (("operator", "secret"), "hunter2"),
-    (("operator", "password"), "hunter2"),
-])
+@pytest.mark.parametrize(
+    "where, value",
+    [
+        (("client_secret",), "abc123"),
+        (("secret_store",), "the-secret-itself"),
+        (("operator", "secret"), "hunter2"),
+        (("operator", "password"), "hunter2"),
+    ],
+)
 def test_secret_values_are_rejected_without_echoing_them(demo_raw, where, value):
     target = demo_raw
     for key in where[:-1]:
@@ -70,16 +73,22 @@ def test_client_credentials_needs_a_secret_reference_and_own_client(demo_raw):
     demo_raw["operator"] = {"sign_in": "client_credentials"}
     with pytest.raises(ParamsError, match="needs secret"):
         params.validate(demo_raw)
-    demo_raw["operator"] = {"sign_in": "client_credentials", "secret": {"env": "OP_SECRET"},
-                            "client_id": "11111111-2222-3333-4444-555555555555"}
+    demo_raw["operator"] = {
+        "sign_in": "client_credentials",
+        "secret": {"env": "OP_SECRET"},
+        "client_id": "11111111-2222-3333-4444-555555555555",
+    }
     assert params.validate(demo_raw).operator.secret.env == "OP_SECRET"
 
 
-@pytest.mark.parametrize("endpoints, field", [
-    ({"graph_url": "http://graph.example"}, "endpoints.graph_url"),
-    ({"proxy": "http://user:pw@proxy:8080"}, "endpoints.proxy"),
-    ({"smtp_port": 70000}, "endpoints.smtp_port"),
-])
+@pytest.mark.parametrize(
+    "endpoints, field",
+    [
+        ({"graph_url": "http://graph.example"}, "endpoints.graph_url"),
+        ({"proxy": "http://user:pw@proxy:8080"}, "endpoints.proxy"),
+        ({"smtp_port": 70000}, "endpoints.smtp_port"),
+    ],
+)
 def test_endpoint_overrides_are_checked(demo_raw, endpoints, field):
     demo_raw["endpoints"] = endpoints
     with pytest.raises(ParamsError) as caught:
@@ -116,11 +125,18 @@ def test_a_proxy_password_is_never_echoed(demo_raw):
     assert "credentials" in caught.value.problems["endpoints.proxy"] and "Pa55w0rd" not in str(caught.value)
 
 
-@pytest.mark.parametrize("where, tail", [
-    (("tenant_id",), ""), (("webex", "email_id"), ""), (("webex", "callback_url"), ""),
-    (("webex", "forwarding_address"), ""), (("webex", "forwarding_address"), "@example.com"),
-    (("endpoints", "graph_url"), ""), (("endpoints", "proxy"), ""),
-])
+@pytest.mark.parametrize(
+    "where, tail",
+    [
+        (("tenant_id",), ""),
+        (("webex", "email_id"), ""),
+        (("webex", "callback_url"), ""),
+        (("webex", "forwarding_address"), ""),
+        (("webex", "forwarding_address"), "@example.com"),
+        (("endpoints", "graph_url"), ""),
+        (("endpoints", "proxy"), ""),
+    ],
+)
 def test_a_huge_value_is_echoed_only_in_part(demo_raw, where, tail):
     target = demo_raw
     for key in where[:-1]:

@@ -1,4 +1,5 @@
 """The step 3 script, by content: cmdlets, parameters, quoting, and nothing secret."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,13 @@ from runbook_lib import params, powershell
 pytestmark = pytest.mark.unit
 
 
-SETTINGS = powershell.Settings("o'brien@contoso.com", "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io",
-                               True, "Webex Connect \u2019forwarding'", False)
+SETTINGS = powershell.Settings(
+    "o'brien@contoso.com",
+    "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io",
+    True,
+    "Webex Connect \u2019forwarding'",
+    False,
+)
 ALL = {"smtp_auth", "forwarding", "external_forwarding"}
 
 
@@ -19,7 +25,9 @@ def script(settings=SETTINGS, sections=ALL) -> str:
 
 def test_quote_doubles_every_kind_of_single_quote():
     assert powershell.quote("o'brien") == "'o''brien'"
-    assert powershell.quote("a\u2018b\u2019c\u201ad\u201be") == "'a\u2018\u2018b\u2019\u2019c\u201a\u201ad\u201b\u201be'"
+    assert (
+        powershell.quote("a\u2018b\u2019c\u201ad\u201be") == "'a\u2018\u2018b\u2019\u2019c\u201a\u201ad\u201b\u201be'"
+    )
     with pytest.raises(ValueError):
         powershell.quote("line\nbreak")
 
@@ -28,15 +36,20 @@ def test_every_section_reads_before_it_writes():
     text = script()
     assert "$mailbox = 'o''brien@contoso.com'" in text
     assert "$policy = 'Webex Connect \u2019\u2019forwarding'''" in text
-    for read, write in [("Get-CASMailbox", "Set-CASMailbox"), ("Get-Mailbox", "Set-Mailbox"),
-                        ("Get-HostedOutboundSpamFilterPolicy", "New-HostedOutboundSpamFilterPolicy"),
-                        ("Get-HostedOutboundSpamFilterRule", "New-HostedOutboundSpamFilterRule")]:
+    for read, write in [
+        ("Get-CASMailbox", "Set-CASMailbox"),
+        ("Get-Mailbox", "Set-Mailbox"),
+        ("Get-HostedOutboundSpamFilterPolicy", "New-HostedOutboundSpamFilterPolicy"),
+        ("Get-HostedOutboundSpamFilterRule", "New-HostedOutboundSpamFilterRule"),
+    ]:
         assert text.index(read) < text.index(write)
     assert "-SmtpClientAuthenticationDisabled $false" in text
     assert "-ForwardingSmtpAddress $forward -DeliverToMailboxAndForward $true" in text
     assert "$forward = 'smtp:a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io'" in text
     assert "-AutoForwardingMode On" in text and "-Identity Default" not in text
-    assert text.startswith("# Webex Connect Email app") and text.rstrip().endswith("Disconnect-ExchangeOnline -Confirm:$false")
+    assert text.startswith("# Webex Connect Email app") and text.rstrip().endswith(
+        "Disconnect-ExchangeOnline -Confirm:$false"
+    )
 
 
 def test_only_differing_sections_are_written():
@@ -67,11 +80,14 @@ def test_forwarding_to_a_non_webex_address_needs_an_explicit_yes(demo_raw):
     assert params.validate(demo_raw).webex.forwarding_address == "helpdesk@partner.example"
 
 
-@pytest.mark.parametrize("mailbox, field", [
-    ({"apply_with": "graph"}, "mailbox.apply_with"),
-    ({"forwarding_policy": "two\nlines"}, "mailbox.forwarding_policy"),
-    ({"forwarding_policy": ""}, "mailbox.forwarding_policy"),
-])
+@pytest.mark.parametrize(
+    "mailbox, field",
+    [
+        ({"apply_with": "graph"}, "mailbox.apply_with"),
+        ({"forwarding_policy": "two\nlines"}, "mailbox.forwarding_policy"),
+        ({"forwarding_policy": ""}, "mailbox.forwarding_policy"),
+    ],
+)
 def test_mailbox_parameters_are_checked(demo_raw, mailbox, field):
     demo_raw["mailbox"] = mailbox
     with pytest.raises(params.ParamsError) as caught:

@@ -1,4 +1,5 @@
 """Preflight: secret stores, the CA bundle, the recordings folder and the sandbox seed, checked offline."""
+
 from __future__ import annotations
 
 import copy
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.unit
 def good(demo_raw: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """The demo parameters with a store, recordings and archive of their own in tmp_path, all fine."""
     raw = copy.deepcopy(demo_raw)
-    raw.update(recordings=str(tmp_path / "recordings"), secret_store={"file": str(tmp_path / "stores" / "client.secret")})
+    raw.update(
+        recordings=str(tmp_path / "recordings"), secret_store={"file": str(tmp_path / "stores" / "client.secret")}
+    )
     return raw
 
 
@@ -131,10 +134,13 @@ def test_a_store_the_kit_cannot_write_is_refused(good, tmp_path, monkeypatch):
     path = store(tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir()
-    read_only = {path, locked}   # as for a user without write access (root has it everywhere)
+    read_only = {path, locked}  # as for a user without write access (root has it everywhere)
     access = os.access
-    monkeypatch.setattr(preflight.os, "access",
-                        lambda where, mode: access(where, mode) and not (mode & os.W_OK and Path(where) in read_only))
+    monkeypatch.setattr(
+        preflight.os,
+        "access",
+        lambda where, mode: access(where, mode) and not (mode & os.W_OK and Path(where) in read_only),
+    )
     good["secret_store"] = {"file": str(path)}
     assert "is not writable" in check(good, tmp_path)["secret_store"]
     good["secret_store"] = {"file": str(locked / "client.secret")}
@@ -144,8 +150,11 @@ def test_a_store_the_kit_cannot_write_is_refused(good, tmp_path, monkeypatch):
 
 
 def test_the_operators_secret_file_must_exist(good, tmp_path):
-    good["operator"] = {"sign_in": "client_credentials", "client_id": "11111111-2222-3333-4444-555555555555",
-                        "secret": {"file": str(tmp_path / "private" / "operator.secret")}}
+    good["operator"] = {
+        "sign_in": "client_credentials",
+        "client_id": "11111111-2222-3333-4444-555555555555",
+        "secret": {"file": str(tmp_path / "private" / "operator.secret")},
+    }
     assert "does not exist" in check(good, tmp_path)["operator.secret"]
     good["operator"]["secret"] = {"file": str(store(tmp_path))}
     assert check(good, tmp_path) == {}

@@ -1,4 +1,5 @@
 """Headless runs through ``runbook run``: papermill, the notebooks and the archive, as an operator runs them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,15 +32,22 @@ def test_demo_replay_run_archives_a_complete_record(tmp_path, demo_raw, capsys):
     names = {p.name for p in record_dir.iterdir()}
     steps = list(params.STEP_NAMES)
     assert names == {f"{s}.{ext}" for s in steps for ext in ("ipynb", "html")} | {
-        "03_office365_mailbox.mailbox.ps1", "04_webex_connect_email_app.webex_connect_values.json", "manifest.json",
-        "journal.jsonl", "seal.json"}
+        "03_office365_mailbox.mailbox.ps1",
+        "04_webex_connect_email_app.webex_connect_values.json",
+        "manifest.json",
+        "journal.jsonl",
+        "seal.json",
+    }
     [m] = manifest(archive)
     assert m["status"] == "ok" and m["kit_version"] and m["parameters"]["secret_store"] == demo_raw["secret_store"]
     assert m["mode"] == "replay" and m["operator"]["signed_in"]["name"] == "admin@contoso.onmicrosoft.com"
     assert m["operator"]["local_account"] and m["previous"] is None
     assert [s["status"] for s in m["steps"]] == ["ok"] * 6
-    assert m["steps"][2]["files"] == ["03_office365_mailbox.ipynb", "03_office365_mailbox.html",
-                                      "03_office365_mailbox.mailbox.ps1"]
+    assert m["steps"][2]["files"] == [
+        "03_office365_mailbox.ipynb",
+        "03_office365_mailbox.html",
+        "03_office365_mailbox.mailbox.ps1",
+    ]
     assert [c["action"] for c in m["steps"][2]["changes"]] == ["planned"] * 4
     step2 = m["steps"][1]
     assert [c["action"] for c in step2["changes"]] == ["created"] * 4

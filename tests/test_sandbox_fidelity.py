@@ -1,14 +1,16 @@
 """The simulated tenant honours how Microsoft's services behave live, one rule a test: plain HTTP
 (requests, msal) to the served sandbox, through its proxy under the real host names or straight to a
 service's own loopback port, never through the kit."""
+
 from __future__ import annotations
 
 import base64
 import json
 import stat
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msal
 import pytest
@@ -59,24 +61,32 @@ class Client:
         """A device-code sign-in completed at once (the sandbox's pending_polls=0)."""
         flow = self.device_code(client_id, scope)
         assert flow.status_code == 200, flow.text
-        return self.login("token", client_id=client_id, device_code=flow.json()["device_code"],
-                          grant_type="urn:ietf:params:oauth:grant-type:device_code").json()
+        return self.login(
+            "token",
+            client_id=client_id,
+            device_code=flow.json()["device_code"],
+            grant_type="urn:ietf:params:oauth:grant-type:device_code",
+        ).json()
 
     def token(self, client_id: str, scope: str) -> str:
         return self.sign_in(client_id, scope)["access_token"]
 
     def app_token(self, client_id: str, secret: str, scope: str) -> requests.Response:
-        return self.login("token", client_id=client_id, client_secret=secret, scope=scope,
-                          grant_type="client_credentials")
+        return self.login(
+            "token", client_id=client_id, client_secret=secret, scope=scope, grant_type="client_credentials"
+        )
 
     def graph(self, method: str, path: str, token: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
         return self.session.request(method, f"{self.base['graph']}/v1.0{path}", headers=headers, timeout=10, **kwargs)
 
     def cmdlet(self, token: str, name: str, **parameters: Any) -> requests.Response:
-        return self.session.post(f"{self.base['exchange']}/adminapi/beta/{self.tenant.tenant_id}/InvokeCommand",
-                                 headers={"Authorization": f"Bearer {token}"},
-                                 json={"CmdletInput": {"CmdletName": name, "Parameters": parameters}}, timeout=10)
+        return self.session.post(
+            f"{self.base['exchange']}/adminapi/beta/{self.tenant.tenant_id}/InvokeCommand",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"CmdletInput": {"CmdletName": name, "Parameters": parameters}},
+            timeout=10,
+        )
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -100,7 +110,7 @@ def client(request: pytest.FixtureRequest, sandbox: Sandbox) -> Client:
     return Client(sandbox, request.param)
 
 
-START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -116,6 +126,7 @@ def served(seed: dict[str, Any], clock: list[datetime] | None = None) -> Abstrac
 
 
 # --- hosts are not resources ------------------------------------------------------------------
+
 
 def test_a_graph_token_names_graph_whatever_host_served_it(client):
     token = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
@@ -157,23 +168,33 @@ def test_a_scope_on_the_serving_host_names_no_resource(sandbox, suffix):
     aadsts(client.app_token(AUTOMATION, "any", f"{host}/.default"), 400, "invalid_resource", 500011)
 
 
-@pytest.mark.parametrize("client_id, scope", [(GRAPH_CLI, f"{EXCHANGE}/.default"), (GRAPH_CLI, SMTP_SEND),
-                                              (EXO_POWERSHELL, f"{GRAPH}/User.Read.All"),
-                                              (AZURE_CLI, f"{GRAPH}/Application.ReadWrite.All")])
+@pytest.mark.parametrize(
+    "client_id, scope",
+    [
+        (GRAPH_CLI, f"{EXCHANGE}/.default"),
+        (GRAPH_CLI, SMTP_SEND),
+        (EXO_POWERSHELL, f"{GRAPH}/User.Read.All"),
+        (AZURE_CLI, f"{GRAPH}/Application.ReadWrite.All"),
+    ],
+)
 def test_first_party_clients_get_only_the_resources_they_are_preauthorized_for(client, client_id, scope):
     text = aadsts(client.device_code(client_id, scope), 400, "invalid_request", 65002)
     assert f"Consent between first party application '{client_id}' and first party resource" in text
 
 
-@pytest.mark.parametrize("client_id, scope, audience", [(EXO_POWERSHELL, f"{EXCHANGE}/.default", EXCHANGE),
-                                                        (AZURE_CLI, f"{GRAPH}/User.Read", GRAPH)])
+@pytest.mark.parametrize(
+    "client_id, scope, audience",
+    [(EXO_POWERSHELL, f"{EXCHANGE}/.default", EXCHANGE), (AZURE_CLI, f"{GRAPH}/User.Read", GRAPH)],
+)
 def test_first_party_clients_get_what_they_are_preauthorized_for(client, client_id, scope, audience):
     assert claims(client.token(client_id, scope))["aud"] == audience
 
 
 def test_the_tenants_own_public_client_signs_the_mailbox_in_for_smtp_send(seed):
-    seed["applications"] = [{"display_name": "Webex Connect Email", "public_client": True},
-                            {"display_name": "Confidential", "app_id": AUTOMATION}]
+    seed["applications"] = [
+        {"display_name": "Webex Connect Email", "public_client": True},
+        {"display_name": "Confidential", "app_id": AUTOMATION},
+    ]
     with served(seed) as sandbox:
         client = Client(sandbox, "direct")
         public = sandbox.tenant.applications[0]["appId"]
@@ -186,9 +207,12 @@ def test_the_tenants_own_public_client_signs_the_mailbox_in_for_smtp_send(seed):
 
 # --- delegated permissions act as the signed-in user --------------------------------------------
 
+
 def test_delegated_mailbox_settings_reach_the_signed_in_user_only(seed):
-    seed["users"] += [{"upn": "admin@contoso.onmicrosoft.com"},
-                      {"upn": "nobox@contoso.onmicrosoft.com", "mailbox": "none"}]
+    seed["users"] += [
+        {"upn": "admin@contoso.onmicrosoft.com"},
+        {"upn": "nobox@contoso.onmicrosoft.com", "mailbox": "none"},
+    ]
     seed["operator"]["automation"] = {"client_id": AUTOMATION, "secret": "Auto8Q~automation-secret-value"}
     with served(seed) as sandbox:
         client = Client(sandbox, "proxy")
@@ -209,8 +233,15 @@ def test_delegated_mailbox_settings_reach_the_signed_in_user_only(seed):
 
 # --- users and mailboxes as Graph and Exchange show them ------------------------------------------
 
-KINDS = {"cloud": "user-cloud", "shared": "user-shared", "onprem": "user-onprem", "none": "user-none",
-         "pending": "user-pending", True: "user-legacy-true", False: "user-legacy-false"}
+KINDS = {
+    "cloud": "user-cloud",
+    "shared": "user-shared",
+    "onprem": "user-onprem",
+    "none": "user-none",
+    "pending": "user-pending",
+    True: "user-legacy-true",
+    False: "user-legacy-false",
+}
 CLOUD_PLAN = [{"capabilityStatus": "Enabled", "provisioningStatus": "Success", "service": "exchange"}]
 SELECT = "id,mail,accountEnabled,onPremisesSyncEnabled,assignedPlans,provisionedPlans"
 
@@ -222,27 +253,32 @@ def mailboxes(seed: dict[str, Any]) -> Iterator[Sandbox]:
         yield sandbox
 
 
-@pytest.mark.parametrize("kind, mail, enabled, synced, provisioned, licensed", [
-    ("cloud", True, True, None, CLOUD_PLAN, True),
-    ("shared", True, False, None, [], False),
-    ("onprem", True, True, True, [], False),
-    ("none", False, True, None, [], False),
-    ("pending", False, True, None, [dict(CLOUD_PLAN[0], provisioningStatus="PendingInput")], True),
-    (True, True, True, None, CLOUD_PLAN, True),
-    (False, False, True, None, [], False),
-])
-def test_graph_shows_a_mailbox_only_through_mail_and_plans(mailboxes, kind, mail, enabled, synced, provisioned,
-                                                           licensed):
+@pytest.mark.parametrize(
+    "kind, mail, enabled, synced, provisioned, licensed",
+    [
+        ("cloud", True, True, None, CLOUD_PLAN, True),
+        ("shared", True, False, None, [], False),
+        ("onprem", True, True, True, [], False),
+        ("none", False, True, None, [], False),
+        ("pending", False, True, None, [dict(CLOUD_PLAN[0], provisioningStatus="PendingInput")], True),
+        (True, True, True, None, CLOUD_PLAN, True),
+        (False, False, True, None, [], False),
+    ],
+)
+def test_graph_shows_a_mailbox_only_through_mail_and_plans(
+    mailboxes, kind, mail, enabled, synced, provisioned, licensed
+):
     client = Client(mailboxes, "direct")
     token = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
     upn = f"{KINDS[kind]}@contoso.onmicrosoft.com"
     user = client.graph("GET", f"/users/{upn}", token, params={"$select": SELECT}).json()
     assert (user["mail"] == upn, user["accountEnabled"], user["onPremisesSyncEnabled"]) == (mail, enabled, synced)
     assert user["provisionedPlans"] == provisioned
-    assert [(p["service"], p["capabilityStatus"], p["servicePlanId"]) for p in user["assignedPlans"]] == \
-        ([("exchange", "Enabled", "efb87545-963c-4e0d-99df-69c6916d9eb0")] if licensed else [])
+    assert [(p["service"], p["capabilityStatus"], p["servicePlanId"]) for p in user["assignedPlans"]] == (
+        [("exchange", "Enabled", "efb87545-963c-4e0d-99df-69c6916d9eb0")] if licensed else []
+    )
     assert all(p["assignedDateTime"] for p in user["assignedPlans"])
-    assert "provisionedPlans" not in client.graph("GET", f"/users/{upn}", token).json()   # only when selected
+    assert "provisionedPlans" not in client.graph("GET", f"/users/{upn}", token).json()  # only when selected
 
 
 @pytest.mark.parametrize("cmdlet", ["Get-Mailbox", "Get-EXOMailbox"])
@@ -259,6 +295,7 @@ def test_exchange_tells_shared_mailboxes_from_missing_ones(mailboxes, cmdlet):
 
 
 # --- the directory is eventually consistent --------------------------------------------------------
+
 
 def test_a_new_application_is_missing_from_name_searches_for_30_seconds(seed, clock):
     with served(seed, clock) as sandbox:
@@ -290,8 +327,11 @@ def test_optional_lags_delay_reads_service_principals_secrets_and_roles(seed, cl
         client = Client(sandbox, "direct")
         token = client.token(GRAPH_CLI, f"{GRAPH}/Application.ReadWrite.All")
         app = client.graph("POST", "/applications", token, json={"displayName": "Webex Connect Email"}).json()
-        reads = [("GET", f"/applications/{app['id']}", None), ("PATCH", f"/applications/{app['id']}", {"notes": "x"}),
-                 ("POST", f"/applications/{app['id']}/addPassword", {"passwordCredential": {"displayName": "w"}})]
+        reads = [
+            ("GET", f"/applications/{app['id']}", None),
+            ("PATCH", f"/applications/{app['id']}", {"notes": "x"}),
+            ("POST", f"/applications/{app['id']}/addPassword", {"passwordCredential": {"displayName": "w"}}),
+        ]
         for method, path, body in reads:
             missing = client.graph(method, path, token, json=body)
             assert (missing.status_code, missing.json()["error"]["code"]) == (404, "Request_ResourceNotFound"), path
@@ -303,17 +343,25 @@ def test_optional_lags_delay_reads_service_principals_secrets_and_roles(seed, cl
         sp = client.graph("POST", "/servicePrincipals", token, json={"appId": app["appId"]}).json()
         exchange = sandbox.tenant.exchange_sp
         mail_send = next(r["id"] for r in exchange["appRoles"] if r["value"] == "Mail.Send")
-        assert client.graph("POST", f"/servicePrincipals/{exchange['id']}/appRoleAssignedTo", token,
-                            json={"principalId": sp["id"], "resourceId": exchange["id"], "appRoleId": mail_send}).ok
-        app_token = lambda: client.app_token(app["appId"], secret, f"{EXCHANGE}/.default")
-        aadsts(app_token(), 401, "invalid_client", 7000215)           # the secret is 20 s old
+        assert client.graph(
+            "POST",
+            f"/servicePrincipals/{exchange['id']}/appRoleAssignedTo",
+            token,
+            json={"principalId": sp["id"], "resourceId": exchange["id"], "appRoleId": mail_send},
+        ).ok
+
+        def app_token():
+            return client.app_token(app["appId"], secret, f"{EXCHANGE}/.default")
+
+        aadsts(app_token(), 401, "invalid_client", 7000215)  # the secret is 20 s old
         clock[0] = START + timedelta(seconds=80)
-        assert claims(app_token().json()["access_token"])["roles"] == []         # the assignment is 40 s old
+        assert claims(app_token().json()["access_token"])["roles"] == []  # the assignment is 40 s old
         clock[0] = START + timedelta(seconds=120)
         assert claims(app_token().json()["access_token"])["roles"] == ["Mail.Send"]
 
 
 # --- idempotent creation -----------------------------------------------------------------------------
+
 
 def test_an_application_upsert_by_unique_name_creates_once_then_updates(seed, clock):
     with served(seed, clock) as sandbox:
@@ -322,7 +370,7 @@ def test_an_application_upsert_by_unique_name_creates_once_then_updates(seed, cl
         key = "/applications(uniqueName='webex-connect-email')"
         upsert = {"Prefer": "create-if-missing"}
         body = {"displayName": "Webex Connect Email", "web": {"redirectUris": ["https://a.example/callback"]}}
-        assert client.graph("PATCH", key, token, json=body).status_code == 404     # no Prefer: an update only
+        assert client.graph("PATCH", key, token, json=body).status_code == 404  # no Prefer: an update only
         created = client.graph("PATCH", key, token, json=body, headers=upsert)
         assert created.status_code == 201 and created.json()["uniqueName"] == "webex-connect-email"
         assert created.json()["appId"] and created.json()["passwordCredentials"] == []
@@ -356,6 +404,7 @@ def test_a_service_principal_upsert_creates_once_then_updates(seed, clock):
 
 # --- failures a live run meets ---------------------------------------------------------------------
 
+
 def test_a_reset_fault_drops_the_connection_once(client):
     token = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
     client.tenant.faults.append({"method": "GET", "path": "^/v1.0/users$", "reset": True, "times": 1})
@@ -375,14 +424,17 @@ def test_the_state_is_private_to_its_owner(tmp_path, monkeypatch):
     path = state.state_file("trainee-1")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert [p.name for p in path.parent.iterdir()] == ["trainee-1.json"]     # no temporary file left
+    assert [p.name for p in path.parent.iterdir()] == ["trainee-1.json"]  # no temporary file left
 
 
 @pytest.mark.parametrize("name", ["../contoso", "a/b", "..", "Trainee", "-a", "a-", "", "a" * 65, "a.b"])
 def test_a_tenant_name_is_never_a_path(tmp_path, monkeypatch, name):
     monkeypatch.setenv("RUNBOOK_STATE", str(tmp_path / "state"))
-    for action in (lambda: state.load(name, SEED), lambda: state.reset(name),
-                   lambda: state.break_tenant(name, "secret-expired")):
+    for action in (
+        lambda: state.load(name, SEED),
+        lambda: state.reset(name),
+        lambda: state.break_tenant(name, "secret-expired"),
+    ):
         with pytest.raises(RunbookError, match="not a tenant name"):
             action()
     assert not (tmp_path / "state").exists()
@@ -397,4 +449,4 @@ def test_trainees_seeded_alike_get_secrets_of_their_own(tmp_path, monkeypatch):
     again = state.load("trainee-1", SEED)
     assert again.salt == first.salt and again.secret_text() == first.secret_text()
     direct = [SimulatedTenant(seed_of("fabrikam")).secret_text() for _ in range(2)]
-    assert direct[0] == direct[1]      # recordings stay reproducible
+    assert direct[0] == direct[1]  # recordings stay reproducible

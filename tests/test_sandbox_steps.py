@@ -1,4 +1,5 @@
 """Steps' functions against a simulated tenant in live mode, without a kernel: the fine-grained cases."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,15 +26,19 @@ def seed_of(tenant: str) -> dict:
 
 def step_for(tenant: str, sandbox, tmp_path: Path, **overrides) -> Step:
     raw = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public()
-    raw.update(mode="live", endpoints=sandbox.endpoints(), recordings=str(tmp_path / "rec"),
-               secret_store={"file": str(tmp_path / "store.secret")})
+    raw.update(
+        mode="live",
+        endpoints=sandbox.endpoints(),
+        recordings=str(tmp_path / "rec"),
+        secret_store={"file": str(tmp_path / "store.secret")},
+    )
     for key, value in overrides.items():
         if isinstance(value, dict):
             raw[key] = {**raw.get(key, {}), **value}
         else:
             raw[key] = value
     validated = params.validate(raw)
-    auth.clear_cache(validated)      # as `runbook run` does: each simulated tenant signs its own tokens
+    auth.clear_cache(validated)  # as `runbook run` does: each simulated tenant signs its own tokens
     return Step("02_azure_app_registration", validated)
 
 
@@ -52,11 +57,19 @@ def test_expired_secrets_are_removed_only_when_asked(tmp_path):
 
 def test_a_fault_that_persists_fails_bounded_with_its_request_id(tmp_path):
     seed = seed_of("contoso")
-    seed["faults"] = [{"method": "PATCH", "path": r"^/v1.0/servicePrincipals\(appId=", "status": 400, "times": 99,
-                       "code": "Request_BadRequest", "detail": "NoBackingApplicationObject"}]
+    seed["faults"] = [
+        {
+            "method": "PATCH",
+            "path": r"^/v1.0/servicePrincipals\(appId=",
+            "status": 400,
+            "times": 99,
+            "code": "Request_BadRequest",
+            "detail": "NoBackingApplicationObject",
+        }
+    ]
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         step = step_for("contoso", sandbox, tmp_path)
-        step.transport.clock.sleep = lambda seconds: None      # the waits are asserted, not slept
+        step.transport.clock.sleep = lambda seconds: None  # the waits are asserted, not slept
         exo = entra.exchange_online(step)
         change, app = entra.ensure_application(step, exo, entra.find_application(step))
         with pytest.raises(GraphError) as caught:
@@ -75,7 +88,7 @@ def test_automation_signs_in_with_client_credentials_from_a_secret_reference(tmp
         step = step_for("contoso", sandbox, tmp_path, operator=operator)
         assert "AppRoleAssignment.ReadWrite.All" in set(entra.check_operator(step)["permission"])
         monkeypatch.setenv("RUNBOOK_TEST_OPERATOR", "wrong-value")
-        auth.clear_cache(step.params)    # as `runbook run` does at the start of every run
+        auth.clear_cache(step.params)  # as `runbook run` does at the start of every run
         step = step_for("contoso", sandbox, tmp_path, operator=operator)
         with pytest.raises(AuthError) as caught:
             step.signin.token()
@@ -94,8 +107,12 @@ def test_a_finished_step_sends_nothing_more(tmp_path):
 
 def mailbox_step(seed: dict, sandbox, tmp_path: Path) -> Step:
     raw = params.load(ROOT / "params" / "demo" / "wingtip-admin.yaml").public()
-    raw.update(mode="live", endpoints=sandbox.endpoints(), recordings=str(tmp_path / "rec"),
-               secret_store={"file": str(tmp_path / "store.secret")})
+    raw.update(
+        mode="live",
+        endpoints=sandbox.endpoints(),
+        recordings=str(tmp_path / "rec"),
+        secret_store={"file": str(tmp_path / "store.secret")},
+    )
     validated = params.validate(raw)
     auth.clear_cache(validated)
     return Step("03_office365_mailbox", validated)
@@ -103,7 +120,7 @@ def mailbox_step(seed: dict, sandbox, tmp_path: Path) -> Step:
 
 def test_exchange_refusal_names_the_role_needed(tmp_path):
     seed = seed_of("wingtip-admin")
-    seed["operator"]["exchange_admin"] = False        # Exchange answers 403 with a body of NUL bytes
+    seed["operator"]["exchange_admin"] = False  # Exchange answers 403 with a body of NUL bytes
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         step = mailbox_step(seed, sandbox, tmp_path)
         with pytest.raises(StepFailed) as caught:
@@ -179,7 +196,7 @@ def test_checklist_records_who_confirmed_what(tmp_path, demo_raw):
     demo_raw.update(recordings=str(tmp_path), checklist={"confirmed_by": "Ana", "done": ["saved", "registered"]})
     step = Step("04_webex_connect_email_app", params.validate(demo_raw))
     boxes = webex_form.checklist(step).children
-    boxes[0].value = True                         # ticked in JupyterLab
+    boxes[0].value = True  # ticked in JupyterLab
     table = webex_form.checklist_table(step).set_index("action")
     assert table["confirmed"].tolist() == [True, False, False, True, True]
     assert table.loc[webex.CHECKLIST["saved"], "by"] == "Ana"

@@ -1,4 +1,5 @@
 """The scenario copies under tests/nbval are the source notebooks, executed with another tenant's parameters."""
+
 from __future__ import annotations
 
 import nbformat

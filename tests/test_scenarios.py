@@ -1,4 +1,5 @@
 """Step 2 in every tenant state an engineer meets: each demo tenant replayed headlessly with its outcome."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,25 +25,36 @@ class Expected:
     retries: int = 0
     failed_writes: int = 0
     error: list[str] = field(default_factory=list)
-    plan_status: str = ""      # the outcome of a plan run when it differs (a refusal only a write can meet)
+    plan_status: str = ""  # the outcome of a plan run when it differs (a refusal only a write can meet)
 
 
 SCENARIOS = {
     "contoso": Expected("ok", ["created"] * 4, writes=4),
     "fabrikam": Expected("ok", ["unchanged"] * 4),
     "northwind": Expected("ok", ["updated", "unchanged", "created", "created"], writes=3),
-    "tailspin": Expected("failed", error=["2 applications are named 'Webex Connect Email'", "application.app_id",
-                                          "Nothing was changed"]),
+    "tailspin": Expected(
+        "failed", error=["2 applications are named 'Webex Connect Email'", "application.app_id", "Nothing was changed"]
+    ),
     "tailspin-pick": Expected("ok", ["updated", "created", "created", "created"], writes=4),
     "wingtip": Expected("failed", error=["user consent is turned off", "consent: admin", "Nothing was changed"]),
     "wingtip-admin": Expected("ok", ["unchanged", "unchanged", "unchanged", "updated", "created"], writes=2),
     # the create's answer was lost: the upsert sent again finds it made (204), so the application is "updated"
     "adatum": Expected("ok", ["updated", "created", "created", "created"], writes=4, failed_writes=5, retries=6),
     "litware": Expected("failed", error=["lacks AppRoleAssignment.ReadWrite.All", "Nothing was changed"]),
-    "woodgrove": Expected("failed", ["created", "created"], writes=2, failed_writes=1, plan_status="ok",
-                          error=["Microsoft refused the change", "AppRoleAssignment.ReadWrite.All",
-                                 "request-id", "Already changed before the failure: application Webex Connect Email "
-                                 "(created); service principal Webex Connect Email (created)"]),
+    "woodgrove": Expected(
+        "failed",
+        ["created", "created"],
+        writes=2,
+        failed_writes=1,
+        plan_status="ok",
+        error=[
+            "Microsoft refused the change",
+            "AppRoleAssignment.ReadWrite.All",
+            "request-id",
+            "Already changed before the failure: application Webex Connect Email "
+            "(created); service principal Webex Connect Email (created)",
+        ],
+    ),
     "proseware": Expected("failed", error=["no Exchange Online licence", "Nothing was changed"]),
     "relecloud": Expected("ok", ["created"] * 4, writes=4),
     "lucerne": Expected("ok", ["created"] * 4, writes=4),
@@ -51,14 +63,14 @@ SCENARIOS = {
 
 #: step 3 where its recordings exist (tenants whose step 2 succeeded)
 MAILBOX = {
-    "contoso": Expected("ok", ["planned"] * 4),                       # powershell: the script applies them
+    "contoso": Expected("ok", ["planned"] * 4),  # powershell: the script applies them
     "adatum": Expected("ok", ["planned"] * 4),
     "tailspin-pick": Expected("ok", ["planned"] * 4),
-    "fabrikam": Expected("ok", ["unchanged"] * 4),                    # adminapi, configured
+    "fabrikam": Expected("ok", ["unchanged"] * 4),  # adminapi, configured
     "northwind": Expected("ok", ["updated", "updated", "created", "created"], writes=4),
     "wingtip-admin": Expected("ok", ["updated", "updated", "created", "created"], writes=4),
     "relecloud": Expected("failed", error=["has no mailbox", "licence", "Nothing was changed"]),
-    "lucerne": Expected("ok", ["updated", "updated", "created", "created"], writes=4),   # a shared mailbox
+    "lucerne": Expected("ok", ["updated", "updated", "created", "created"], writes=4),  # a shared mailbox
     "margies": Expected("failed", error=["Exchange Online has no mailbox", "on-premises", "Nothing was changed"]),
 }
 
@@ -108,8 +120,11 @@ def test_drifted_tenant_keeps_what_it_had(tmp_path):
     step = run_step2("northwind", tmp_path)
     app = step.changes[0]
     uris = app.after["web"]["redirectUris"]
-    assert uris == ["https://intranet.northwind.example/signin", "https://localhost:5001/callback",
-                    "https://northwind.us.webexconnect.io/callback"]
+    assert uris == [
+        "https://intranet.northwind.example/signin",
+        "https://localhost:5001/callback",
+        "https://northwind.us.webexconnect.io/callback",
+    ]
     assert app.after["web"]["implicitGrantSettings"]["enableAccessTokenIssuance"] is True
     resources = [r["resourceAppId"] for r in app.after["requiredResourceAccess"]]
     assert resources == ["00000003-0000-0000-c000-000000000000", "00000002-0000-0ff1-ce00-000000000000"]
@@ -119,9 +134,14 @@ def test_drifted_tenant_keeps_what_it_had(tmp_path):
 def test_throttled_tenant_records_each_retry_and_wait(tmp_path):
     step = run_step2("adatum", tmp_path)
     waits = [(w["status"], w["code"], w["wait_seconds"]) for w in step.counts["waits"]]
-    assert waits == [(429, "TooManyRequests", 3), (503, "serviceNotAvailable", 2),
-                     (400, "Request_BadRequest", 2.0), (400, "Request_BadRequest", 4.0),
-                     (404, "Request_ResourceNotFound", 2.0), (404, "Request_ResourceNotFound", 2.0)]
+    assert waits == [
+        (429, "TooManyRequests", 3),
+        (503, "serviceNotAvailable", 2),
+        (400, "Request_BadRequest", 2.0),
+        (400, "Request_BadRequest", 4.0),
+        (404, "Request_ResourceNotFound", 2.0),
+        (404, "Request_ResourceNotFound", 2.0),
+    ]
 
 
 def test_admin_consent_patches_the_existing_grant(tmp_path):
@@ -155,8 +175,10 @@ def test_mailbox_plan_sends_no_write(tenant, tmp_path):
 def test_forwarding_elsewhere_is_replaced_with_the_old_value_recorded(tmp_path):
     step = run_step(STEP3, "northwind", tmp_path)
     forwarding = step.changes[1]
-    assert forwarding.before == {"ForwardingSmtpAddress": "smtp:helpdesk@northwind-partner.example",
-                                 "DeliverToMailboxAndForward": False}
+    assert forwarding.before == {
+        "ForwardingSmtpAddress": "smtp:helpdesk@northwind-partner.example",
+        "DeliverToMailboxAndForward": False,
+    }
     assert "replace forwarding to helpdesk@northwind-partner.example" in forwarding.summary
     script = next((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1")).read_text()
     assert "Set-Mailbox -Identity $mailbox -ForwardingSmtpAddress $forward -DeliverToMailboxAndForward $true" in script
@@ -173,13 +195,26 @@ def test_configured_mailbox_script_changes_nothing(tmp_path):
 VERIFY = {
     "fabrikam": ([], [], []),
     "vanarsdel": (["client secret", "app-only token"], ["AADSTS7000222"], ["02_azure_app_registration"]),
-    "trey": (["client secret", "app-only token"], ["AADSTS7000215", "secret_id_pasted"], ["04_webex_connect_email_app"]),
-    "coho": (["admin consent: Mail.Send", "Mail.Send in the token's roles"], ["application_drift", "mail_send_role"],
-             ["02_azure_app_registration"]),
-    "alpine": (["authenticated SMTP: support@alpine.onmicrosoft.com", "SMTP AUTH XOAUTH2"],
-               ["5.7.139", "mailbox_smtp_auth"], ["03_office365_mailbox"]),
-    "fourthcoffee": (["outbound spam policy: Webex Connect forwarding", "outbound spam rule: Webex Connect forwarding"],
-                     ["mailbox_external_forwarding"], ["03_office365_mailbox"]),
+    "trey": (
+        ["client secret", "app-only token"],
+        ["AADSTS7000215", "secret_id_pasted"],
+        ["04_webex_connect_email_app"],
+    ),
+    "coho": (
+        ["admin consent: Mail.Send", "Mail.Send in the token's roles"],
+        ["application_drift", "mail_send_role"],
+        ["02_azure_app_registration"],
+    ),
+    "alpine": (
+        ["authenticated SMTP: support@alpine.onmicrosoft.com", "SMTP AUTH XOAUTH2"],
+        ["5.7.139", "mailbox_smtp_auth"],
+        ["03_office365_mailbox"],
+    ),
+    "fourthcoffee": (
+        ["outbound spam policy: Webex Connect forwarding", "outbound spam rule: Webex Connect forwarding"],
+        ["mailbox_external_forwarding"],
+        ["03_office365_mailbox"],
+    ),
 }
 
 
@@ -214,10 +249,16 @@ def test_a_pasted_ndr_is_diagnosed_by_the_troubleshooting_notebook(tmp_path):
     import papermill
 
     output = tmp_path / "06.ipynb"
-    papermill.execute_notebook(str(ROOT / "notebooks" / "06_troubleshoot.ipynb"), str(output),
-                               parameters={"error_text": "550 5.7.520 Access denied, Your organization does not "
-                                                         "allow external forwarding. AS(7555)"},
-                               kernel_name=runner.kernel_name(), cwd=str(ROOT / "notebooks"), progress_bar=False)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "06_troubleshoot.ipynb"),
+        str(output),
+        parameters={
+            "error_text": "550 5.7.520 Access denied, Your organization does not allow external forwarding. AS(7555)"
+        },
+        kernel_name=runner.kernel_name(),
+        cwd=str(ROOT / "notebooks"),
+        progress_bar=False,
+    )
     record = runner.step_record(nbformat.read(output, as_version=4), "06_troubleshoot")
     [finding] = record.findings
     assert finding.code == "5.7.520" and finding.notebook == "03_office365_mailbox"

@@ -1,5 +1,6 @@
 """Secrets never land in an output: every demo tenant recorded against a simulated tenant whose every
 secret, token, refresh token, device code and cookie carries a canary, then replayed as a batch."""
+
 from __future__ import annotations
 
 import re
@@ -39,8 +40,18 @@ def test_no_secret_reaches_recordings_records_logs_or_batch_summaries(tmp_path, 
     tenants = sorted(p.stem for p in DEMO.glob("*.yaml"))
     files = [prepare(t, tmp_path) for t in tenants]
     with ThreadPoolExecutor(max_workers=6) as pool:
-        recorded = list(pool.map(lambda f: demos.record(f, canary=CANARY, archive=tmp_path / "record-archive",
-                                                        pending_polls=0, store=params.load(f).secret_store), files))
+        recorded = list(
+            pool.map(
+                lambda f: demos.record(
+                    f,
+                    canary=CANARY,
+                    archive=tmp_path / "record-archive",
+                    pending_polls=0,
+                    store=params.load(f).secret_store,
+                ),
+                files,
+            )
+        )
     assert len(recorded) == len(tenants)
     issued = [p for p in (tmp_path / "stores").glob("*.secret") if CANARY in p.read_text()]
     assert issued, "the simulated tenants issued no canary secret: this test would prove nothing"
@@ -50,7 +61,7 @@ def test_no_secret_reaches_recordings_records_logs_or_batch_summaries(tmp_path, 
     committed = [p.read_text() for p in (DEMO / "secrets").glob("*.secret")]
     # a Secret ID is public, and so is a recording's placeholder that a replay stored
     needles = [CANARY] + [value for value in committed if not GUID.match(value) and "-scrubbed-" not in value]
-    for folder in ("recordings", "record-archive", "archive"):   # seeds are the simulated tenants' input
+    for folder in ("recordings", "record-archive", "archive"):  # seeds are the simulated tenants' input
         assert scan(tmp_path / folder, needles, skip=("tenant.yaml",)) == [], folder
     assert not [n for n in needles if n in logs.out or n in logs.err]
     notebooks = list((tmp_path / "archive").rglob("*.ipynb"))

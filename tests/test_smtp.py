@@ -1,4 +1,5 @@
 """SMTP: the real client code against a real loopback server answering as a recording says."""
+
 from __future__ import annotations
 
 import base64
@@ -12,12 +13,18 @@ from runbook_lib.step import Step
 
 pytestmark = pytest.mark.unit
 
-TRANSCRIPT = {"host": "smtp.office365.com", "port": 587, "server": "BN9PR03CA0123.outlook.office365.com Hello",
-              "features_plain": ["SIZE 157286400", "PIPELINING", "STARTTLS", "8BITMIME"],
-              "starttls": "220 2.0.0 SMTP server ready",
-              "features_tls": ["SIZE 157286400", "PIPELINING", "AUTH LOGIN XOAUTH2", "8BITMIME"],
-              "auth": {"code": 535, "message": "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is "
-                                               "disabled for the Mailbox."}}
+TRANSCRIPT = {
+    "host": "smtp.office365.com",
+    "port": 587,
+    "server": "BN9PR03CA0123.outlook.office365.com Hello",
+    "features_plain": ["SIZE 157286400", "PIPELINING", "STARTTLS", "8BITMIME"],
+    "starttls": "220 2.0.0 SMTP server ready",
+    "features_tls": ["SIZE 157286400", "PIPELINING", "AUTH LOGIN XOAUTH2", "8BITMIME"],
+    "auth": {
+        "code": 535,
+        "message": "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.",
+    },
+}
 
 
 def test_xoauth2_initial_response():

@@ -1,4 +1,5 @@
 """Parameter files are read strictly: every malformed or hostile file is one ParamsError, at once."""
+
 from __future__ import annotations
 
 import time
@@ -47,13 +48,17 @@ def test_oversize_file_names_its_size_and_the_limit(tmp_path):
     assert "100 bytes" in why(big, max_bytes=100)
 
 
-@pytest.mark.parametrize("data", [
-    b"\x7fELF\x02\x01\x01\x00\x00\x00binary",
-    "tenant: contoso\n".encode("utf-16"),
-    "tenant: contoso\n".encode("utf-16-be"),
-    "tenant: contoso\n".encode("utf-32"),
-    "tenant: Café\n".encode("latin-1"),
-], ids=["binary", "utf-16", "utf-16-no-bom", "utf-32", "latin-1"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x7fELF\x02\x01\x01\x00\x00\x00binary",
+        "tenant: contoso\n".encode("utf-16"),
+        "tenant: contoso\n".encode("utf-16-be"),
+        "tenant: contoso\n".encode("utf-32"),
+        "tenant: Café\n".encode("latin-1"),
+    ],
+    ids=["binary", "utf-16", "utf-16-no-bom", "utf-32", "latin-1"],
+)
 def test_files_that_are_not_utf8_text_get_one_sentence(tmp_path, data):
     path = tmp_path / "tenant.yaml"
     path.write_bytes(data)
@@ -77,11 +82,14 @@ def test_control_characters_give_their_line():
     assert "line 2" in text_why("tenant: contoso\nmode: \x07\n")
 
 
-@pytest.mark.parametrize("text", [
-    "extra: &a {y: *a}\n",
-    "a: &x 1\nb: *x\n",
-    "base: &b {x: 1}\nderived:\n  <<: *b\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "extra: &a {y: *a}\n",
+        "a: &x 1\nb: *x\n",
+        "base: &b {x: 1}\nderived:\n  <<: *b\n",
+    ],
+)
 def test_anchors_and_aliases_are_refused(text):
     message = text_why(text)
     assert "uses a YAML anchor or alias (line 1); parameter files may not" in message
@@ -94,7 +102,7 @@ def test_a_merge_key_without_an_alias_is_refused():
 def test_a_nested_alias_bomb_is_refused_at_once():
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]
-    bomb = "\n".join(lines) + "\n"   # 10**12 strings once expanded
+    bomb = "\n".join(lines) + "\n"  # 10**12 strings once expanded
     started = time.perf_counter()
     message = text_why(bomb)
     assert time.perf_counter() - started < 0.2

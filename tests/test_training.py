@@ -1,5 +1,6 @@
 """The trainee's path in sandbox mode: configure a fresh tenant, then for each classic mistake break the
 tenant, see verify fail and troubleshooting name the fix, repair with the step it names, see verify pass."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,16 +17,33 @@ pytestmark = pytest.mark.e2e
 VERIFY = ["05_verify", "06_troubleshoot"]
 #: fault -> (the failing check, the notebook troubleshooting must name, the steps that repair it, overrides)
 EXERCISES = {
-    "redirect-uri-typo": ("application: Webex Connect Email", "02_azure_app_registration", ["02_azure_app_registration"], {}),
+    "redirect-uri-typo": (
+        "application: Webex Connect Email",
+        "02_azure_app_registration",
+        ["02_azure_app_registration"],
+        {},
+    ),
     "consent-missing": ("admin consent: Mail.Send", "02_azure_app_registration", ["02_azure_app_registration"], {}),
     "secret-expired": ("client secret", "02_azure_app_registration", ["02_azure_app_registration"], {}),
     "secret-id-pasted": ("client secret", "04_webex_connect_email_app", ["02_azure_app_registration"], {}),
-    "smtp-auth-disabled": ("authenticated SMTP: support@contoso.onmicrosoft.com", "03_office365_mailbox",
-                           ["03_office365_mailbox"], {}),
-    "forwarding-blocked": ("outbound spam policy: Webex Connect forwarding", "03_office365_mailbox",
-                           ["03_office365_mailbox"], {}),
-    "user-consent-disabled": ("user consent", "02_azure_app_registration", ["02_azure_app_registration"],
-                              {"consent": "admin"}),
+    "smtp-auth-disabled": (
+        "authenticated SMTP: support@contoso.onmicrosoft.com",
+        "03_office365_mailbox",
+        ["03_office365_mailbox"],
+        {},
+    ),
+    "forwarding-blocked": (
+        "outbound spam policy: Webex Connect forwarding",
+        "03_office365_mailbox",
+        ["03_office365_mailbox"],
+        {},
+    ),
+    "user-consent-disabled": (
+        "user consent",
+        "02_azure_app_registration",
+        ["02_azure_app_registration"],
+        {"consent": "admin"},
+    ),
 }
 
 
@@ -62,7 +80,7 @@ def test_a_trainee_breaks_diagnoses_and_repairs_each_classic_mistake(tmp_path, c
 
 def test_sandbox_commands_act_only_on_a_trainee_file_and_refuse_paths(tmp_path, capsys):
     demo = ROOT / "params" / "demo" / "contoso.yaml"
-    assert cli.main(["sandbox", "reset", str(demo)]) == 2       # a replay file: not a training tenant
+    assert cli.main(["sandbox", "reset", str(demo)]) == 2  # a replay file: not a training tenant
     assert "not sandbox" in capsys.readouterr().err
     for name in ("../x", "../../archive/contoso/manifest", "a/b"):
         with pytest.raises(RunbookError):

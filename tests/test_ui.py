@@ -1,4 +1,5 @@
 """The training widgets, driven as a person would: set values, click."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,7 +21,10 @@ def test_form_uses_valid_parameters_and_refuses_bad_ones(demo_raw):
     by_label["apply"].value = False
     button.click()
     assert "Parameters set" in result.value
-    assert namespace["webex"]["callback_url"] == "https://contoso.eu.webexconnect.io/callback" and namespace["apply"] is False
+    assert (
+        namespace["webex"]["callback_url"] == "https://contoso.eu.webexconnect.io/callback"
+        and namespace["apply"] is False
+    )
     assert by_label["mode"].options == ("replay", "live", "record", "sandbox")
 
 
@@ -51,8 +55,13 @@ def test_runbook_lab_serves_the_notebooks(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = ["--no-browser", f"--port={port}", "--ip=127.0.0.1", "--IdentityProvider.token=",
-            f"--ServerApp.runtime_dir={tmp_path}"]
+    args = [
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        "--IdentityProvider.token=",
+        f"--ServerApp.runtime_dir={tmp_path}",
+    ]
     server = subprocess.Popen(cli.lab_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(120):

@@ -4,11 +4,13 @@ uses): the cmdlets the kit runs, answering as Exchange does, errors nested in ``
 Exchange is the authority on mailboxes: ``Get-Mailbox`` tells a user mailbox from a shared one, and an
 on-premises mailbox or none at all is not found.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import cloud
 from .mailboxes import KINDS
@@ -21,10 +23,21 @@ Cmdlet = Callable[[dict[str, Any]], Response]
 
 
 def _error(status: int, text: str) -> Response:
-    return Response(status, {"error": {"code": "BadRequest" if status == 400 else "NotFound", "message": "Invalid Operation",
-                                       "details": [{"code": "Error", "message": text}],
-                                       "innererror": {"message": text, "type": "Microsoft.Exchange.Management.RestApi",
-                                                      "internalexception": {"message": text}}}})
+    return Response(
+        status,
+        {
+            "error": {
+                "code": "BadRequest" if status == 400 else "NotFound",
+                "message": "Invalid Operation",
+                "details": [{"code": "Error", "message": text}],
+                "innererror": {
+                    "message": text,
+                    "type": "Microsoft.Exchange.Management.RestApi",
+                    "internalexception": {"message": text},
+                },
+            }
+        },
+    )
 
 
 def _values(items: list[dict[str, Any]]) -> Response:
@@ -41,12 +54,19 @@ class ExchangeAdmin:
         self.t = tenant
         on_mailbox = self._on_mailbox
         self.cmdlets: dict[str, Cmdlet] = {
-            "Get-CASMailbox": on_mailbox(self._get_cas), "Set-CASMailbox": on_mailbox(self._set_cas),
-            "Get-Mailbox": on_mailbox(self._get_mailbox), "Get-EXOMailbox": on_mailbox(self._get_mailbox),
-            "Set-Mailbox": on_mailbox(self._set_mailbox), "Get-TransportConfig": self._get_transport,
-            "Get-HostedOutboundSpamFilterPolicy": self._get_policies, "New-HostedOutboundSpamFilterPolicy": self._new_policy,
-            "Set-HostedOutboundSpamFilterPolicy": self._set_policy, "Get-HostedOutboundSpamFilterRule": self._get_rules,
-            "New-HostedOutboundSpamFilterRule": self._new_rule, "Set-HostedOutboundSpamFilterRule": self._set_rule}
+            "Get-CASMailbox": on_mailbox(self._get_cas),
+            "Set-CASMailbox": on_mailbox(self._set_cas),
+            "Get-Mailbox": on_mailbox(self._get_mailbox),
+            "Get-EXOMailbox": on_mailbox(self._get_mailbox),
+            "Set-Mailbox": on_mailbox(self._set_mailbox),
+            "Get-TransportConfig": self._get_transport,
+            "Get-HostedOutboundSpamFilterPolicy": self._get_policies,
+            "New-HostedOutboundSpamFilterPolicy": self._new_policy,
+            "Set-HostedOutboundSpamFilterPolicy": self._set_policy,
+            "Get-HostedOutboundSpamFilterRule": self._get_rules,
+            "New-HostedOutboundSpamFilterRule": self._new_rule,
+            "Set-HostedOutboundSpamFilterRule": self._set_rule,
+        }
 
     def handle(self, request: Request) -> Response:
         claims = self.t.bearer(request.headers)
@@ -56,7 +76,9 @@ class ExchangeAdmin:
         if request.method != "POST" or not re.fullmatch(rf"/adminapi/beta/({tenants})/InvokeCommand", request.path):
             return Response(404, {"error": {"code": "NotFound", "message": "Resource not found."}})
         if not self.t.operator.get("exchange_admin", True):
-            return Response(403, None, {"Content-Type": "application/octet-stream"}, raw=b"\x00" * 16)  # as Exchange does
+            return Response(
+                403, None, {"Content-Type": "application/octet-stream"}, raw=b"\x00" * 16
+            )  # as Exchange does
         command = json.loads(request.body or b"{}").get("CmdletInput", {})
         cmdlet = self.cmdlets.get(command.get("CmdletName", ""))
         if cmdlet is None:
@@ -66,39 +88,64 @@ class ExchangeAdmin:
     # --- mailboxes ----------------------------------------------------------------------------
 
     def _missing(self, identity: str) -> Response:
-        return _error(404, f"The operation couldn't be performed because object '{identity}' couldn't be found on "
-                      f"'{self.t.seed['domain'].split('.')[0].upper()}P123A456.PROD.OUTLOOK.COM'.")
+        return _error(
+            404,
+            f"The operation couldn't be performed because object '{identity}' couldn't be found on "
+            f"'{self.t.seed['domain'].split('.')[0].upper()}P123A456.PROD.OUTLOOK.COM'.",
+        )
 
     def _on_mailbox(self, action: Callable[[dict[str, Any], dict[str, Any]], Response]) -> Cmdlet:
         """A mailbox cmdlet: ``action(mailbox, parameters)`` when -Identity names a mailbox, else Exchange's
         not-found error."""
+
         def run(p: dict[str, Any]) -> Response:
             identity = str(p.get("Identity", ""))
             box = self.t.mailbox(identity)
             return action(box, p) if box else self._missing(identity)
+
         return run
 
     def _get_cas(self, box: dict[str, Any], p: dict[str, Any]) -> Response:
-        return _values([{"Identity": box["userPrincipalName"], "PrimarySmtpAddress": box["mail"],
-                         "SmtpClientAuthenticationDisabled": box["SmtpClientAuthenticationDisabled"]}])
+        return _values(
+            [
+                {
+                    "Identity": box["userPrincipalName"],
+                    "PrimarySmtpAddress": box["mail"],
+                    "SmtpClientAuthenticationDisabled": box["SmtpClientAuthenticationDisabled"],
+                }
+            ]
+        )
 
     def _set_cas(self, box: dict[str, Any], p: dict[str, Any]) -> Response:
         box["SmtpClientAuthenticationDisabled"] = p.get("SmtpClientAuthenticationDisabled")
         return _values([])
 
     def _get_mailbox(self, box: dict[str, Any], p: dict[str, Any]) -> Response:
-        return _values([{"UserPrincipalName": box["userPrincipalName"], "PrimarySmtpAddress": box["mail"],
-                         "RecipientTypeDetails": KINDS[box["mailbox"]].recipient_type,
-                         "ForwardingSmtpAddress": box["ForwardingSmtpAddress"],
-                         "DeliverToMailboxAndForward": box["DeliverToMailboxAndForward"]}])
+        return _values(
+            [
+                {
+                    "UserPrincipalName": box["userPrincipalName"],
+                    "PrimarySmtpAddress": box["mail"],
+                    "RecipientTypeDetails": KINDS[box["mailbox"]].recipient_type,
+                    "ForwardingSmtpAddress": box["ForwardingSmtpAddress"],
+                    "DeliverToMailboxAndForward": box["DeliverToMailboxAndForward"],
+                }
+            ]
+        )
 
     def _set_mailbox(self, box: dict[str, Any], p: dict[str, Any]) -> Response:
         box.update({k: p[k] for k in ("ForwardingSmtpAddress", "DeliverToMailboxAndForward") if k in p})
         return _values([])
 
     def _get_transport(self, p: dict[str, Any]) -> Response:
-        return _values([{"Identity": "Transport Settings",
-                         "SmtpClientAuthenticationDisabled": self.t.transport_smtp_auth_disabled}])
+        return _values(
+            [
+                {
+                    "Identity": "Transport Settings",
+                    "SmtpClientAuthenticationDisabled": self.t.transport_smtp_auth_disabled,
+                }
+            ]
+        )
 
     # --- outbound spam policies and rules ------------------------------------------------------
 
@@ -125,8 +172,13 @@ class ExchangeAdmin:
     def _new_rule(self, p: dict[str, Any]) -> Response:
         if not any(x["Name"] == p.get("HostedOutboundSpamFilterPolicy") for x in self.t.outbound_policies):
             return self._missing(str(p.get("HostedOutboundSpamFilterPolicy")))
-        rule = {"Name": p["Name"], "HostedOutboundSpamFilterPolicy": p["HostedOutboundSpamFilterPolicy"],
-                "From": list(p.get("From") or []), "State": "Enabled", "Priority": len(self.t.outbound_rules)}
+        rule = {
+            "Name": p["Name"],
+            "HostedOutboundSpamFilterPolicy": p["HostedOutboundSpamFilterPolicy"],
+            "From": list(p.get("From") or []),
+            "State": "Enabled",
+            "Priority": len(self.t.outbound_rules),
+        }
         self.t.outbound_rules.append(rule)
         return _values([dict(rule)])
 

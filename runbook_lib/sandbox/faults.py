@@ -9,6 +9,7 @@ applies ``times`` times (default 1). Its kind is the first of these keys it has:
 * ``status``: an error answer with ``code``, optionally ``message``, ``detail`` (a details code,
   ``detail_message``) and ``retry_after`` (seconds).
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,12 @@ def _kind(fault: dict[str, Any]) -> str:
 def take(faults: list[dict[str, Any]], kind: str, method: str, path: str) -> dict[str, Any] | None:
     """The first fault of ``kind`` still due for this request, one of its ``times`` used up."""
     for fault in faults:
-        if _kind(fault) == kind and fault.get("times", 1) > 0 and fault["method"] == method \
-                and re.search(fault["path"], path):
+        if (
+            _kind(fault) == kind
+            and fault.get("times", 1) > 0
+            and fault["method"] == method
+            and re.search(fault["path"], path)
+        ):
             fault["times"] = fault.get("times", 1) - 1
             return fault
     return None

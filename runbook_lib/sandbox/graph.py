@@ -7,13 +7,15 @@ the directory is eventually consistent: list queries miss new applications for a
 the seed says so, reads by key, dependent writes and new service principals fail for a while too.
 Applications and service principals can be created idempotently (``Prefer: create-if-missing``).
 """
+
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import cloud
 from .mailboxes import KINDS, plans
@@ -23,15 +25,19 @@ if TYPE_CHECKING:
     from .tenant import SimulatedTenant
 
 CONSENT_POLICIES = {
-    "legacy": ["ManagePermissionGrantsForSelf.microsoft-user-default-legacy",
-               "ManagePermissionGrantsForOwnedResource.DeveloperConsent"],
-    "low": ["ManagePermissionGrantsForSelf.microsoft-user-default-low",
-            "ManagePermissionGrantsForOwnedResource.DeveloperConsent"],
+    "legacy": [
+        "ManagePermissionGrantsForSelf.microsoft-user-default-legacy",
+        "ManagePermissionGrantsForOwnedResource.DeveloperConsent",
+    ],
+    "low": [
+        "ManagePermissionGrantsForSelf.microsoft-user-default-low",
+        "ManagePermissionGrantsForOwnedResource.DeveloperConsent",
+    ],
     "off": ["ManagePermissionGrantsForOwnedResource.DeveloperConsent"],
 }
 #: of the user properties simulated, those Graph returns without $select
 USER_DEFAULT = ("id", "userPrincipalName", "mail")
-KEY = r"'((?:[^']|'')*)'"     # an OData key value in quotes, a quote doubled inside
+KEY = r"'((?:[^']|'')*)'"  # an OData key value in quotes, a quote doubled inside
 READ_APPS = ("Application.Read.All", "Application.ReadWrite.All")
 WRITE_APPS = ("Application.ReadWrite.All",)
 GRANTS = ("DelegatedPermissionGrant.ReadWrite.All",)
@@ -43,7 +49,7 @@ class Call:
 
     request: Request
     claims: dict[str, Any]
-    data: Any                   # the JSON body
+    data: Any  # the JSON body
 
     @property
     def query(self) -> dict[str, str]:
@@ -66,8 +72,11 @@ def _error(status: int, code: str, message: str, detail: str = "") -> Response:
 
 
 def _not_found(what: str) -> Response:
-    return _error(404, "Request_ResourceNotFound",
-                  f"Resource '{what}' does not exist or one of its queried reference-property objects are not present.")
+    return _error(
+        404,
+        "Request_ResourceNotFound",
+        f"Resource '{what}' does not exist or one of its queried reference-property objects are not present.",
+    )
 
 
 def _select(item: dict[str, Any], query: dict[str, str], default: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -75,10 +84,16 @@ def _select(item: dict[str, Any], query: dict[str, str], default: tuple[str, ...
     return {k: copy.deepcopy(v) for k, v in item.items() if not fields or k in fields or k == "id"}
 
 
-def _collection(context: str, items: list[dict[str, Any]], query: dict[str, str],
-                default: tuple[str, ...] = ()) -> Response:
-    return Response(200, {"@odata.context": f"{cloud.GRAPH}/v1.0/$metadata#{context}",
-                          "value": [_select(i, query, default) for i in items]})
+def _collection(
+    context: str, items: list[dict[str, Any]], query: dict[str, str], default: tuple[str, ...] = ()
+) -> Response:
+    return Response(
+        200,
+        {
+            "@odata.context": f"{cloud.GRAPH}/v1.0/$metadata#{context}",
+            "value": [_select(i, query, default) for i in items],
+        },
+    )
 
 
 def _filter_eq(query: dict[str, str], field: str) -> str | None:
@@ -98,8 +113,12 @@ class Graph:
             ("PATCH", rf"/servicePrincipals\(appId={KEY}\)", WRITE_APPS, self._upsert_sp),
             ("POST", r"/servicePrincipals", WRITE_APPS, self._post_sp),
             ("GET", r"/servicePrincipals/([^/]+)/appRoleAssignments", READ_APPS, self._get_assignments),
-            ("POST", r"/servicePrincipals/([^/]+)/appRoleAssignedTo", ("AppRoleAssignment.ReadWrite.All",),
-             self._post_assignment),
+            (
+                "POST",
+                r"/servicePrincipals/([^/]+)/appRoleAssignedTo",
+                ("AppRoleAssignment.ReadWrite.All",),
+                self._post_assignment,
+            ),
             ("GET", r"/applications", READ_APPS, self._list_apps),
             ("POST", r"/applications", WRITE_APPS, self._post_app),
             ("GET", rf"/applications\(appId={KEY}\)", READ_APPS, self._get_app_by("appId")),
@@ -113,12 +132,20 @@ class Graph:
             ("POST", r"/oauth2PermissionGrants", GRANTS, self._post_grant),
             ("PATCH", r"/oauth2PermissionGrants/([^/]+)", GRANTS, self._patch_grant),
             ("GET", r"/policies/authorizationPolicy", ("Policy.Read.All",), self._policy),
-            ("GET", r"/policies/identitySecurityDefaultsEnforcementPolicy", ("Policy.Read.All",),
-             self._security_defaults),
+            (
+                "GET",
+                r"/policies/identitySecurityDefaultsEnforcementPolicy",
+                ("Policy.Read.All",),
+                self._security_defaults,
+            ),
             ("GET", r"/users", ("User.Read.All",), self._list_users),
             ("GET", r"/users/([^/]+)", ("User.Read.All",), self._get_user),
-            ("GET", r"/users/([^/]+)/mailboxSettings", ("MailboxSettings.Read", "MailboxSettings.ReadWrite"),
-             self._mailbox_settings),
+            (
+                "GET",
+                r"/users/([^/]+)/mailboxSettings",
+                ("MailboxSettings.Read", "MailboxSettings.ReadWrite"),
+                self._mailbox_settings,
+            ),
         ]
 
     def handle(self, request: Request) -> Response:
@@ -131,7 +158,9 @@ class Graph:
             if match and method == request.method:
                 granted = set(claims.get("scp", "").split()) | set(claims.get("roles", []))
                 if scopes and not granted & set(scopes):
-                    return _error(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+                    return _error(
+                        403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+                    )
                 return handler(Call(request, claims, request.json()), *match.groups())
         return _error(400, "BadRequest", f"Resource not found for the segment '{path.strip('/').split('/')[0]}'.")
 
@@ -147,8 +176,12 @@ class Graph:
         return app if app and self.t.settled(app["createdDateTime"], "sp_lag_seconds") else None
 
     def _no_backing_app(self, app_id: Any) -> Response:
-        return _error(400, "Request_BadRequest", f"The appId '{app_id}' of the service principal does not "
-                      "reference a valid application object.", "NoBackingApplicationObject")
+        return _error(
+            400,
+            "Request_BadRequest",
+            f"The appId '{app_id}' of the service principal does not reference a valid application object.",
+            "NoBackingApplicationObject",
+        )
 
     def _post_sp(self, call: Call) -> Response:
         app_id = call.data.get("appId")
@@ -156,8 +189,12 @@ class Graph:
         if app is None:
             return self._no_backing_app(app_id)
         if self.t.service_principal(app_id):
-            return _error(409, "Request_MultipleObjectsWithSameKeyValue", "The service principal cannot be created, "
-                          "updated, or restored because the service principal name is already in use.")
+            return _error(
+                409,
+                "Request_MultipleObjectsWithSameKeyValue",
+                "The service principal cannot be created, "
+                "updated, or restored because the service principal name is already in use.",
+            )
         return Response(201, self.t.new_sp(app))
 
     def _upsert_sp(self, call: Call, app_id: str) -> Response:
@@ -179,13 +216,17 @@ class Graph:
     def _get_assignments(self, call: Call, sp_id: str) -> Response:
         if not any(s["id"] == sp_id for s in self.t.service_principals):
             return _not_found(sp_id)
-        return _collection("appRoleAssignments", [a for a in self.t.assignments if a["principalId"] == sp_id], call.query)
+        return _collection(
+            "appRoleAssignments", [a for a in self.t.assignments if a["principalId"] == sp_id], call.query
+        )
 
     def _post_assignment(self, call: Call, resource_id: str) -> Response:
         data = call.data
         if not any(s["id"] == data.get("principalId") for s in self.t.service_principals):
             return _not_found(str(data.get("principalId")))
-        if any(a["principalId"] == data["principalId"] and a["appRoleId"] == data["appRoleId"] for a in self.t.assignments):
+        if any(
+            a["principalId"] == data["principalId"] and a["appRoleId"] == data["appRoleId"] for a in self.t.assignments
+        ):
             return _error(400, "Request_BadRequest", "Permission being assigned already exists on the object")
         assignment = self.t.assignment(data["principalId"], data["appRoleId"])
         self.t.assignments.append(assignment)
@@ -199,8 +240,11 @@ class Graph:
 
     def _list_apps(self, call: Call) -> Response:
         name = _filter_eq(call.query, "displayName")
-        apps = [a for a in self.t.applications if (name is None or a["displayName"] == name)
-                and self.t.settled(a["createdDateTime"], "list_lag_seconds")]
+        apps = [
+            a
+            for a in self.t.applications
+            if (name is None or a["displayName"] == name) and self.t.settled(a["createdDateTime"], "list_lag_seconds")
+        ]
         return _collection("applications", apps, call.query)
 
     def _get_app_by(self, key: str) -> Callable[[Call, str], Response]:
@@ -208,13 +252,17 @@ class Graph:
             app = self._readable(self.t.application(key, _key(value)))
             what = value if key == "id" else f"applications({key}='{value}')"
             return Response(200, _select(app, call.query)) if app else _not_found(what)
+
         return get
 
     def _taken(self, unique_name: Any) -> Response | None:
         """Graph's refusal of a second object with the same uniqueName."""
         if unique_name is not None and self.t.application("uniqueName", unique_name):
-            return _error(400, "Request_MultipleObjectsWithSameKeyValue",
-                          "Another object with the same value for property uniqueName already exists.")
+            return _error(
+                400,
+                "Request_MultipleObjectsWithSameKeyValue",
+                "Another object with the same value for property uniqueName already exists.",
+            )
         return None
 
     def _post_app(self, call: Call) -> Response:
@@ -254,8 +302,9 @@ class Graph:
         if not call.upsert:
             return _not_found(f"applications(uniqueName='{unique_name}')")
         if not data.get("displayName"):
-            return _error(400, "Request_BadRequest", "A value is required for property 'displayName' of resource "
-                          "'Application'.")
+            return _error(
+                400, "Request_BadRequest", "A value is required for property 'displayName' of resource 'Application'."
+            )
         return Response(201, copy.deepcopy(self.t.add_application({**data, "uniqueName": unique_name})))
 
     def _add_password(self, call: Call, object_id: str) -> Response:
@@ -264,9 +313,12 @@ class Graph:
             return _not_found(object_id)
         spec = call.data.get("passwordCredential", {})
         end = spec.get("endDateTime")
-        cred = self.t.add_password(app, spec.get("displayName", ""),
-                                   parse_iso(end) if end else self.t.now() + timedelta(days=180))
-        return Response(200, {"@odata.context": f"{cloud.GRAPH}/v1.0/$metadata#microsoft.graph.passwordCredential", **cred})
+        cred = self.t.add_password(
+            app, spec.get("displayName", ""), parse_iso(end) if end else self.t.now() + timedelta(days=180)
+        )
+        return Response(
+            200, {"@odata.context": f"{cloud.GRAPH}/v1.0/$metadata#microsoft.graph.passwordCredential", **cred}
+        )
 
     def _remove_password(self, call: Call, object_id: str) -> Response:
         app = self.t.application("id", object_id)
@@ -281,13 +333,20 @@ class Graph:
 
     def _list_grants(self, call: Call) -> Response:
         client = _filter_eq(call.query, "clientId")
-        return _collection("oauth2PermissionGrants",
-                           [g for g in self.t.grants if client is None or g["clientId"] == client], call.query)
+        return _collection(
+            "oauth2PermissionGrants",
+            [g for g in self.t.grants if client is None or g["clientId"] == client],
+            call.query,
+        )
 
     def _post_grant(self, call: Call) -> Response:
         data = call.data
-        if any(g["clientId"] == data.get("clientId") and g["resourceId"] == data.get("resourceId")
-               and g["consentType"] == data.get("consentType") for g in self.t.grants):
+        if any(
+            g["clientId"] == data.get("clientId")
+            and g["resourceId"] == data.get("resourceId")
+            and g["consentType"] == data.get("consentType")
+            for g in self.t.grants
+        ):
             return _error(409, "Request_MultipleObjectsWithSameKeyValue", "Permission entry already exists.")
         grant = self.t.grant(data["clientId"], data.get("scope", ""))
         self.t.grants.append(grant)
@@ -304,16 +363,31 @@ class Graph:
 
     def _policy(self, call: Call) -> Response:
         assigned = CONSENT_POLICIES[self.t.seed.get("user_consent", "legacy")]
-        return Response(200, {"@odata.context": f"{cloud.GRAPH}/v1.0/$metadata#policies/authorizationPolicy/$entity",
-                              "id": "authorizationPolicy", "displayName": "Authorization Policy",
-                              "allowInvitesFrom": "everyone", "blockMsolPowerShell": False,
-                              "defaultUserRolePermissions": {"allowedToCreateApps": True,
-                                                             "allowedToCreateSecurityGroups": True,
-                                                             "permissionGrantPoliciesAssigned": assigned}})
+        return Response(
+            200,
+            {
+                "@odata.context": f"{cloud.GRAPH}/v1.0/$metadata#policies/authorizationPolicy/$entity",
+                "id": "authorizationPolicy",
+                "displayName": "Authorization Policy",
+                "allowInvitesFrom": "everyone",
+                "blockMsolPowerShell": False,
+                "defaultUserRolePermissions": {
+                    "allowedToCreateApps": True,
+                    "allowedToCreateSecurityGroups": True,
+                    "permissionGrantPoliciesAssigned": assigned,
+                },
+            },
+        )
 
     def _security_defaults(self, call: Call) -> Response:
-        return Response(200, {"id": "00000000-0000-0000-0000-000000000005", "displayName": "Security Defaults",
-                              "isEnabled": bool(self.t.seed.get("security_defaults", False))})
+        return Response(
+            200,
+            {
+                "id": "00000000-0000-0000-0000-000000000005",
+                "displayName": "Security Defaults",
+                "isEnabled": bool(self.t.seed.get("security_defaults", False)),
+            },
+        )
 
     # --- users --------------------------------------------------------------------------------
 
@@ -321,16 +395,24 @@ class Graph:
     def _view(user: dict[str, Any]) -> dict[str, Any]:
         """The user as Graph shows it: the mailbox only through mail, licences and provisioned plans."""
         kind = KINDS[user["mailbox"]]
-        return {"id": user["id"], "userPrincipalName": user["userPrincipalName"],
-                "mail": user["mail"] if kind.has_mail else None,
-                "accountEnabled": user["accountEnabled"] and kind.sign_in,
-                "onPremisesSyncEnabled": True if kind.synced else None, **plans(kind, user["assignedDateTime"])}
+        return {
+            "id": user["id"],
+            "userPrincipalName": user["userPrincipalName"],
+            "mail": user["mail"] if kind.has_mail else None,
+            "accountEnabled": user["accountEnabled"] and kind.sign_in,
+            "onPremisesSyncEnabled": True if kind.synced else None,
+            **plans(kind, user["assignedDateTime"]),
+        }
 
     def _list_users(self, call: Call) -> Response:
         mail = _filter_eq(call.query, "mail")
         users = [self._view(u) for u in self.t.users.values()]
-        return _collection("users", [u for u in users if mail is None or (u["mail"] or "").lower() == mail.lower()],
-                           call.query, USER_DEFAULT)
+        return _collection(
+            "users",
+            [u for u in users if mail is None or (u["mail"] or "").lower() == mail.lower()],
+            call.query,
+            USER_DEFAULT,
+        )
 
     def _get_user(self, call: Call, key: str) -> Response:
         user = self.t.user(key)
@@ -338,8 +420,10 @@ class Graph:
 
     @staticmethod
     def _signed_in(claims: dict[str, Any], user: dict[str, Any]) -> bool:
-        return (str(claims.get("oid", "")).lower() == user["id"].lower()
-                or str(claims.get("upn", "")).lower() == user["userPrincipalName"].lower())
+        return (
+            str(claims.get("oid", "")).lower() == user["id"].lower()
+            or str(claims.get("upn", "")).lower() == user["userPrincipalName"].lower()
+        )
 
     def _mailbox_settings(self, call: Call, key: str) -> Response:
         """A delegated token reads the signed-in user's own settings only; an application token any user's."""
@@ -349,7 +433,11 @@ class Graph:
         if call.delegated and not self._signed_in(call.claims, user):
             return _error(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
         if not KINDS[user["mailbox"]].recipient_type:
-            return _error(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, "
-                          "or is hosted on-premise.")
-        return Response(200, {"timeZone": "UTC", "language": {"locale": "en-US"},
-                              "automaticRepliesSetting": {"status": "disabled"}})
+            return _error(
+                404,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+            )
+        return Response(
+            200, {"timeZone": "UTC", "language": {"locale": "en-US"}, "automaticRepliesSetting": {"status": "disabled"}}
+        )

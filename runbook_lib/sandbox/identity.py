@@ -6,13 +6,15 @@ configuration names endpoints on the host asked; a scope on a resource the tenan
 refused (AADSTS500011), as is a first-party client asking for a resource it is not preauthorized for
 (AADSTS65002); the tenant's own application signs a user in by device code only as a public client.
 """
+
 from __future__ import annotations
 
 import secrets as pysecrets
 import string
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from . import cloud
 from .messages import Request, Response, parse_iso
@@ -24,15 +26,20 @@ if TYPE_CHECKING:
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 #: scopes msal adds itself; they name no resource
 OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
-ALL_OPERATOR_SCOPES = ["Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All",
-                       "DelegatedPermissionGrant.ReadWrite.All", "Policy.Read.All", "User.Read.All",
-                       "MailboxSettings.Read"]
+ALL_OPERATOR_SCOPES = [
+    "Application.ReadWrite.All",
+    "AppRoleAssignment.ReadWrite.All",
+    "DelegatedPermissionGrant.ReadWrite.All",
+    "Policy.Read.All",
+    "User.Read.All",
+    "MailboxSettings.Read",
+]
 #: who signs in by device code for each resource, and the delegated scopes the token carries
 #: (None: the operator's granted Graph scopes)
 SIGN_INS: dict[str, tuple[str, list[str] | None]] = {
     cloud.GRAPH: ("operator", None),
     cloud.EXCHANGE: ("operator", ["Exchange.Manage"]),
-    cloud.SMTP: ("mailbox", ["SMTP.Send"]),      # the mailbox user, as at Generate Token
+    cloud.SMTP: ("mailbox", ["SMTP.Send"]),  # the mailbox user, as at Generate Token
 }
 PAGE = "<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body>{}</body></html>"
 
@@ -64,7 +71,7 @@ class Identity:
     def __init__(self, tenant: SimulatedTenant) -> None:
         self.t = tenant
         self.devices: dict[str, DeviceSignIn] = {}
-        self.refresh_tokens: dict[str, tuple[list[str], str, str]] = {}   # token -> (scopes, resource, upn)
+        self.refresh_tokens: dict[str, tuple[list[str], str, str]] = {}  # token -> (scopes, resource, upn)
         self.endpoints: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "v2.0/.well-known/openid-configuration"): self._openid_configuration,
             ("POST", "oauth2/v2.0/devicecode"): self._device_code,
@@ -72,7 +79,8 @@ class Identity:
             ("GET", "oauth2/v2.0/authorize"): self._authorize,
         }
         self.grants: dict[str, Callable[[Request], Response]] = {
-            DEVICE_GRANT: self._device_grant, "refresh_token": self._refresh_grant,
+            DEVICE_GRANT: self._device_grant,
+            "refresh_token": self._refresh_grant,
             "client_credentials": self._client_grant,
         }
 
@@ -91,10 +99,18 @@ class Identity:
     def _error(self, status: int, error: str, code: int, text: str) -> Response:
         trace = self.t.new_id()
         now = f"{self.t.now():%Y-%m-%d %H:%M:%SZ}"
-        return Response(status, {"error": error, "error_description": f"AADSTS{code}: {text} Trace ID: {trace} "
-                                 f"Correlation ID: {trace} Timestamp: {now}", "error_codes": [code],
-                                 "timestamp": now, "trace_id": trace, "correlation_id": trace,
-                                 "error_uri": f"https://{cloud.LOGIN_HOST}/error?code={code}"})
+        return Response(
+            status,
+            {
+                "error": error,
+                "error_description": f"AADSTS{code}: {text} Trace ID: {trace} Correlation ID: {trace} Timestamp: {now}",
+                "error_codes": [code],
+                "timestamp": now,
+                "trace_id": trace,
+                "correlation_id": trace,
+                "error_uri": f"https://{cloud.LOGIN_HOST}/error?code={code}",
+            },
+        )
 
     def _refuse(self, status: int, error: str, code: int, text: str) -> Refused:
         return Refused(self._error(status, error, code, text))
@@ -111,14 +127,24 @@ class Identity:
             asked.setdefault(resource.rstrip("/"), set()).add(name)
         for resource in asked:
             if resource not in cloud.RESOURCES:
-                raise self._refuse(400, "invalid_resource", 500011, f"The resource principal named {resource} "
-                                   f"was not found in the tenant named {self.t.tenant_id}. This can happen if the "
-                                   "application has not been installed by the administrator of the tenant or consented "
-                                   "to by any user in the tenant. You might have sent your authentication request to "
-                                   "the wrong tenant.")
+                raise self._refuse(
+                    400,
+                    "invalid_resource",
+                    500011,
+                    f"The resource principal named {resource} "
+                    f"was not found in the tenant named {self.t.tenant_id}. This can happen if the "
+                    "application has not been installed by the administrator of the tenant or consented "
+                    "to by any user in the tenant. You might have sent your authentication request to "
+                    "the wrong tenant.",
+                )
         if len(asked) > 1:
-            raise self._refuse(400, "invalid_scope", 28000, "Provided value for the input parameter scope is not "
-                               f"valid because it contains more than one resource. Scope {text} is not valid.")
+            raise self._refuse(
+                400,
+                "invalid_scope",
+                28000,
+                "Provided value for the input parameter scope is not "
+                f"valid because it contains more than one resource. Scope {text} is not valid.",
+            )
         resource, names = next(iter(asked.items()), (cloud.GRAPH, set()))
         return Scope(resource, frozenset(names))
 
@@ -129,16 +155,26 @@ class Identity:
         allowed = cloud.PREAUTHORIZED[client_id].get(scope.resource, frozenset())
         if allowed is None or (allowed and scope.names <= allowed):
             return
-        raise self._refuse(400, "invalid_request", 65002, f"Consent between first party application '{client_id}' "
-                           f"and first party resource '{cloud.RESOURCES[scope.resource]}' must be configured via "
-                           "preauthorization - applications owned and operated by Microsoft must get approval from "
-                           "the API owner before requesting tokens for that API.")
+        raise self._refuse(
+            400,
+            "invalid_request",
+            65002,
+            f"Consent between first party application '{client_id}' "
+            f"and first party resource '{cloud.RESOURCES[scope.resource]}' must be configured via "
+            "preauthorization - applications owned and operated by Microsoft must get approval from "
+            "the API owner before requesting tokens for that API.",
+        )
 
     def _unknown_client(self, client_id: str) -> Refused:
-        return self._refuse(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was not "
-                            f"found in the directory '{self.t.seed['domain']}'. This can happen if the application has "
-                            "not been installed by the administrator of the tenant or consented to by any user in the "
-                            "tenant. You might have sent your authentication request to the wrong tenant.")
+        return self._refuse(
+            400,
+            "unauthorized_client",
+            700016,
+            f"Application with identifier '{client_id}' was not "
+            f"found in the directory '{self.t.seed['domain']}'. This can happen if the application has "
+            "not been installed by the administrator of the tenant or consented to by any user in the "
+            "tenant. You might have sent your authentication request to the wrong tenant.",
+        )
 
     def _public_client(self, client_id: str) -> None:
         """A client that may sign a user in without a secret: first-party, or the tenant's own public client."""
@@ -148,21 +184,36 @@ class Identity:
         if app is None:
             raise self._unknown_client(client_id)
         if not (app.get("isFallbackPublicClient") or (app.get("publicClient") or {}).get("redirectUris")):
-            raise self._refuse(401, "invalid_client", 7000218, "The request body must contain the following "
-                               "parameter: 'client_assertion' or 'client_secret'.")
+            raise self._refuse(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            )
 
     # --- endpoints ----------------------------------------------------------------------------
 
     def _openid_configuration(self, request: Request) -> Response:
         base = f"https://{request.host}/{self.t.tenant_id}"
-        return Response(200, {
-            "token_endpoint": f"{base}/oauth2/v2.0/token", "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-            "issuer": f"https://{cloud.LOGIN_HOST}/{self.t.tenant_id}/v2.0", "jwks_uri": f"{base}/discovery/v2.0/keys",
-            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
-            "tenant_region_scope": "EU", "cloud_instance_name": "microsoftonline.com"})
+        return Response(
+            200,
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "issuer": f"https://{cloud.LOGIN_HOST}/{self.t.tenant_id}/v2.0",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "tenant_region_scope": "EU",
+                "cloud_instance_name": "microsoftonline.com",
+            },
+        )
 
     def _device_code(self, request: Request) -> Response:
         client_id = request.form("client_id")
@@ -172,26 +223,42 @@ class Identity:
         user_code = "".join(self.t.rng.choice(string.ascii_uppercase + string.digits) for _ in range(9))
         device_code = f"DAQABAAEAAAD{self.t.canary}" + pysecrets.token_urlsafe(48)
         self.devices[device_code] = DeviceSignIn(client_id, scope.resource, self.t.pending_polls)
-        return Response(200, {"user_code": user_code, "device_code": device_code,
-                              "verification_uri": "https://microsoft.com/devicelogin", "expires_in": 900, "interval": 5,
-                              "message": f"To sign in, use a web browser to open the page https://microsoft.com/devicelogin "
-                                         f"and enter the code {user_code} to authenticate."})
+        return Response(
+            200,
+            {
+                "user_code": user_code,
+                "device_code": device_code,
+                "verification_uri": "https://microsoft.com/devicelogin",
+                "expires_in": 900,
+                "interval": 5,
+                "message": f"To sign in, use a web browser to open the page https://microsoft.com/devicelogin "
+                f"and enter the code {user_code} to authenticate.",
+            },
+        )
 
     def _authorize(self, request: Request) -> Response:
         """The page Generate Token opens: refused at once for an unknown client or an unregistered redirect URI."""
         query = request.query
         app = self.t.application("appId", query.get("client_id"))
         if app is None:
-            text = (f"AADSTS700016: Application with identifier '{query.get('client_id')}' was not found in the "
-                    f"directory '{self.t.seed['domain']}'.")
+            text = (
+                f"AADSTS700016: Application with identifier '{query.get('client_id')}' was not found in the "
+                f"directory '{self.t.seed['domain']}'."
+            )
         elif query.get("redirect_uri") not in (app.get("web") or {}).get("redirectUris", []):
-            text = (f"AADSTS50011: The redirect URI '{query.get('redirect_uri')}' specified in the request does not "
-                    f"match the redirect URIs configured for the application '{app['appId']}'.")
+            text = (
+                f"AADSTS50011: The redirect URI '{query.get('redirect_uri')}' specified in the request does not "
+                f"match the redirect URIs configured for the application '{app['appId']}'."
+            )
         else:
-            return Response(200, headers={"Content-Type": "text/html; charset=utf-8"},
-                            raw=PAGE.format("<form id='i0281'>Sign in</form>").encode())
-        return Response(400, headers={"Content-Type": "text/html; charset=utf-8"},
-                        raw=PAGE.format(f"<p>{text}</p>").encode())
+            return Response(
+                200,
+                headers={"Content-Type": "text/html; charset=utf-8"},
+                raw=PAGE.format("<form id='i0281'>Sign in</form>").encode(),
+            )
+        return Response(
+            400, headers={"Content-Type": "text/html; charset=utf-8"}, raw=PAGE.format(f"<p>{text}</p>").encode()
+        )
 
     def _token(self, request: Request) -> Response:
         grant = self.grants.get(request.form("grant_type"))
@@ -210,8 +277,12 @@ class Identity:
             return self._error(400, "invalid_grant", 70000, "The provided value for 'device_code' is not valid.")
         if device.polls_left > 0:
             device.polls_left -= 1
-            return self._error(400, "authorization_pending", 70016, "OAuth 2.0 device flow error. "
-                               "Authorization is pending. Continue polling.")
+            return self._error(
+                400,
+                "authorization_pending",
+                70016,
+                "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+            )
         del self.devices[code]
         who, scopes = SIGN_INS[device.resource]
         upn = next(iter(self.t.users.values()))["userPrincipalName"] if who == "mailbox" else self._operator_upn()
@@ -227,9 +298,14 @@ class Identity:
         client_id, secret = request.form("client_id"), request.form("client_secret")
         scope = self._scope(request.form("scope"))
         if scope.names != {".default"}:
-            return self._error(400, "invalid_scope", 1002012, f"The provided value for scope {request.form('scope')} "
-                               "is not valid. Client credential flows must have a scope value with /.default suffixed "
-                               "to the resource identifier (application ID URI).")
+            return self._error(
+                400,
+                "invalid_scope",
+                1002012,
+                f"The provided value for scope {request.form('scope')} "
+                "is not valid. Client credential flows must have a scope value with /.default suffixed "
+                "to the resource identifier (application ID URI).",
+            )
         automation = self.t.operator.get("automation") or {}
         if client_id == automation.get("client_id") and scope.resource == cloud.GRAPH:
             if secret != automation.get("secret"):
@@ -239,15 +315,27 @@ class Identity:
         if app is None:
             raise self._unknown_client(client_id)
         key_ids = {k for k, v in self.t.secret_values.items() if v == secret}
-        cred = next((c for c in app["passwordCredentials"] if c["keyId"] in key_ids
-                     and self.t.settled(c["startDateTime"], "secret_lag_seconds")), None)
+        cred = next(
+            (
+                c
+                for c in app["passwordCredentials"]
+                if c["keyId"] in key_ids and self.t.settled(c["startDateTime"], "secret_lag_seconds")
+            ),
+            None,
+        )
         if cred is None:
-            return self._error(401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret "
-                               "being sent in the request is the client secret value, not the client secret ID, "
-                               f"for a secret added to app '{client_id}'.")
+            return self._error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret "
+                "being sent in the request is the client secret value, not the client secret ID, "
+                f"for a secret added to app '{client_id}'.",
+            )
         if parse_iso(cred["endDateTime"]) <= self.t.now():
-            return self._error(401, "invalid_client", 7000222, f"The provided client secret keys for app "
-                               f"'{client_id}' are expired.")
+            return self._error(
+                401, "invalid_client", 7000222, f"The provided client secret keys for app '{client_id}' are expired."
+            )
         return self._app_token(client_id, scope.resource, self._roles(client_id, scope.resource))
 
     # --- tokens -------------------------------------------------------------------------------
@@ -264,8 +352,11 @@ class Identity:
         exchange = self.t.exchange_sp
         if not sp or resource != cloud.EXCHANGE or not exchange:
             return []
-        ids = {a["appRoleId"] for a in self.t.assignments
-               if a["principalId"] == sp["id"] and self.t.settled(a["createdDateTime"], "role_lag_seconds")}
+        ids = {
+            a["appRoleId"]
+            for a in self.t.assignments
+            if a["principalId"] == sp["id"] and self.t.settled(a["createdDateTime"], "role_lag_seconds")
+        }
         return [r["value"] for r in exchange["appRoles"] if r["id"] in ids]
 
     def _user_tokens(self, client_id: str, scopes: list[str], resource: str, upn: str) -> Response:
@@ -273,27 +364,72 @@ class Identity:
         oid = user["id"] if user else str(uuid.uuid5(uuid.NAMESPACE_URL, upn))
         name = "Tenant Administrator" if upn == self._operator_upn() else upn.split("@")[0]
         now = int(self.t.now().timestamp())
-        access = self.t.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.t.tenant_id}/",
-                              "iat": now, "nbf": now, "exp": now + 3599, "appid": client_id, "oid": oid,
-                              "scp": " ".join(scopes), "tid": self.t.tenant_id, "upn": upn, "ver": "1.0"})
-        id_token = self.t.sign({"aud": client_id, "iss": f"https://{cloud.LOGIN_HOST}/{self.t.tenant_id}/v2.0",
-                                "iat": now, "nbf": now, "exp": now + 3599, "name": name, "oid": oid,
-                                "preferred_username": upn, "sub": oid, "tid": self.t.tenant_id, "ver": "2.0"})
-        refresh = f"1.AXoA{self.t.canary}" + pysecrets.token_urlsafe(64)   # opaque, as Entra ID's are
+        access = self.t.sign(
+            {
+                "aud": resource,
+                "iss": f"https://sts.windows.net/{self.t.tenant_id}/",
+                "iat": now,
+                "nbf": now,
+                "exp": now + 3599,
+                "appid": client_id,
+                "oid": oid,
+                "scp": " ".join(scopes),
+                "tid": self.t.tenant_id,
+                "upn": upn,
+                "ver": "1.0",
+            }
+        )
+        id_token = self.t.sign(
+            {
+                "aud": client_id,
+                "iss": f"https://{cloud.LOGIN_HOST}/{self.t.tenant_id}/v2.0",
+                "iat": now,
+                "nbf": now,
+                "exp": now + 3599,
+                "name": name,
+                "oid": oid,
+                "preferred_username": upn,
+                "sub": oid,
+                "tid": self.t.tenant_id,
+                "ver": "2.0",
+            }
+        )
+        refresh = f"1.AXoA{self.t.canary}" + pysecrets.token_urlsafe(64)  # opaque, as Entra ID's are
         self.refresh_tokens[refresh] = (scopes, resource, upn)
         client_info = {"uid": oid, "utid": self.t.tenant_id}
-        return Response(200, {"token_type": "Bearer", "scope": " ".join(f"{resource}/{s}" for s in scopes),
-                              "expires_in": 3599, "ext_expires_in": 3599, "access_token": access,
-                              "refresh_token": refresh, "id_token": id_token,
-                              "client_info": b64url_json(client_info)})
+        return Response(
+            200,
+            {
+                "token_type": "Bearer",
+                "scope": " ".join(f"{resource}/{s}" for s in scopes),
+                "expires_in": 3599,
+                "ext_expires_in": 3599,
+                "access_token": access,
+                "refresh_token": refresh,
+                "id_token": id_token,
+                "client_info": b64url_json(client_info),
+            },
+        )
 
     def _app_token(self, client_id: str, resource: str, roles: list[str]) -> Response:
         now = int(self.t.now().timestamp())
-        access = self.t.sign({"aud": resource, "iss": f"https://sts.windows.net/{self.t.tenant_id}/", "iat": now,
-                              "nbf": now, "exp": now + 3599, "appid": client_id, "oid": self._app_oid(client_id),
-                              "roles": roles, "tid": self.t.tenant_id, "ver": "1.0"})
-        return Response(200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
-                              "access_token": access})
+        access = self.t.sign(
+            {
+                "aud": resource,
+                "iss": f"https://sts.windows.net/{self.t.tenant_id}/",
+                "iat": now,
+                "nbf": now,
+                "exp": now + 3599,
+                "appid": client_id,
+                "oid": self._app_oid(client_id),
+                "roles": roles,
+                "tid": self.t.tenant_id,
+                "ver": "1.0",
+            }
+        )
+        return Response(
+            200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access}
+        )
 
     def _app_oid(self, client_id: str) -> str:
         """An app's token names its service principal's object ID."""

@@ -5,6 +5,7 @@ in older seeds mean ``cloud`` and ``none``). Graph sees licences and provisionin
 itself: a shared mailbox's user object looks like a user without a licence, and only Exchange's own
 ``Get-Mailbox`` tells the two apart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,12 +17,12 @@ EXCHANGE_PLAN_ID = "efb87545-963c-4e0d-99df-69c6916d9eb0"
 
 @dataclass(frozen=True)
 class Kind:
-    recipient_type: str | None   # RecipientTypeDetails in Exchange Online; None: Exchange Online has no such mailbox
-    provisioning: str | None     # provisioningStatus of the user's exchange provisionedPlan; None: no such plan
-    licensed: bool               # an assignedPlans entry for Exchange Online
-    has_mail: bool               # Graph shows a mail address
-    sign_in: bool                # the account may sign in (a shared mailbox's may not)
-    synced: bool                 # mastered on-premises (onPremisesSyncEnabled)
+    recipient_type: str | None  # RecipientTypeDetails in Exchange Online; None: Exchange Online has no such mailbox
+    provisioning: str | None  # provisioningStatus of the user's exchange provisionedPlan; None: no such plan
+    licensed: bool  # an assignedPlans entry for Exchange Online
+    has_mail: bool  # Graph shows a mail address
+    sign_in: bool  # the account may sign in (a shared mailbox's may not)
+    synced: bool  # mastered on-premises (onPremisesSyncEnabled)
 
 
 KINDS: dict[str, Kind] = {
@@ -44,8 +45,21 @@ def kind_name(value: Any) -> str:
 
 def plans(kind: Kind, assigned: str) -> dict[str, list[dict[str, Any]]]:
     """The user's assignedPlans and provisionedPlans for Exchange Online (``assigned``: when the licence came)."""
-    assigned_plans = [{"assignedDateTime": assigned, "capabilityStatus": "Enabled", "service": "exchange",
-                       "servicePlanId": EXCHANGE_PLAN_ID}] if kind.licensed else []
-    provisioned = [{"capabilityStatus": "Enabled", "provisioningStatus": kind.provisioning,
-                    "service": "exchange"}] if kind.provisioning else []
+    assigned_plans = (
+        [
+            {
+                "assignedDateTime": assigned,
+                "capabilityStatus": "Enabled",
+                "service": "exchange",
+                "servicePlanId": EXCHANGE_PLAN_ID,
+            }
+        ]
+        if kind.licensed
+        else []
+    )
+    provisioned = (
+        [{"capabilityStatus": "Enabled", "provisioningStatus": kind.provisioning, "service": "exchange"}]
+        if kind.provisioning
+        else []
+    )
     return {"assignedPlans": assigned_plans, "provisionedPlans": provisioned}

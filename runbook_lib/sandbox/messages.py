@@ -1,10 +1,11 @@
 """Requests and responses as the simulated services see them, apart from how they were served
 (through the proxy under a real host name, or directly on a loopback port)."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
@@ -12,9 +13,9 @@ from urllib.parse import parse_qs, unquote
 @dataclass(frozen=True)
 class Request:
     method: str
-    host: str                  # the host the request came to: it names endpoints in answers, never a resource
-    target: str                # path and query, as sent
-    headers: dict[str, str]    # names in lower case
+    host: str  # the host the request came to: it names endpoints in answers, never a resource
+    target: str  # path and query, as sent
+    headers: dict[str, str]  # names in lower case
     body: bytes = b""
 
     @property
@@ -39,7 +40,7 @@ class Response:
     body: Any = None
     headers: dict[str, str] | None = None
     raw: bytes | None = None
-    reset: bool = False        # close the connection without answering (a ``reset`` fault)
+    reset: bool = False  # close the connection without answering (a ``reset`` fault)
 
     def encode(self) -> bytes:
         if self.raw is not None:
@@ -57,7 +58,7 @@ class Service(Protocol):
 
 def iso(moment: datetime) -> str:
     """A timestamp as Graph writes them."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(text: str) -> datetime:

@@ -9,6 +9,7 @@
 
 Nothing here listens beyond 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import socket
@@ -17,12 +18,13 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import BaseServer
-from typing import Any, Iterator
+from typing import Any
 
 import trustme
 
@@ -31,18 +33,18 @@ from . import cloud
 from .smtp import SandboxSMTP
 from .tenant import SimulatedTenant
 
-POLL = 0.05   # seconds a listener takes to notice it is shut down
+POLL = 0.05  # seconds a listener takes to notice it is shut down
 
 
 class _TenantHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 over TLS: one simulated-tenant exchange per request."""
 
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True   # headers and body go in two writes: without this each answer waits ~40 ms
+    disable_nagle_algorithm = True  # headers and body go in two writes: without this each answer waits ~40 ms
     tenant: SimulatedTenant
     lock: threading.Lock
     service: str
-    host: str       # the CONNECT host through the proxy; empty when served directly (the Host header says)
+    host: str  # the CONNECT host through the proxy; empty when served directly (the Host header says)
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output clean
         pass
@@ -54,7 +56,7 @@ class _TenantHandler(BaseHTTPRequestHandler):
         host = self.host or headers.get("host", "")
         with self.lock:
             delay = self.tenant.delay_for(self.command, self.path)
-        time.sleep(delay)   # outside the lock: other requests go on meanwhile
+        time.sleep(delay)  # outside the lock: other requests go on meanwhile
         with self.lock:
             response = self.tenant.handle(self.service, self.command, host, self.path, headers, body)
         if response.reset:
@@ -80,8 +82,9 @@ def _handler(tenant: SimulatedTenant, lock: threading.Lock, service: str, host: 
     return type("Handler", (_TenantHandler,), {"tenant": tenant, "lock": lock, "service": service, "host": host})
 
 
-def _over_tls(tls: ssl.SSLContext, sock: socket.socket, client: Any, server: BaseServer,
-              handler: type[_TenantHandler]) -> None:
+def _over_tls(
+    tls: ssl.SSLContext, sock: socket.socket, client: Any, server: BaseServer, handler: type[_TenantHandler]
+) -> None:
     """Answer one client's requests over TLS; the handshake happens in the client's own thread."""
     try:
         secure = tls.wrap_socket(sock, server_side=True)
@@ -106,8 +109,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.send_response(200, "Connection Established")
         self.end_headers()
         server: _ProxyServer = self.server  # type: ignore[assignment]
-        _over_tls(server.tls, self.connection, self.client_address, server,
-                  _handler(server.tenant, server.lock, cloud.SERVICES.get(host, ""), host))
+        _over_tls(
+            server.tls,
+            self.connection,
+            self.client_address,
+            server,
+            _handler(server.tenant, server.lock, cloud.SERVICES.get(host, ""), host),
+        )
         self.close_connection = True
 
     def do_GET(self) -> None:
@@ -146,17 +154,21 @@ class Sandbox:
     proxy: str
     ca_bundle: str
     smtp_port: int
-    ports: dict[str, int]     # service -> its direct port
+    ports: dict[str, int]  # service -> its direct port
 
     def endpoints(self) -> dict[str, Any]:
         return {"proxy": self.proxy, "ca_bundle": self.ca_bundle, "smtp_host": LOOPBACK, "smtp_port": self.smtp_port}
 
     def direct_endpoints(self) -> dict[str, Any]:
         """Parameter-file endpoint overrides that reach each service on its own port, without the proxy."""
-        return {"authority_host": f"{LOOPBACK}:{self.ports['login']}",
-                "graph_url": f"https://{LOOPBACK}:{self.ports['graph']}",
-                "exchange_url": f"https://{LOOPBACK}:{self.ports['exchange']}",
-                "smtp_host": LOOPBACK, "smtp_port": self.smtp_port, "ca_bundle": self.ca_bundle}
+        return {
+            "authority_host": f"{LOOPBACK}:{self.ports['login']}",
+            "graph_url": f"https://{LOOPBACK}:{self.ports['graph']}",
+            "exchange_url": f"https://{LOOPBACK}:{self.ports['exchange']}",
+            "smtp_host": LOOPBACK,
+            "smtp_port": self.smtp_port,
+            "ca_bundle": self.ca_bundle,
+        }
 
 
 @contextmanager
@@ -167,18 +179,27 @@ def serve(tenant: SimulatedTenant) -> Iterator[Sandbox]:
     ca.issue_cert(*cloud.SERVICES, LOOPBACK, "localhost").configure_cert(tls)
     lock = threading.Lock()
     proxy = _ProxyServer(tenant, tls, lock)
-    direct = {service: _DirectServer(_handler(tenant, lock, service), tls)
-              for service in dict.fromkeys(cloud.SERVICES.values())}
+    direct = {
+        service: _DirectServer(_handler(tenant, lock, service), tls)
+        for service in dict.fromkeys(cloud.SERVICES.values())
+    }
     servers: list[ThreadingHTTPServer] = [proxy, *direct.values()]
     for server in servers:
         threading.Thread(target=server.serve_forever, args=(POLL,), name="sandbox", daemon=True).start()
     try:
-        with tempfile.TemporaryDirectory(prefix="runbook-sandbox-") as tmp, \
-                LoopbackSMTP(SandboxSMTP(tenant), ca) as smtp:
+        with (
+            tempfile.TemporaryDirectory(prefix="runbook-sandbox-") as tmp,
+            LoopbackSMTP(SandboxSMTP(tenant), ca) as smtp,
+        ):
             bundle = Path(tmp) / "sandbox-ca.pem"
             ca.cert_pem.write_to_path(str(bundle))
-            yield Sandbox(tenant, f"http://{LOOPBACK}:{proxy.server_address[1]}", str(bundle), smtp.port,
-                          {service: server.server_address[1] for service, server in direct.items()})
+            yield Sandbox(
+                tenant,
+                f"http://{LOOPBACK}:{proxy.server_address[1]}",
+                str(bundle),
+                smtp.port,
+                {service: server.server_address[1] for service, server in direct.items()},
+            )
     finally:
         for server in servers:
             server.shutdown()

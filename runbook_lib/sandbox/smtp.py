@@ -1,4 +1,5 @@
 """The simulated tenant's SMTP submission service, as Exchange Online answers on port 587."""
+
 from __future__ import annotations
 
 import base64
@@ -14,28 +15,54 @@ if TYPE_CHECKING:
 
 SERVER = "BN9PR03CA0123.outlook.office365.com Hello [127.0.0.1]"
 SUFFIX = "[BN9PR03CA0123.namprd03.prod.outlook.com]"
-PLAIN = ["SIZE 157286400", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "STARTTLS", "8BITMIME", "BINARYMIME",
-         "CHUNKING", "SMTPUTF8"]
-TLS = ["SIZE 157286400", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "AUTH LOGIN XOAUTH2", "8BITMIME", "BINARYMIME",
-       "CHUNKING", "SMTPUTF8"]
+PLAIN = [
+    "SIZE 157286400",
+    "PIPELINING",
+    "DSN",
+    "ENHANCEDSTATUSCODES",
+    "STARTTLS",
+    "8BITMIME",
+    "BINARYMIME",
+    "CHUNKING",
+    "SMTPUTF8",
+]
+TLS = [
+    "SIZE 157286400",
+    "PIPELINING",
+    "DSN",
+    "ENHANCEDSTATUSCODES",
+    "AUTH LOGIN XOAUTH2",
+    "8BITMIME",
+    "BINARYMIME",
+    "CHUNKING",
+    "SMTPUTF8",
+]
 
 
 def xoauth2(tenant: SimulatedTenant, user: str, token: str) -> tuple[int, str]:
     """What Exchange Online answers to AUTH XOAUTH2 for this user and token: a delegated SMTP.Send token
     of that very user, and SMTP AUTH allowed for the mailbox (its own setting, else the tenant's)."""
     claims = tenant.verify(token)
-    if (not claims or claims.get("aud") != cloud.SMTP or "SMTP.Send" not in str(claims.get("scp", "")).split()
-            or str(claims.get("upn", "")).lower() != user.lower()):
+    if (
+        not claims
+        or claims.get("aud") != cloud.SMTP
+        or "SMTP.Send" not in str(claims.get("scp", "")).split()
+        or str(claims.get("upn", "")).lower() != user.lower()
+    ):
         return 535, f"5.7.3 Authentication unsuccessful {SUFFIX}"
     if tenant.seed.get("security_defaults"):
-        return 535, ("5.7.139 Authentication unsuccessful, user is locked by your organization's security "
-                     f"defaults policy. Contact your administrator. {SUFFIX}")
+        return 535, (
+            "5.7.139 Authentication unsuccessful, user is locked by your organization's security "
+            f"defaults policy. Contact your administrator. {SUFFIX}"
+        )
     box = tenant.mailbox(user)
     disabled = None if box is None else box["SmtpClientAuthenticationDisabled"]
     if disabled is True or (disabled is None and tenant.transport_smtp_auth_disabled):
         scope = "Mailbox" if disabled is True else "Tenant"
-        return 535, (f"5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the {scope}. "
-                     f"Visit https://aka.ms/smtp_auth_disabled for more information. {SUFFIX}")
+        return 535, (
+            f"5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the {scope}. "
+            f"Visit https://aka.ms/smtp_auth_disabled for more information. {SUFFIX}"
+        )
     return 235, "2.7.0 Authentication successful"
 
 
@@ -45,13 +72,17 @@ class SandboxSMTP:
     def __init__(self, tenant: SimulatedTenant) -> None:
         self.tenant = tenant
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         return ehlo_lines(SERVER, TLS if session.ssl else PLAIN)
 
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
         try:
-            fields = dict(part.split("=", 1) for part in base64.b64decode(args[1]).decode().split("\x01") if "=" in part)
+            fields = dict(
+                part.split("=", 1) for part in base64.b64decode(args[1]).decode().split("\x01") if "=" in part
+            )
             user, token = fields["user"], fields["auth"].removeprefix("Bearer ")
         except (IndexError, ValueError, KeyError):
             return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode response")

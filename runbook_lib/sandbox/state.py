@@ -4,6 +4,7 @@
 and save its state afterwards, so the notebooks can be run in any order, re-run, and undone with
 ``runbook sandbox reset TENANT``. ``runbook sandbox break TENANT FAULT`` injects the classic mistakes.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,10 @@ import os
 import re
 import secrets as pysecrets
 import tempfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -24,8 +26,21 @@ from .messages import iso
 from .tenant import SimulatedTenant
 
 #: attributes of a SimulatedTenant that make up its state (``salt`` varies its secret values from other trainees')
-STATE = ("seed", "key", "salt", "faults", "service_principals", "applications", "secret_values", "assignments",
-         "grants", "users", "transport_smtp_auth_disabled", "outbound_policies", "outbound_rules")
+STATE = (
+    "seed",
+    "key",
+    "salt",
+    "faults",
+    "service_principals",
+    "applications",
+    "secret_values",
+    "assignments",
+    "grants",
+    "users",
+    "transport_smtp_auth_disabled",
+    "outbound_policies",
+    "outbound_rules",
+)
 #: its random sources, whose positions are kept too
 RANDOM = ("rng", "secret_rng")
 #: a tenant name is one file name, never a path
@@ -34,8 +49,10 @@ NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 def state_file(tenant: str) -> Path:
     if not NAME.fullmatch(tenant):
-        raise RunbookError(f"{tenant!r} is not a tenant name for the sandbox",
-                           fix="use lower-case letters, digits and inner hyphens (at most 64)")
+        raise RunbookError(
+            f"{tenant!r} is not a tenant name for the sandbox",
+            fix="use lower-case letters, digits and inner hyphens (at most 64)",
+        )
     return paths.state_dir() / "sandbox" / f"{tenant}.json"
 
 
@@ -48,8 +65,10 @@ def load(tenant: str, seed_path: Path) -> SimulatedTenant:
     data = json.loads(path.read_text(encoding="utf-8"))
     missing = [name for name in (*STATE, *RANDOM) if name not in data]
     if missing:
-        raise RunbookError(f"the sandbox state of {tenant} lacks {', '.join(missing)}: an older kit wrote it",
-                           fix=f"runbook sandbox reset {tenant}")
+        raise RunbookError(
+            f"the sandbox state of {tenant} lacks {', '.join(missing)}: an older kit wrote it",
+            fix=f"runbook sandbox reset {tenant}",
+        )
     simulated = SimulatedTenant(data["seed"], pending_polls=0, salt=data["salt"])
     for name in STATE:
         setattr(simulated, name, data[name])
@@ -69,7 +88,7 @@ def save(tenant: str, simulated: SimulatedTenant, store: dict[str, Any] | None =
     path = state_file(tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.parent.chmod(0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{tenant}.", suffix=".tmp")   # mode 0600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{tenant}.", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1)
@@ -89,6 +108,7 @@ def reset(tenant: str) -> bool:
 
 # --- the classic mistakes, for exercises ----------------------------------------------------------
 
+
 def _our_app(t: SimulatedTenant) -> dict[str, Any]:
     apps = [a for a in t.applications if a["appId"] != EXCHANGE_APP_ID]
     if not apps:
@@ -100,7 +120,7 @@ def _redirect_uri_typo(t: SimulatedTenant) -> str:
     app = _our_app(t)
     uris = app["web"]["redirectUris"]
     good = next(u for u in uris if u.endswith("/callback"))
-    bad = good[:-1] + "k" if not good.endswith("k") else good[:-1] + "c"     # one character off
+    bad = good[:-1] + "k" if not good.endswith("k") else good[:-1] + "c"  # one character off
     app["web"]["redirectUris"] = [bad if u == good else u for u in uris]
     return f"redirect URI {good} is now {bad}"
 
@@ -150,9 +170,13 @@ def _user_consent_disabled(t: SimulatedTenant) -> str:
 
 
 FAULTS: dict[str, Callable[[SimulatedTenant], str]] = {
-    "redirect-uri-typo": _redirect_uri_typo, "consent-missing": _consent_missing, "secret-expired": _secret_expired,
-    "secret-id-pasted": _secret_id_pasted, "smtp-auth-disabled": _smtp_auth_disabled,
-    "forwarding-blocked": _forwarding_blocked, "user-consent-disabled": _user_consent_disabled,
+    "redirect-uri-typo": _redirect_uri_typo,
+    "consent-missing": _consent_missing,
+    "secret-expired": _secret_expired,
+    "secret-id-pasted": _secret_id_pasted,
+    "smtp-auth-disabled": _smtp_auth_disabled,
+    "forwarding-blocked": _forwarding_blocked,
+    "user-consent-disabled": _user_consent_disabled,
 }
 
 

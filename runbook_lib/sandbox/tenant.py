@@ -8,6 +8,7 @@ takes to show a write (``*_lag_seconds``), and injected faults. IDs come from a 
 with the seed's name, so regenerating the recordings gives the same IDs; secret values come from
 another one, which a trainee's sandbox salts (see :mod:`.state`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,9 +17,10 @@ import random
 import secrets as pysecrets
 import string
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, Callable
+from typing import Any
 
 from ..endpoints import EXCHANGE_APP_ID
 from . import faults, tokens
@@ -31,11 +33,11 @@ from .messages import Request, Response, Service, iso, parse_iso
 #: how long the directory takes to show a write, by kind of read (seed fields, seconds): Entra ID
 #: replicates across data centres, and a run must not depend on reading its own writes at once
 LAGS: dict[str, float] = {
-    "list_lag_seconds": 30,     # list queries ($filter) miss a new application
-    "read_lag_seconds": 0,      # reads by id or key, addPassword and PATCH answer 404 for a new application
-    "sp_lag_seconds": 0,        # creating its service principal answers NoBackingApplicationObject
-    "secret_lag_seconds": 0,    # the token endpoint refuses a new secret (AADSTS7000215)
-    "role_lag_seconds": 0,      # a new app role assignment is missing from fresh tokens' roles
+    "list_lag_seconds": 30,  # list queries ($filter) miss a new application
+    "read_lag_seconds": 0,  # reads by id or key, addPassword and PATCH answer 404 for a new application
+    "sp_lag_seconds": 0,  # creating its service principal answers NoBackingApplicationObject
+    "secret_lag_seconds": 0,  # the token endpoint refuses a new secret (AADSTS7000215)
+    "role_lag_seconds": 0,  # a new app role assignment is missing from fresh tokens' roles
 }
 JSON_GRAPH = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 
@@ -45,40 +47,56 @@ class SimulatedTenant:
     completes device-code sign-ins at once, so live-mode tests do not wait out the polling interval;
     ``salt`` varies the secret values of tenants seeded alike (IDs stay those of the seed)."""
 
-    def __init__(self, seed: dict[str, Any], *, canary: str = "", now: Callable[[], datetime] | None = None,
-                 pending_polls: int = 1, salt: str = "") -> None:
+    def __init__(
+        self,
+        seed: dict[str, Any],
+        *,
+        canary: str = "",
+        now: Callable[[], datetime] | None = None,
+        pending_polls: int = 1,
+        salt: str = "",
+    ) -> None:
         self.seed = copy.deepcopy(seed)
-        self.pending_polls = pending_polls   # device-code polls answered "pending" before the sign-in completes
-        self.store: dict[str, Any] | None = None   # sandbox mode: the trainee's secret store, for exercises
+        self.pending_polls = pending_polls  # device-code polls answered "pending" before the sign-in completes
+        self.store: dict[str, Any] | None = None  # sandbox mode: the trainee's secret store, for exercises
         name = seed.get("seed", seed["tenant_id"])
-        self.rng = random.Random(name)                         # IDs
+        self.rng = random.Random(name)  # IDs
         self.salt = salt
-        self.secret_rng = random.Random(f"{name}/{salt}")      # secret values
+        self.secret_rng = random.Random(f"{name}/{salt}")  # secret values
         self.canary = canary
-        self.now = now or (lambda: datetime.now(timezone.utc))
-        self.key = pysecrets.token_hex(16)   # signs this tenant's tokens
+        self.now = now or (lambda: datetime.now(UTC))
+        self.key = pysecrets.token_hex(16)  # signs this tenant's tokens
         self.tenant_id: str = seed["tenant_id"]
         self.domains = {seed["domain"].lower(), self.tenant_id}
         self.operator = seed.get("operator", {})
         self.lags = {field: float(seed.get(field, default)) for field, default in LAGS.items()}
         self.faults: list[dict[str, Any]] = [dict(f) for f in seed.get("faults", [])]
-        self.requests: list[str] = []   # every request served, "METHOD host/path", for tests and the benchmark
-        self.service_principals: list[dict[str, Any]] = \
+        self.requests: list[str] = []  # every request served, "METHOD host/path", for tests and the benchmark
+        self.service_principals: list[dict[str, Any]] = (
             [self._exchange_sp()] if seed.get("exchange_online", True) else []
+        )
         self.applications: list[dict[str, Any]] = []
         self.secret_values: dict[str, str] = {}
         self.assignments: list[dict[str, Any]] = []
         self.grants: list[dict[str, Any]] = []
         self.users = {u["upn"].lower(): self._seed_user(u) for u in seed.get("users", [])}
         self.transport_smtp_auth_disabled = seed.get("tenant_smtp_auth_disabled", True)
-        self.outbound_policies = [{"Name": "Default", "IsDefault": True,
-                                   "AutoForwardingMode": seed.get("default_forwarding_mode", "Automatic")}]
+        self.outbound_policies = [
+            {
+                "Name": "Default",
+                "IsDefault": True,
+                "AutoForwardingMode": seed.get("default_forwarding_mode", "Automatic"),
+            }
+        ]
         self.outbound_policies += [dict(p, IsDefault=False) for p in seed.get("outbound_policies", [])]
         self.outbound_rules = [dict(r) for r in seed.get("outbound_rules", [])]
         for app in seed.get("applications", []):
             self._seed_application(app)
-        self.services: dict[str, Service] = {"login": Identity(self), "graph": Graph(self),
-                                             "exchange": ExchangeAdmin(self)}
+        self.services: dict[str, Service] = {
+            "login": Identity(self),
+            "graph": Graph(self),
+            "exchange": ExchangeAdmin(self),
+        }
 
     # --- ids, secrets, time -------------------------------------------------------------------
 
@@ -110,38 +128,77 @@ class SimulatedTenant:
     # --- seeding ------------------------------------------------------------------------------
 
     def _exchange_sp(self) -> dict[str, Any]:
-        role = lambda value, desc: {"allowedMemberTypes": ["Application"], "description": desc, "displayName": desc,
-                                    "id": self.new_id(), "isEnabled": True, "origin": "Application", "value": value}
-        scope = lambda value, desc: {"adminConsentDescription": desc, "adminConsentDisplayName": desc,
-                                     "id": self.new_id(), "isEnabled": True, "type": "User", "value": value,
-                                     "userConsentDescription": desc, "userConsentDisplayName": desc}
-        return {"id": self.new_id(), "appId": EXCHANGE_APP_ID, "displayName": "Office 365 Exchange Online",
-                "appRoles": [role("full_access_as_app", "Use Exchange Web Services with full access to all mailboxes"),
-                             role("Mail.Read", "Read mail in all mailboxes"),
-                             role("Mail.Send", "Send mail as any user"),
-                             role("Exchange.ManageAsApp", "Manage Exchange As Application"),
-                             role("SMTP.SendAsApp", "Send emails from mailboxes using SMTP AUTH")],
-                "oauth2PermissionScopes": [scope("EWS.AccessAsUser.All", "Access mailboxes as the signed-in user"),
-                                           scope("IMAP.AccessAsUser.All", "Read and write user mailboxes via IMAP"),
-                                           scope("SMTP.Send", "Send emails from mailboxes using SMTP AUTH")]}
+        def role(value: str, desc: str) -> dict[str, Any]:
+            return {
+                "allowedMemberTypes": ["Application"],
+                "description": desc,
+                "displayName": desc,
+                "id": self.new_id(),
+                "isEnabled": True,
+                "origin": "Application",
+                "value": value,
+            }
+
+        def scope(value: str, desc: str) -> dict[str, Any]:
+            return {
+                "adminConsentDescription": desc,
+                "adminConsentDisplayName": desc,
+                "id": self.new_id(),
+                "isEnabled": True,
+                "type": "User",
+                "value": value,
+                "userConsentDescription": desc,
+                "userConsentDisplayName": desc,
+            }
+
+        return {
+            "id": self.new_id(),
+            "appId": EXCHANGE_APP_ID,
+            "displayName": "Office 365 Exchange Online",
+            "appRoles": [
+                role("full_access_as_app", "Use Exchange Web Services with full access to all mailboxes"),
+                role("Mail.Read", "Read mail in all mailboxes"),
+                role("Mail.Send", "Send mail as any user"),
+                role("Exchange.ManageAsApp", "Manage Exchange As Application"),
+                role("SMTP.SendAsApp", "Send emails from mailboxes using SMTP AUTH"),
+            ],
+            "oauth2PermissionScopes": [
+                scope("EWS.AccessAsUser.All", "Access mailboxes as the signed-in user"),
+                scope("IMAP.AccessAsUser.All", "Read and write user mailboxes via IMAP"),
+                scope("SMTP.Send", "Send emails from mailboxes using SMTP AUTH"),
+            ],
+        }
 
     def _seed_user(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return {"id": self.new_id(), "userPrincipalName": spec["upn"], "mail": spec.get("mail", spec["upn"]),
-                "accountEnabled": spec.get("enabled", True), "mailbox": kind_name(spec.get("mailbox", "cloud")),
-                "assignedDateTime": iso(self.now() - timedelta(days=400)),
-                "SmtpClientAuthenticationDisabled": spec.get("smtp_auth_disabled"),
-                "ForwardingSmtpAddress": spec.get("forwarding"),
-                "DeliverToMailboxAndForward": spec.get("keep_copy", False)}
+        return {
+            "id": self.new_id(),
+            "userPrincipalName": spec["upn"],
+            "mail": spec.get("mail", spec["upn"]),
+            "accountEnabled": spec.get("enabled", True),
+            "mailbox": kind_name(spec.get("mailbox", "cloud")),
+            "assignedDateTime": iso(self.now() - timedelta(days=400)),
+            "SmtpClientAuthenticationDisabled": spec.get("smtp_auth_disabled"),
+            "ForwardingSmtpAddress": spec.get("forwarding"),
+            "DeliverToMailboxAndForward": spec.get("keep_copy", False),
+        }
 
     def _seed_application(self, spec: dict[str, Any]) -> None:
         """An application that already exists, made by hand (no uniqueName), as the scenario describes it."""
         created = self.now() - timedelta(days=spec.get("age_days", 400))
-        app = self.add_application({
-            "displayName": spec["display_name"], "createdDateTime": iso(created),
-            "isFallbackPublicClient": spec.get("public_client") or None,
-            "web": {"redirectUris": list(spec.get("redirect_uris", [])),
-                    "implicitGrantSettings": {"enableAccessTokenIssuance": spec.get("implicit_access_token", False),
-                                              "enableIdTokenIssuance": False}}})
+        app = self.add_application(
+            {
+                "displayName": spec["display_name"],
+                "createdDateTime": iso(created),
+                "isFallbackPublicClient": spec.get("public_client") or None,
+                "web": {
+                    "redirectUris": list(spec.get("redirect_uris", [])),
+                    "implicitGrantSettings": {
+                        "enableAccessTokenIssuance": spec.get("implicit_access_token", False),
+                        "enableIdTokenIssuance": False,
+                    },
+                },
+            }
+        )
         if spec.get("app_id"):
             app["appId"] = spec["app_id"]
         if self.exchange_sp:
@@ -153,9 +210,14 @@ class SimulatedTenant:
         for other in spec.get("other_resource_access", []):
             app["requiredResourceAccess"].append(other)
         for secret in spec.get("secrets", []):
-            self.add_password(app, secret.get("description", "added by hand"),
-                              self.now() + timedelta(days=secret["expires_in_days"]), secret.get("value"),
-                              secret.get("key_id"), start=created)
+            self.add_password(
+                app,
+                secret.get("description", "added by hand"),
+                self.now() + timedelta(days=secret["expires_in_days"]),
+                secret.get("value"),
+                secret.get("key_id"),
+                start=created,
+            )
         if spec.get("service_principal"):
             sp = self.new_sp(app)
             for role in spec.get("granted_roles", []):
@@ -182,8 +244,9 @@ class SimulatedTenant:
 
     def mailbox(self, identity: str) -> dict[str, Any] | None:
         """The user whose Exchange Online mailbox ``identity`` (UPN, object ID or address) names, if there is one."""
-        user = self.user(identity) or next((u for u in self.users.values()
-                                            if (u["mail"] or "").lower() == identity.lower()), None)
+        user = self.user(identity) or next(
+            (u for u in self.users.values() if (u["mail"] or "").lower() == identity.lower()), None
+        )
         return user if user and KINDS[user["mailbox"]].recipient_type else None
 
     def application(self, key: str, value: Any) -> dict[str, Any] | None:
@@ -196,49 +259,88 @@ class SimulatedTenant:
     def add_application(self, fields: dict[str, Any]) -> dict[str, Any]:
         """A new application object: Graph's defaults with ``fields`` on top."""
         app: dict[str, Any] = {
-            "id": self.new_id(), "appId": self.new_id(), "createdDateTime": iso(self.now()), "displayName": None,
-            "uniqueName": None, "signInAudience": "AzureADMyOrg", "isFallbackPublicClient": None,
-            "publicClient": {"redirectUris": []}, "passwordCredentials": [], "requiredResourceAccess": [],
-            "web": {"redirectUris": [], "implicitGrantSettings": {"enableAccessTokenIssuance": False,
-                                                                  "enableIdTokenIssuance": False}}}
+            "id": self.new_id(),
+            "appId": self.new_id(),
+            "createdDateTime": iso(self.now()),
+            "displayName": None,
+            "uniqueName": None,
+            "signInAudience": "AzureADMyOrg",
+            "isFallbackPublicClient": None,
+            "publicClient": {"redirectUris": []},
+            "passwordCredentials": [],
+            "requiredResourceAccess": [],
+            "web": {
+                "redirectUris": [],
+                "implicitGrantSettings": {"enableAccessTokenIssuance": False, "enableIdTokenIssuance": False},
+            },
+        }
         app.update(copy.deepcopy(fields))
         self.applications.append(app)
         return app
 
     def new_sp(self, app: dict[str, Any]) -> dict[str, Any]:
-        sp = {"id": self.new_id(), "appId": app["appId"], "displayName": app["displayName"], "appRoles": [],
-              "oauth2PermissionScopes": []}
+        sp = {
+            "id": self.new_id(),
+            "appId": app["appId"],
+            "displayName": app["displayName"],
+            "appRoles": [],
+            "oauth2PermissionScopes": [],
+        }
         self.service_principals.append(sp)
         return sp
 
     def assignment(self, principal: str, role: str, created: datetime | None = None) -> dict[str, Any]:
         assert self.exchange_sp is not None
-        return {"id": tokens.b64url(uuid.UUID(self.new_id()).bytes + uuid.UUID(self.new_id()).bytes[:8]),
-                "appRoleId": role, "createdDateTime": iso(created or self.now()), "principalId": principal,
-                "principalType": "ServicePrincipal", "resourceId": self.exchange_sp["id"],
-                "resourceDisplayName": "Office 365 Exchange Online"}
+        return {
+            "id": tokens.b64url(uuid.UUID(self.new_id()).bytes + uuid.UUID(self.new_id()).bytes[:8]),
+            "appRoleId": role,
+            "createdDateTime": iso(created or self.now()),
+            "principalId": principal,
+            "principalType": "ServicePrincipal",
+            "resourceId": self.exchange_sp["id"],
+            "resourceDisplayName": "Office 365 Exchange Online",
+        }
 
     def grant(self, client_id: str, scope: str) -> dict[str, Any]:
         assert self.exchange_sp is not None
-        return {"id": tokens.b64url(uuid.UUID(self.new_id()).bytes + uuid.UUID(self.new_id()).bytes[:8]),
-                "clientId": client_id, "consentType": "AllPrincipals", "principalId": None,
-                "resourceId": self.exchange_sp["id"], "scope": scope}
+        return {
+            "id": tokens.b64url(uuid.UUID(self.new_id()).bytes + uuid.UUID(self.new_id()).bytes[:8]),
+            "clientId": client_id,
+            "consentType": "AllPrincipals",
+            "principalId": None,
+            "resourceId": self.exchange_sp["id"],
+            "scope": scope,
+        }
 
-    def add_password(self, app: dict[str, Any], name: str, end: datetime, text: str | None = None,
-                     key_id: str | None = None, start: datetime | None = None) -> dict[str, Any]:
+    def add_password(
+        self,
+        app: dict[str, Any],
+        name: str,
+        end: datetime,
+        text: str | None = None,
+        key_id: str | None = None,
+        start: datetime | None = None,
+    ) -> dict[str, Any]:
         """A new client secret; returns it with its value (shown once, as Graph does)."""
         text = text or self.secret_text()
         cred: dict[str, Any] = {
-            "customKeyIdentifier": None, "displayName": name, "endDateTime": iso(end), "hint": text[:3],
-            "keyId": key_id or self.new_id(), "startDateTime": iso(start or self.now()), "secretText": None}
+            "customKeyIdentifier": None,
+            "displayName": name,
+            "endDateTime": iso(end),
+            "hint": text[:3],
+            "keyId": key_id or self.new_id(),
+            "startDateTime": iso(start or self.now()),
+            "secretText": None,
+        }
         self.secret_values[cred["keyId"]] = text
         app["passwordCredentials"].append(cred)
         return dict(cred, secretText=text)
 
     # --- serving --------------------------------------------------------------------------------
 
-    def handle(self, service: str, method: str, host: str, target: str, headers: dict[str, str],
-               body: bytes) -> Response:
+    def handle(
+        self, service: str, method: str, host: str, target: str, headers: dict[str, str], body: bytes
+    ) -> Response:
         """Answer one request to ``service`` (login, graph, exchange); ``host`` is where it came to."""
         request = Request(method, host, target, headers, body)
         self.requests.append(f"{method} {host}{target.partition('?')[0]}")
@@ -253,7 +355,7 @@ class SimulatedTenant:
             response = Response(404, {"error": "unknown host"})
         else:
             response = behaviour.handle(request)
-        if reset:   # ``after``: the request was carried out, and its answer is lost on the way back
+        if reset:  # ``after``: the request was carried out, and its answer is lost on the way back
             return Response(0, reset=True)
         return self._finish(response, service, headers)
 
@@ -264,22 +366,32 @@ class SimulatedTenant:
 
     def _finish(self, response: Response, service: str, headers: dict[str, str]) -> Response:
         request_id = self.new_id()
-        out = {"Date": format_datetime(self.now(), usegmt=True), "request-id": request_id,
-               "client-request-id": headers.get("client-request-id", request_id),
-               "Cache-Control": "no-store, no-cache", "Strict-Transport-Security": "max-age=31536000"}
+        out = {
+            "Date": format_datetime(self.now(), usegmt=True),
+            "request-id": request_id,
+            "client-request-id": headers.get("client-request-id", request_id),
+            "Cache-Control": "no-store, no-cache",
+            "Strict-Transport-Security": "max-age=31536000",
+        }
         if response.body is not None:
             out["Content-Type"] = JSON_GRAPH if service == "graph" else "application/json; charset=utf-8"
         if response.raw is not None:
             out["Content-Type"] = "application/octet-stream"
         if service == "graph":
-            out["x-ms-ags-diagnostic"] = json.dumps({"ServerInfo": {"DataCenter": "West Europe", "Slice": "E",
-                                                                    "Ring": "5", "ScaleUnit": "001"}})
+            out["x-ms-ags-diagnostic"] = json.dumps(
+                {"ServerInfo": {"DataCenter": "West Europe", "Slice": "E", "Ring": "5", "ScaleUnit": "001"}}
+            )
             if response.status >= 400 and isinstance(response.body, dict) and "error" in response.body:
-                response.body["error"]["innerError"] = {"date": iso(self.now()), "request-id": request_id,
-                                                        "client-request-id": out["client-request-id"]}
+                response.body["error"]["innerError"] = {
+                    "date": iso(self.now()),
+                    "request-id": request_id,
+                    "client-request-id": out["client-request-id"],
+                }
         else:
             out["x-ms-request-id"] = request_id
-            out["Set-Cookie"] = f"fpc={self.canary}Ahx{request_id[:8]}; expires=Tue, 01-Jan-2030 00:00:00 GMT; path=/; secure; HttpOnly"
+            out["Set-Cookie"] = (
+                f"fpc={self.canary}Ahx{request_id[:8]}; expires=Tue, 01-Jan-2030 00:00:00 GMT; path=/; secure; HttpOnly"
+            )
         out.update(response.headers or {})
         response.headers = out
         return response

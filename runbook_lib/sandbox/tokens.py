@@ -1,5 +1,6 @@
 """JWT-shaped tokens for the simulated tenant, signed with an HMAC so that a scrubbed or forged
 token is refused just as Entra ID would refuse it."""
+
 from __future__ import annotations
 
 import base64

@@ -5,6 +5,7 @@ for the length of the step, and saved afterwards, so the notebooks can be run in
 It plugs into :data:`runbook_lib.transport.TRANSPORTS` by name: the sandbox depends on the transport
 interface, never the reverse.
 """
+
 from __future__ import annotations
 
 import ssl
