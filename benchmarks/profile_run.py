@@ -8,11 +8,12 @@ changed). Kernel side: the cells are executed with ``record_timing`` on, and eac
 ``metadata.execution`` (execute_input to execute_reply). Then, in fresh kernels, the imports the notebooks
 make, one after another, and the imports of a whole ``runbook run`` process (``python -X importtime``).
 """
+
 from __future__ import annotations
 
 import argparse
-import cProfile
 import copy
+import cProfile
 import functools
 import io
 import json
@@ -25,9 +26,10 @@ import tempfile
 import time
 import types
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nbformat
 from jupyter_client.asynchronous.client import AsyncKernelClient
@@ -36,9 +38,25 @@ from jupyter_client.manager import KernelManager
 from runbook_lib import html_record, journal, params, paths, preflight, records, runner, secrets
 
 SPENT: dict[str, float] = defaultdict(float)
-KERNEL_IMPORTS = ["IPython.display", "numpy", "pandas", "pydantic", "yaml", "requests", "msal", "vcr",
-                  "runbook_lib.params", "runbook_lib.ui", "ipywidgets", "runbook_lib.step", "runbook_lib.entra",
-                  "runbook_lib.exchange", "runbook_lib.webex_form", "runbook_lib.verify", "runbook_lib.diagnose"]
+KERNEL_IMPORTS = [
+    "IPython.display",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "yaml",
+    "requests",
+    "msal",
+    "vcr",
+    "runbook_lib.params",
+    "runbook_lib.ui",
+    "ipywidgets",
+    "runbook_lib.step",
+    "runbook_lib.entra",
+    "runbook_lib.exchange",
+    "runbook_lib.webex_form",
+    "runbook_lib.verify",
+    "runbook_lib.diagnose",
+]
 
 
 def timer(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,11 +67,13 @@ def timer(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         finally:
             SPENT[name] += time.perf_counter() - started
+
     return wrapped
 
 
 def async_timer(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Like :func:`timer`, keeping each call apart: ``name 1``, ``name 2``, ..."""
+
     @functools.wraps(fn)
     async def wrapped(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -61,6 +81,7 @@ def async_timer(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             return await fn(*args, **kwargs)
         finally:
             SPENT[f"{name} {sum(k.startswith(name) for k in SPENT) + 1}"] = time.perf_counter() - started
+
     return wrapped
 
 
@@ -72,13 +93,13 @@ class TimedClient(runner._StepClient):
 
 
 def instrument() -> None:
-    runner._Kernel.__enter__ = timer("kernel start (launch process)", runner._Kernel.__enter__)
-    runner._Kernel.__exit__ = timer("kernel shutdown", runner._Kernel.__exit__)
+    runner._Kernel.__enter__ = timer("kernel start (launch process)", runner._Kernel.__enter__)  # type: ignore[method-assign]
+    runner._Kernel.__exit__ = timer("kernel shutdown", runner._Kernel.__exit__)  # type: ignore[method-assign]
     AsyncKernelClient.wait_for_ready = async_timer("wait_for_ready", AsyncKernelClient.wait_for_ready)
     runner.copy = types.SimpleNamespace(deepcopy=timer("deepcopy of the template", copy.deepcopy))  # type: ignore[assignment]
     runner.parameterize_notebook = timer("parameterize_notebook", runner.parameterize_notebook)
-    TimedClient.execute = timer("nbclient execute", TimedClient.execute)  # type: ignore[method-assign]
-    runner._StepClient = TimedClient  # type: ignore[misc]
+    TimedClient.execute = timer("nbclient execute", TimedClient.execute)
+    runner._StepClient = TimedClient  # type: ignore[misc,assignment]
     runner.step_record = timer("read the step record", runner.step_record)
     nbformat.write = timer("nbformat.write (validates)", nbformat.write)
     runner._summary_html = timer("summary HTML (pandas to_html)", runner._summary_html)
@@ -109,8 +130,10 @@ def cell_times(record: Path) -> dict[str, float]:
             meta = cell.metadata.get("execution", {})
             if "iopub.execute_input" not in meta or "shell.execute_reply" not in meta:
                 continue
-            seconds = (datetime.fromisoformat(meta["shell.execute_reply"].replace("Z", "+00:00")) -
-                       datetime.fromisoformat(meta["iopub.execute_input"].replace("Z", "+00:00"))).total_seconds()
+            seconds = (
+                datetime.fromisoformat(meta["shell.execute_reply"].replace("Z", "+00:00"))
+                - datetime.fromisoformat(meta["iopub.execute_input"].replace("Z", "+00:00"))
+            ).total_seconds()
             first = cell.source.strip().splitlines()[-1][:60] if cell.source.strip() else "(empty)"
             label = "injected parameters" if "injected-parameters" in cell.metadata.get("tags", []) else first
             out[f"{path.stem[:2]} cell {i:02d}: {label}"] = seconds
@@ -119,11 +142,13 @@ def cell_times(record: Path) -> dict[str, float]:
 
 def kernel_imports() -> dict[str, float]:
     """Seconds each import adds in a fresh kit kernel, in the order the notebooks need them."""
-    code = ("import time, json, sys, importlib\n_t = {}\n"
-            f"for _m in {KERNEL_IMPORTS!r}:\n"
-            "    _s = time.perf_counter(); importlib.import_module(_m); _t[_m] = time.perf_counter() - _s\n"
-            "_t['(nbformat loaded)'] = float('nbformat' in sys.modules)\n"
-            "print(json.dumps(_t))")
+    code = (
+        "import time, json, sys, importlib\n_t = {}\n"
+        f"for _m in {KERNEL_IMPORTS!r}:\n"
+        "    _s = time.perf_counter(); importlib.import_module(_m); _t[_m] = time.perf_counter() - _s\n"
+        "_t['(nbformat loaded)'] = float('nbformat' in sys.modules)\n"
+        "print(json.dumps(_t))"
+    )
     km = KernelManager(kernel_name=runner.kernel_name())
     km.start_kernel(stderr=subprocess.DEVNULL)
     kc = km.client()
@@ -135,6 +160,7 @@ def kernel_imports() -> dict[str, float]:
         def output(msg: dict[str, Any]) -> None:
             if msg["msg_type"] == "stream":
                 found.update(json.loads(msg["content"]["text"]))
+
         kc.execute_interactive(code, output_hook=output, timeout=120)
         return found
     finally:
@@ -144,10 +170,24 @@ def kernel_imports() -> dict[str, float]:
 
 def process_imports() -> dict[str, float]:
     """Cumulative import seconds of the modules a ``runbook run`` process loads, by -X importtime."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import runbook_lib.cli, runbook_lib.runner"],
-                            capture_output=True, text=True, cwd=paths.project_root())
-    wanted = {"runbook_lib.runner", "runbook_lib.cli", "nbformat", "rfc3987_syntax", "pandas", "papermill",
-              "nbconvert", "jupyter_client", "msal", "pydantic"}
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import runbook_lib.cli, runbook_lib.runner"],
+        capture_output=True,
+        text=True,
+        cwd=paths.project_root(),
+    )
+    wanted = {
+        "runbook_lib.runner",
+        "runbook_lib.cli",
+        "nbformat",
+        "rfc3987_syntax",
+        "pandas",
+        "papermill",
+        "nbconvert",
+        "jupyter_client",
+        "msal",
+        "pydantic",
+    }
     found: dict[str, float] = {}
     for line in result.stderr.splitlines():
         parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
@@ -192,29 +232,45 @@ def main() -> None:
             kit.append(spent)
             cells.append(times)
         total = statistics.median(walls)
-        print(f"one in-process run of contoso (6 steps), {args.runs} runs after a warm-up: "
-              f"wall {total:.2f} s [{min(walls):.2f}-{max(walls):.2f}]")
-        median_table("kit side (wrapped functions; 'nbclient execute' is what remains of it after the ready-waits and the cells):",
-                     kit, total)
-        steps = [{f"step {k[:2]} (all its cells)": sum(v for c, v in run.items() if c[:2] == k[:2]) for k in run}
-                 for run in cells]
+        print(
+            f"one in-process run of contoso (6 steps), {args.runs} runs after a warm-up: "
+            f"wall {total:.2f} s [{min(walls):.2f}-{max(walls):.2f}]"
+        )
+        median_table(
+            "kit side (wrapped functions; 'nbclient execute': what is left of it after ready-waits and cells):",
+            kit,
+            total,
+        )
+        steps = [
+            {f"step {k[:2]} (all its cells)": sum(v for c, v in run.items() if c[:2] == k[:2]) for k in run}
+            for run in cells
+        ]
         median_table("kernel side, per step (sum of its cells):", steps, total)
         top = sorted(cells[0], key=lambda k: -statistics.median([run.get(k, 0.0) for run in cells]))[:8]
-        median_table("kernel side, the slowest cells (execute_input to execute_reply):",
-                     [{k: run.get(k, 0.0) for k in top} for run in cells], total)
+        median_table(
+            "kernel side, the slowest cells (execute_input to execute_reply):",
+            [{k: run.get(k, 0.0) for k in top} for run in cells],
+            total,
+        )
         small = [[v for v in run.values() if v < 0.015] for run in cells]
-        print(f"  {statistics.median(len(s) for s in small)} cells under 15 ms each take "
-              f"{statistics.median(sum(s) for s in small):.3f} s together (the per-cell cost of IPython and nbclient)")
-        median_table("kernel-side imports in a fresh kernel, incremental, in notebook order:",
-                     [kernel_imports() for _ in range(args.runs)])
+        print(
+            f"  {statistics.median(len(s) for s in small)} cells under 15 ms each take "
+            f"{statistics.median(sum(s) for s in small):.3f} s together (the per-cell cost of IPython and nbclient)"
+        )
+        median_table(
+            "kernel-side imports in a fresh kernel, incremental, in notebook order:",
+            [kernel_imports() for _ in range(args.runs)],
+        )
         git = []
         for _ in range(args.runs):
             started = time.perf_counter()
             subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.project_root(), capture_output=True)
             git.append({"git rev-parse HEAD (once per process)": time.perf_counter() - started})
         median_table("git:", git)
-        median_table("imports of a `runbook run` process (cumulative, -X importtime):",
-                     [process_imports() for _ in range(args.runs)])
+        median_table(
+            "imports of a `runbook run` process (cumulative, -X importtime):",
+            [process_imports() for _ in range(args.runs)],
+        )
         if args.cprofile:
             folder = Path(tmp) / "cprofile"
             profile = cProfile.Profile()

@@ -6,6 +6,7 @@ Reads, writes and sign-in requests are counted by the transport; retries are inc
 reads/writes they repeat and also counted on their own; writes are the accepted ones, failed writes the
 write attempts refused or left unanswered. Each run gets its own copy of the scenario's secret store.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -35,8 +36,9 @@ def table(limit: int | None = None) -> pd.DataFrame:
     the planned run's writes."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        scenarios = [t for t in sorted((paths.project_root() / "params" / "demo").glob("*.yaml"))
-                     if STEP in params.load(t).steps]   # the verify-only scenarios have no step 2
+        scenarios = [
+            t for t in sorted((paths.project_root() / "params" / "demo").glob("*.yaml")) if STEP in params.load(t).steps
+        ]  # the verify-only scenarios have no step 2
         for tenant in scenarios[:limit]:
             applied = measure(tenant, True, Path(tmp))
             planned = measure(tenant, False, Path(tmp))

@@ -19,7 +19,6 @@ msal gets the transport's session as its HTTP client, so its calls are replayed 
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
 import warnings
@@ -52,7 +51,7 @@ EXCHANGE_POWERSHELL_CLIENT_ID = "fb78d390-0c51-40cd-8e17-fdbfab77341b"
 
 def clear_cache(params: Params) -> None:
     """Forget the tenant's tokens: called at the start and end of every run."""
-    paths.token_cache(params.tenant).unlink(missing_ok=True)
+    paths.forget_tokens(params.tenant)
 
 
 def auth_error(result: dict[str, Any]) -> AuthError:
@@ -89,14 +88,6 @@ def identity(token: str) -> Identity:
         tenant_id=str(c.get("tid", "")),
         client_id=str(c.get("appid", "")),
     )
-
-
-def local_account() -> str:
-    """The operating-system account that ran the kit, named beside the signed-in identity."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
 
 
 class _Cache(msal.SerializableTokenCache):

@@ -8,11 +8,14 @@ Ansible task result, a change says what was found (``before``) and what is wante
 
 from __future__ import annotations
 
+import html
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
+COLUMNS = ("resource", "name", "action", "summary")
 Action = Literal["created", "updated", "removed", "unchanged", "planned"]
 Outcome = Literal["created", "updated", "removed"]
 Service = Literal["graph", "exchange"]
@@ -100,8 +103,26 @@ class Change:
 
 
 def changes_frame(changes: list[Change]) -> pd.DataFrame:
-    """The changes as a table: what the notebooks show and the record summarises."""
-    return pd.DataFrame([c.as_dict() for c in changes], columns=["resource", "name", "action", "summary"])
+    """The changes as a table: what the notebooks show."""
+    import pandas as pd
+
+    return pd.DataFrame([c.as_dict() for c in changes], columns=list(COLUMNS))
+
+
+def changes_text(changes: list[Change]) -> str:
+    """The changes as aligned plain text, for the command line (no table library on a run's critical path)."""
+    rows = [COLUMNS, *((c.resource, c.name, c.action, c.summary) for c in changes)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[3] for row in rows
+    )
+
+
+def changes_html(changes: list[Change]) -> str:
+    """The changes as an HTML table, for a record's HTML."""
+    cells = lambda row, tag: "".join(f"<{tag}>{html.escape(str(v))}</{tag}>" for v in row)  # noqa: E731
+    body = "".join(f"<tr>{cells((c.resource, c.name, c.action, c.summary), 'td')}</tr>" for c in changes)
+    return f"<table><thead><tr>{cells(COLUMNS, 'th')}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def unchanged(resource: str, name: str, summary: str, state: dict[str, Any] | None = None) -> Change:

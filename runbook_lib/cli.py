@@ -15,7 +15,7 @@ from typing import Any, get_args
 from . import params as params_mod
 from . import paths, registry
 from .errors import ParamsError, RunbookError
-from .sandbox.state import FAULTS
+from .sandbox import FAULT_NAMES
 
 SIGNING_KEY_ENV = "RUNBOOK_SIGNING_KEY"
 EXIT_INTERRUPTED = 130
@@ -55,7 +55,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int:
     from . import runner
-    from .changes import changes_frame
+    from .changes import changes_text
 
     if args.mode:
         overrides["mode"] = args.mode
@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int
     )
     changes = [c for step in result.steps for c in step.changes]
     print("\nChanges:")
-    print(changes_frame(changes).to_string(index=False) if changes else "  (none)")
+    print(changes_text(changes) if changes else "  (none)")
     failed = sum(int(s.counts.get("failed_writes", 0)) for s in result.steps)
     print(f"\nRecord: {result.record} (manifest sha256 {result.manifest_sha256})")
     print(f"Accepted writes: {result.writes}; failed write attempts: {failed}; status: {result.status.upper()}")
@@ -310,7 +310,7 @@ def parser() -> argparse.ArgumentParser:
     reset.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
     broken = actions.add_parser("break", help="inject a classic mistake for an exercise")
     broken.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
-    broken.add_argument("fault", choices=sorted(FAULTS))
+    broken.add_argument("fault", choices=FAULT_NAMES)
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("diagnose", help="explain every known error code in a text, a file, standard input or a record")
     p.add_argument("text", nargs="?", help="the error text ('-' or nothing: standard input)")

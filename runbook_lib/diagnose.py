@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from . import knowledge, paths, records, registry
 from .results import Finding, StepRecord
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .step import Step
 
 AADSTS_RE = re.compile(r"AADSTS(\d{5,7})")
@@ -59,6 +59,8 @@ def diagnose(text: str) -> list[Finding]:
 
 def table(findings: list[Finding]) -> pd.DataFrame:
     """Findings as a table, or the "not recognized" row saying what to collect next."""
+    import pandas as pd
+
     if not findings:
         return pd.DataFrame(
             [
@@ -78,6 +80,8 @@ def table(findings: list[Finding]) -> pd.DataFrame:
 def explain(step: Step, error_text: str = "", run_errors: list[str] | None = None) -> pd.DataFrame:
     """Diagnose this run's failures (``runbook run`` passes them), else ``error_text``, else the tenant's
     latest record; the findings go into the step's record."""
+    import pandas as pd
+
     if run_errors is not None:
         source, text = "this run's failures", "\n".join(run_errors)
         if not run_errors:
@@ -118,6 +122,8 @@ def record_text(record: Path) -> str:
 
 def knowledge_table() -> pd.DataFrame:
     """The whole knowledge base, for reading."""
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {"kind": e.kind, "code": e.code, "meaning": e.meaning, "fix": e.fix, "notebook": e.notebook}

@@ -18,6 +18,8 @@ from typing import Any
 
 #: set by ``runbook run`` for its kernel: the journal file of the run
 JOURNAL_ENV = "RUNBOOK_JOURNAL"
+#: set by ``runbook run`` for its kernel: a file whose existence asks the step to stop before its next request
+STOP_FILE_ENV = "RUNBOOK_STOP_FILE"
 JOURNAL_FILE = "journal.jsonl"
 
 

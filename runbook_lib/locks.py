@@ -82,16 +82,21 @@ def _acquire(handle: IO[str], params: Params, wait_seconds: float) -> None:
             time.sleep(POLL_SECONDS)
 
 
+def local_account() -> str:
+    """The operating-system account running the kit: named in a lock, and in a record beside the identity
+    that signed in."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this user ID (a container's anonymous user)
+        return f"uid {os.getuid()}"
+
+
 def _holder(params: Params, command: str) -> dict[str, Any]:
     """Who holds the lock, for the message of a run that finds it held (no secret: names and times only)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no name for this user ID (a container's anonymous user)
-        user = f"uid {os.getuid()}"
     return {
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "user": user,
+        "user": local_account(),
         "tenant": params.tenant,
         "command": command,
         "since": datetime.now(UTC).isoformat(timespec="seconds"),

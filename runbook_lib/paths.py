@@ -30,6 +30,11 @@ def token_cache(tenant: str) -> Path:
     return state_dir() / "cache" / f"{tenant}.json"
 
 
+def forget_tokens(tenant: str) -> None:
+    """Delete the tenant's live token cache: at the start and end of every run, so no token outlives it."""
+    token_cache(tenant).unlink(missing_ok=True)
+
+
 def archive_dir() -> Path:
     """Where run records go unless ``--archive`` says otherwise."""
     return project_root() / "archive"

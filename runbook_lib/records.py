@@ -15,14 +15,15 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import integrity, journal
 from .changes import Change
 from .errors import RunbookError
 from .results import Facts, Identity, StepRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST = integrity.MANIFEST
 sha256 = integrity.sha256
@@ -193,6 +194,8 @@ def _operator(manifest: dict[str, Any]) -> str:
 
 def history(archive: Path, tenant: str) -> pd.DataFrame:
     """Every record of a tenant, sealed or not: when, mode, who, how it ended, accepted writes."""
+    import pandas as pd
+
     rows: list[dict[str, Any]] = []
     for record in record_dirs(archive, tenant):
         if not is_sealed(record):

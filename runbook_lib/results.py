@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from .changes import CHANGED, Change
 
+#: the MIME type under which a step publishes its record into its notebook (``runbook run`` reads it back)
+STEP_MIME = "application/vnd.runbook.step+json"
 Verdict = Literal["pass", "warn", "fail", "not tested"]
 Status = Literal["running", "ok", "failed", "interrupted", "skipped", "not started"]
 

@@ -39,13 +39,11 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from . import __version__, auth, diagnose, html_record, interrupts, journal, locks, paths, preflight, records, registry
+from . import __version__, diagnose, html_record, interrupts, journal, locks, paths, preflight, records, registry
 from . import params as params_mod
-from .changes import changes_frame
+from .changes import changes_html
 from .errors import LockHeld
-from .results import StepRecord
-from .step import STEP_MIME
-from .transport import STOP_FILE_ENV
+from .results import STEP_MIME, StepRecord
 
 KERNEL = "runbook-kit"
 CELL_TIMEOUT = 600
@@ -240,7 +238,7 @@ def _summary_html(result: StepRecord, mode: str) -> str:
     parts = [
         f"<p><b>Record of {html.escape(result.step)}: {html.escape(result.status)}</b></p>",
         f"<p>{html.escape(records.MODE_MEANING.get(mode, mode))}</p>",
-        changes_frame(result.changes).to_html(index=False) if result.changes else "<p>No changes.</p>",
+        changes_html(result.changes) if result.changes else "<p>No changes.</p>",
     ]
     if result.error:
         parts.append(f"<p><b>Error:</b></p><pre>{html.escape(result.error)}</pre>")
@@ -333,16 +331,16 @@ def run(
             parameters=params.public(),
             kit_version=__version__,
             git_commit=_git_commit(),
-            local_account=auth.local_account(),
+            local_account=locks.local_account(),
         )
         stop_file = record / STOP_FILE
-        env = {journal.JOURNAL_ENV: str(log.path), STOP_FILE_ENV: str(stop_file)}
+        env = {journal.JOURNAL_ENV: str(log.path), journal.STOP_FILE_ENV: str(stop_file)}
         results: list[StepRecord] = []
         files: dict[str, list[str]] = {}
         current: dict[str, Any] = {}
         status, note = "failed", ""
         stop = _Stop(stop_file, lambda text: print(text, file=sys.stderr))
-        auth.clear_cache(params)
+        paths.forget_tokens(params.tenant)
         try:
             with stop, _Kernel(env) as kernel:
                 for name in steps or params.steps:
@@ -377,7 +375,7 @@ def run(
             note = f"the runner stopped on an unexpected error: {type(crash).__name__}: {str(crash)[:200]}"
             raise
         finally:
-            auth.clear_cache(params)
+            paths.forget_tokens(params.tenant)
             stop_file.unlink(missing_ok=True)
             entries = journal.read(log.path) if log.path else []
             done = {r.step for r in results}

@@ -21,10 +21,9 @@ from .changes import Change, changes_frame
 from .errors import Interrupted, RunbookError
 from .executor import Executor
 from .graph import Graph
-from .results import Identity, StepRecord
+from .results import STEP_MIME, Identity, StepRecord
 from .transport import open_transport
 
-STEP_MIME = "application/vnd.runbook.step+json"
 _current: Step | None = None
 
 

@@ -35,6 +35,7 @@ from vcr.errors import CannotOverwriteExistingCassetteException
 
 from . import paths
 from .errors import Interrupted, ReplayMissError, RunbookError
+from .journal import STOP_FILE_ENV
 from .params import Params
 from .recording import REQUEST_HEADERS_DROPPED, Scrubber
 
@@ -47,8 +48,6 @@ TRANSPORTS = {
     "replay": "runbook_lib.transport:ReplayTransport",
     "sandbox": "runbook_lib.sandbox.transport:SandboxTransport",
 }
-#: set by ``runbook run`` for its kernel: a file whose existence asks the step to stop before its next request
-STOP_FILE_ENV = "RUNBOOK_STOP_FILE"
 
 
 @dataclass

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 EMAIL_RE = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
@@ -84,6 +85,8 @@ CARRIED_FORWARD = [
 
 def values_table(values: Any) -> pd.DataFrame:
     """The step 1 values with their checks, as a table."""
+    import pandas as pd
+
     rows = check_values(values.model_dump() if hasattr(values, "model_dump") else dict(values))
     return pd.DataFrame(
         [{"field": r.field, "value": r.value, "well formed": r.ok, "expected form": r.expected} for r in rows]
@@ -92,6 +95,8 @@ def values_table(values: Any) -> pd.DataFrame:
 
 def carried_forward(values: Any) -> pd.DataFrame:
     """Where each value is typed or applied in the later steps."""
+    import pandas as pd
+
     data = values.model_dump() if hasattr(values, "model_dump") else dict(values)
     return pd.DataFrame([{"value": data[f], "used as": use, "in": step} for f, use, step in CARRIED_FORWARD])
 

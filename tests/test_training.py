@@ -8,7 +8,7 @@ import yaml
 
 from runbook_lib import cli, params, runner
 from runbook_lib.errors import RunbookError
-from runbook_lib.sandbox import state
+from runbook_lib.sandbox import FAULT_NAMES, state
 
 from conftest import ROOT
 
@@ -48,7 +48,7 @@ EXERCISES = {
 
 
 def test_every_fault_has_an_exercise():
-    assert set(EXERCISES) == set(state.FAULTS)
+    assert set(EXERCISES) == set(state.FAULTS) == set(FAULT_NAMES)
 
 
 def test_a_trainee_breaks_diagnoses_and_repairs_each_classic_mistake(tmp_path, capsys):

@@ -8,3 +8,15 @@ against it through a loopback HTTPS proxy), how tests exercise live and record m
 network (through that proxy, or on each service's own loopback port), and the base of the training
 sandbox.
 """
+
+#: the classic mistakes a trainer can inject (``runbook sandbox break``), named here so the command line
+#: lists them without loading the simulated tenant; :data:`runbook_lib.sandbox.state.FAULTS` implements them
+FAULT_NAMES = (
+    "consent-missing",
+    "forwarding-blocked",
+    "redirect-uri-typo",
+    "secret-expired",
+    "secret-id-pasted",
+    "smtp-auth-disabled",
+    "user-consent-disabled",
+)

@@ -169,7 +169,7 @@ def _user_consent_disabled(t: SimulatedTenant) -> str:
     return "user consent turned off in the tenant"
 
 
-FAULTS: dict[str, Callable[[SimulatedTenant], str]] = {
+FAULTS: dict[str, Callable[[SimulatedTenant], str]] = {  # the same names as FAULT_NAMES (a test checks)
     "redirect-uri-typo": _redirect_uri_typo,
     "consent-missing": _consent_missing,
     "secret-expired": _secret_expired,
