@@ -383,11 +383,23 @@ class Bench:
             )
 
 
+def checkout() -> str:
+    """The kit's commit, and whether its files differ from it: others may commit while this runs."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=paths.project_root(), capture_output=True, text=True)
+
+    dirty = git("diff", "--quiet", "HEAD", "--", "runbook_lib", "notebooks", "pyproject.toml").returncode
+    return (git("rev-parse", "--short", "HEAD").stdout.strip() or "unknown") + (
+        " + uncommitted changes" if dirty else ""
+    )
+
+
 def machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"machine: {os.cpu_count()} cores, load average {load} (1, 5, 15 min), Python {platform.python_version()} "
-        f"({sys.executable}), kernel {runner.kernel_name()}"
+        f"({sys.executable}), kernel {runner.kernel_name()}, kit at {checkout()}"
     )
 
 
@@ -415,7 +427,7 @@ def main() -> None:
         if "d" in only:
             bench.figure_d(args.runs, run_wall)
         bench.summary()
-    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"at the end: load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}, kit at {checkout()}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts"
+#: one budget for the whole walk through JupyterLab, shared by every wait (a busy machine is slow everywhere)
+BUDGET_SECONDS = 300
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -63,14 +65,14 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(240):
+        started = time.monotonic()
+        while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2).close()
                 break
             except OSError:
+                assert time.monotonic() - started < BUDGET_SECONDS, "JupyterLab did not answer"
                 time.sleep(0.5)
-        else:
-            raise AssertionError("JupyterLab did not answer within two minutes")
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=CHROMIUM,
@@ -85,18 +87,26 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
                 ],
             )
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/lab/tree/01_webex_connect_app.ipynb", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            deadline = time.monotonic() + BUDGET_SECONDS
+
+            def left() -> float:
+                """What remains of the one budget every wait shares, in milliseconds: a slow machine spends
+                it where it is slow, and no single wait is guessed."""
+                return max(1_000.0, (deadline - time.monotonic()) * 1000)
+
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/01_webex_connect_app.ipynb", timeout=left())
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=left())
+            idle = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
+            page.wait_for_selector(idle, timeout=left())
             page.locator(".jp-Notebook").first.click()
             page.keyboard.press("Escape")
             cells = page.locator(".jp-Notebook .jp-Cell")
-            for _ in range(cells.count()):  # Shift+Enter through the notebook, as a trainee does
+            for _ in range(cells.count()):  # Shift+Enter through the notebook, as a trainee does, each cell done first
                 page.keyboard.press("Shift+Enter")
-                page.wait_for_timeout(150)
-            page.get_by_text("well formed").first.wait_for(timeout=120_000)
-            page.get_by_role("button", name="Use these parameters").wait_for(timeout=60_000)
-            page.get_by_text("Step 01_webex_connect_app: ok").wait_for(timeout=60_000)
+                page.wait_for_selector(idle, timeout=left())
+            page.get_by_text("well formed").first.wait_for(timeout=left())
+            page.get_by_role("button", name="Use these parameters").wait_for(timeout=left())
+            page.get_by_text("Step 01_webex_connect_app: ok").wait_for(timeout=left())
             table = page.locator(".jp-OutputArea-output table").filter(has_text="forwarding_address").first
             assert "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io" in table.inner_text()
             assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
