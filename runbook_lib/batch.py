@@ -58,17 +58,23 @@ def _diagnosis(result: runner.RunResult) -> tuple[str, str]:
     return failed.step, " ".join(filter(None, [lines[0] if lines else "", fix]))
 
 
-def run_one(
-    params_file: str,
-    archive: str,
-    steps: list[str] | None,
-    cell_timeout: int,
-    signing_key: str | None = None,
-    stop_file: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Options:
+    """How each tenant of a batch runs: plain values, so a worker process or a Dask worker receives them."""
+
+    archive: str
+    steps: list[str] | None = None
+    cell_timeout: int = runner.CELL_TIMEOUT
+    signing_key: str | None = None
+    #: how long a tenant waits for another run of the same tenant (in this batch or elsewhere) to finish
+    wait_lock: float = 0.0
+
+
+def run_one(params_file: str, options: Options, stop_file: str | None = None) -> dict[str, Any]:
     """One tenant, start to sealed record; a plain function of plain values so Dask can ship it to a worker.
     Once the batch is stopping (``stop_file`` exists), a tenant not yet started is not started."""
     params = params_mod.load(params_file)
+    archive = options.archive
     if stop_file and Path(stop_file).exists():
         return asdict(TenantOutcome(params_file, params.tenant, "not started", diagnosis="the batch was interrupted"))
     started = time.monotonic()
@@ -76,10 +82,11 @@ def run_one(
         result = runner.run(
             params,
             archive=Path(archive),
-            steps=steps,
+            steps=options.steps,
             progress=lambda _: None,
-            cell_timeout=cell_timeout,
-            signing_key=Path(signing_key) if signing_key else None,
+            cell_timeout=options.cell_timeout,
+            signing_key=Path(options.signing_key) if options.signing_key else None,
+            wait_lock=options.wait_lock,
         )
     except RunbookError as error:  # e.g. another run of this tenant holds the lock
         return asdict(
@@ -224,6 +231,7 @@ def run_batch(
     cell_timeout: int = runner.CELL_TIMEOUT,
     dask_scheduler: str | None = None,
     signing_key: Path | None = None,
+    wait_lock: float = 0.0,
     progress: Callable[[str], None] = print,
 ) -> tuple[Path, pd.DataFrame]:
     """Run every valid tenant; returns the sealed batch record's folder and the summary table."""
@@ -235,7 +243,7 @@ def run_batch(
     outcomes = {o["params_file"]: o for o in invalid}
     outcomes.update({f: asdict(TenantOutcome(f, tenant, "not started")) for f, tenant in valid})
     batch = _BatchRecord(archive, files, outcomes)
-    key = str(signing_key) if signing_key else None
+    options = Options(str(archive), steps, cell_timeout, str(signing_key) if signing_key else None, wait_lock)
     total = len(valid)
 
     def finished(outcome: dict[str, Any], done: int) -> None:
@@ -248,13 +256,11 @@ def run_batch(
             from distributed import as_completed as dask_completed
 
             with Client(dask_scheduler) as client:
-                futures = [
-                    client.submit(run_one, f, str(archive), steps, cell_timeout, key, pure=False) for f, _ in valid
-                ]
+                futures = [client.submit(run_one, f, options, pure=False) for f, _ in valid]
                 for done, future in enumerate(dask_completed(futures), start=1):
                     finished(future.result(), done)
         else:
-            _run_pool(valid, jobs, archive, steps, cell_timeout, key, batch.stop_file, finished, progress)
+            _run_pool(valid, jobs, options, batch.stop_file, finished, progress)
     finally:
         batch.stop_file.unlink(missing_ok=True)
         folder = batch.seal(signing_key)
@@ -264,10 +270,7 @@ def run_batch(
 def _run_pool(
     valid: list[tuple[str, str]],
     jobs: int | None,
-    archive: Path,
-    steps: list[str] | None,
-    cell_timeout: int,
-    key: str | None,
+    options: Options,
     stop_file: Path,
     finished: Callable[[dict[str, Any], int], None],
     progress: Callable[[str], None],
@@ -282,9 +285,7 @@ def _run_pool(
         _Interrupts(progress, stop_file) as interrupts,
     ):
         interrupts.workers = lambda: [p.pid for p in (pool._processes or {}).values() if p.pid]
-        futures: list[Future[dict[str, Any]]] = [
-            pool.submit(run_one, f, str(archive), steps, cell_timeout, key, str(stop_file)) for f, _ in valid
-        ]
+        futures: list[Future[dict[str, Any]]] = [pool.submit(run_one, f, options, str(stop_file)) for f, _ in valid]
         for done, future in enumerate(as_completed(futures), start=1):
             finished(future.result(), done)
 

@@ -101,6 +101,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         cell_timeout=args.cell_timeout,
         dask_scheduler=args.dask_scheduler,
         signing_key=_signing_key(args),
+        wait_lock=args.wait,
     )
     print("\n" + table.drop(columns=["record"]).to_string(index=False))
     print(f"\nBatch record: {record}")
@@ -285,6 +286,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the tenants on a Dask cluster (extra 'dask')")
     p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
     p.add_argument("--sign-key", help=f"Ed25519 private key to sign the records with (or ${SIGNING_KEY_ENV})")
+    p.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="a tenant whose lock another run holds waits this long for it (default: it fails at once)",
+    )
     p.set_defaults(func=cmd_batch)
     p = sub.add_parser("records", help="list a tenant's records and their status (seals any a killed run left)")
     p.add_argument("tenant")

@@ -1,13 +1,21 @@
-"""Step 2 in every tenant state an engineer meets: each demo tenant replayed headlessly with its outcome."""
+"""Every tenant state an engineer meets: each demo tenant replayed headlessly with its outcome.
+
+Record once, assert many: every demo tenant is replayed once as its parameter file says and once as a plan (the
+steps a plan runs, ``apply: false``), as two batches using both cores; every test reads the sealed records.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
-from runbook_lib import params, runner, secrets
+from runbook_lib import batch, params, records, registry, runner, secrets
+from runbook_lib.results import StepRecord
 
 from conftest import ROOT
 
@@ -75,20 +83,50 @@ MAILBOX = {
 }
 
 
-def run_steps(tenant: str, tmp_path, steps: list[str] | None = None, **overrides):
-    loaded = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml")
-    raw = loaded.public()
-    raw["secret_store"] = secrets.private_copy(loaded.secret_store, tmp_path / "store").model_dump(exclude_none=True)
-    raw.update(overrides)
-    return runner.run(params.validate(raw), archive=tmp_path / "archive", steps=steps, progress=lambda _: None).steps
+DEMO = ROOT / "params" / "demo"
 
 
-def run_step(step: str, tenant: str, tmp_path, **overrides):
-    return run_steps(tenant, tmp_path, [step], **overrides)[0]
+@dataclass
+class Replayed:
+    """One demo tenant's sealed record: its steps by name, and the folder holding its files."""
+
+    record: Path
+    steps: dict[str, StepRecord]
+
+    def file(self, name: str) -> str:
+        return (self.record / name).read_text()
 
 
-def run_step2(tenant: str, tmp_path, **overrides):
-    return run_step(STEP2, tenant, tmp_path, **overrides)
+@pytest.fixture(scope="session")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Replayed]:
+    """Replay every demo tenant once (apply) and every step-2 scenario once as a plan, in two batches."""
+    folder = tmp_path_factory.mktemp("scenarios")
+    files: dict[bool, list[str]] = {True: [], False: []}
+    for path in sorted(DEMO.glob("*.yaml")):
+        loaded = params.load(path)
+        for apply in (True, False):
+            if not apply and path.stem not in SCENARIOS:
+                continue
+            raw = loaded.public() | {"apply": apply, "tenant": loaded.tenant if apply else f"{loaded.tenant}-plan"}
+            if not apply:
+                raw["steps"] = registry.plan_steps(loaded.steps)
+            raw["secret_store"] = secrets.private_copy(
+                loaded.secret_store, folder / "stores", f"{raw['tenant']}.secret"
+            )
+            raw["secret_store"] = raw["secret_store"].model_dump(exclude_none=True)
+            target = folder / "params" / f"{raw['tenant']}.yaml"
+            target.parent.mkdir(exist_ok=True)
+            target.write_text(yaml.safe_dump(raw))
+            files[apply].append(str(target))
+    for apply in (True, False):  # demo scenarios of one tenant share its lock: they wait for each other
+        batch.run_batch(files[apply], jobs=2, archive=folder / "archive", wait_lock=600, progress=lambda _: None)
+
+    def find(tenant: str, apply: bool = True) -> Replayed:
+        [record] = records.record_dirs(folder / "archive", tenant if apply else f"{tenant}-plan")
+        manifest = records.read_manifest(record)
+        return Replayed(record, {s["step"]: StepRecord.from_json(s) for s in manifest["steps"]})
+
+    return find
 
 
 def test_every_demo_tenant_has_a_scenario():
@@ -96,9 +134,9 @@ def test_every_demo_tenant_has_a_scenario():
 
 
 @pytest.mark.parametrize("tenant", sorted(SCENARIOS))
-def test_scenario_outcome(tenant, tmp_path):
+def test_scenario_outcome(tenant, replayed):
     expected = SCENARIOS[tenant]
-    step = run_step2(tenant, tmp_path)
+    step = replayed(tenant).steps[STEP2]
     assert step.status == expected.status, step.error
     assert [c.action for c in step.changes] == expected.actions
     assert step.counts["writes"] == expected.writes and step.counts["failed_writes"] == expected.failed_writes
@@ -108,16 +146,16 @@ def test_scenario_outcome(tenant, tmp_path):
 
 
 @pytest.mark.parametrize("tenant", sorted(SCENARIOS))
-def test_plan_sends_no_write_in_any_scenario(tenant, tmp_path):
-    step = run_step2(tenant, tmp_path, apply=False)
+def test_plan_sends_no_write_in_any_scenario(tenant, replayed):
+    step = replayed(tenant, apply=False).steps[STEP2]
     assert step.counts["writes"] == 0
     assert all(c.action in ("planned", "unchanged") for c in step.changes)
     expected = SCENARIOS[tenant]
     assert step.status == (expected.plan_status or expected.status)
 
 
-def test_drifted_tenant_keeps_what_it_had(tmp_path):
-    step = run_step2("northwind", tmp_path)
+def test_drifted_tenant_keeps_what_it_had(replayed):
+    step = replayed("northwind").steps[STEP2]
     app = step.changes[0]
     uris = app.after["web"]["redirectUris"]
     assert uris == [
@@ -131,8 +169,8 @@ def test_drifted_tenant_keeps_what_it_had(tmp_path):
     assert "turn on implicit-grant access tokens" in app.summary
 
 
-def test_throttled_tenant_records_each_retry_and_wait(tmp_path):
-    step = run_step2("adatum", tmp_path)
+def test_throttled_tenant_records_each_retry_and_wait(replayed):
+    step = replayed("adatum").steps[STEP2]
     waits = [(w["status"], w["code"], w["wait_seconds"]) for w in step.counts["waits"]]
     assert waits == [
         (429, "TooManyRequests", 3),
@@ -144,49 +182,47 @@ def test_throttled_tenant_records_each_retry_and_wait(tmp_path):
     ]
 
 
-def test_admin_consent_patches_the_existing_grant(tmp_path):
-    step = run_step2("wingtip-admin", tmp_path)
+def test_admin_consent_patches_the_existing_grant(replayed):
+    step = replayed("wingtip-admin").steps[STEP2]
     grant = next(c for c in step.changes if c.resource == "tenant-wide consent")
     assert grant.before == {"scope": "IMAP.AccessAsUser.All"}
     assert grant.after == {"scope": "IMAP.AccessAsUser.All SMTP.Send"}
 
 
 @pytest.mark.parametrize("tenant", sorted(MAILBOX))
-def test_mailbox_scenario(tenant, tmp_path):
+def test_mailbox_scenario(tenant, replayed):
     expected = MAILBOX[tenant]
-    step = run_step(STEP3, tenant, tmp_path)
+    step = replayed(tenant).steps[STEP3]
     assert step.status == expected.status, step.error
     assert [c.action for c in step.changes] == expected.actions
     assert step.counts["writes"] == expected.writes
     for text in expected.error:
         assert text in (step.error or ""), step.error
     if expected.status == "ok":
-        [script] = list((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1"))
-        assert "Connect-ExchangeOnline" in script.read_text()
+        assert "Connect-ExchangeOnline" in replayed(tenant).file(f"{STEP3}.mailbox.ps1")
 
 
 @pytest.mark.parametrize("tenant", ["fabrikam", "northwind", "wingtip-admin"])
-def test_mailbox_plan_sends_no_write(tenant, tmp_path):
-    step = run_step(STEP3, tenant, tmp_path, apply=False)
+def test_mailbox_plan_sends_no_write(tenant, replayed):
+    step = replayed(tenant, apply=False).steps[STEP3]
     assert step.counts["writes"] == 0 and step.counts["reads"] == 7
     assert {c.action for c in step.changes} <= {"planned", "unchanged"}
 
 
-def test_forwarding_elsewhere_is_replaced_with_the_old_value_recorded(tmp_path):
-    step = run_step(STEP3, "northwind", tmp_path)
+def test_forwarding_elsewhere_is_replaced_with_the_old_value_recorded(replayed):
+    step = replayed("northwind").steps[STEP3]
     forwarding = step.changes[1]
     assert forwarding.before == {
         "ForwardingSmtpAddress": "smtp:helpdesk@northwind-partner.example",
         "DeliverToMailboxAndForward": False,
     }
     assert "replace forwarding to helpdesk@northwind-partner.example" in forwarding.summary
-    script = next((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1")).read_text()
+    script = replayed("northwind").file(f"{STEP3}.mailbox.ps1")
     assert "Set-Mailbox -Identity $mailbox -ForwardingSmtpAddress $forward -DeliverToMailboxAndForward $true" in script
 
 
-def test_configured_mailbox_script_changes_nothing(tmp_path):
-    run_step(STEP3, "fabrikam", tmp_path)
-    script = next((tmp_path / "archive").rglob(f"{STEP3}.mailbox.ps1")).read_text()
+def test_configured_mailbox_script_changes_nothing(replayed):
+    script = replayed("fabrikam").file(f"{STEP3}.mailbox.ps1")
     assert "Set-" not in script and "New-" not in script
     assert script.count("already as desired when the kit read it") == 3
 
@@ -219,10 +255,10 @@ VERIFY = {
 
 
 @pytest.mark.parametrize("tenant", sorted(VERIFY))
-def test_verify_scenario(tenant, tmp_path):
+def test_verify_scenario(tenant, replayed):
     failed_checks, codes, notebooks = VERIFY[tenant]
-    steps = run_steps(tenant, tmp_path, ["05_verify", "06_troubleshoot"])
-    verify, troubleshoot = steps
+    steps = replayed(tenant).steps
+    verify, troubleshoot = steps["05_verify"], steps["06_troubleshoot"]
     checks = verify.checks
     assert [c.check for c in checks if c.verdict == "fail"] == failed_checks, verify.error
     assert verify.status == ("failed" if failed_checks else "ok")
@@ -234,8 +270,8 @@ def test_verify_scenario(tenant, tmp_path):
     assert troubleshoot.status == "ok" and verify.counts["writes"] == 0
 
 
-def test_fresh_demo_tenant_verifies_with_warnings_only(tmp_path):
-    steps = run_steps("contoso", tmp_path)
+def test_fresh_demo_tenant_verifies_with_warnings_only(replayed):
+    steps = list(replayed("contoso").steps.values())
     assert [s.status for s in steps] == ["ok"] * 6
     checks = {c.check: c.verdict for c in steps[4].checks}
     assert checks["SMTP STARTTLS and XOAUTH2"] == "pass" and checks["app-only token"] == "pass"
@@ -264,8 +300,8 @@ def test_a_pasted_ndr_is_diagnosed_by_the_troubleshooting_notebook(tmp_path):
     assert finding.code == "5.7.520" and finding.notebook == "03_office365_mailbox"
 
 
-def test_a_shared_mailbox_is_recognised_by_exchange_and_explained(tmp_path):
-    step = run_step(STEP3, "lucerne", tmp_path)
+def test_a_shared_mailbox_is_recognised_by_exchange_and_explained(replayed):
+    step = replayed("lucerne").steps[STEP3]
     assert step.facts.mailbox_kind == "SharedMailbox"
     graph_says, exchange_says = step.facts.warnings
     assert "Graph cannot tell which" in graph_says and "Get-Mailbox decides" in graph_says
