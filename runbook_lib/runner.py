@@ -47,6 +47,8 @@ from .results import STEP_MIME, StepRecord
 
 KERNEL = "runbook-kit"
 CELL_TIMEOUT = 600
+#: how long a new kernel may take to answer (a busy machine is slow to start Python and import)
+KERNEL_START_TIMEOUT = 120
 STOP_FILE = "stop-requested"
 #: a record with no journal entry yet is left alone this long: its run may have only just opened it
 JOURNAL_GRACE_SECONDS = 60
@@ -128,9 +130,10 @@ def _git_commit() -> str | None:
 
 
 class _Kernel:
-    """One kernel for all the steps of a run, started with the run's journal and stop file in its
-    environment. Each step still builds its own transport, sign-in and msal objects, so recordings stay per
-    step (and nbval, which runs every notebook alone, would catch a step leaning on an earlier one)."""
+    """One kernel, and one client talking to it, for all the steps of a run, started with the run's journal
+    and stop file in its environment: start-up, imports and the client's readiness wait are paid once per run.
+    Each step still builds its own transport, sign-in and msal objects, so recordings stay per step (and nbval,
+    which runs every notebook alone, would catch a step leaning on an earlier one)."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -138,6 +141,10 @@ class _Kernel:
     def __enter__(self) -> _Kernel:
         self.manager = AsyncKernelManager(kernel_name=kernel_name())
         run_sync(self.manager.start_kernel)(env={**os.environ, **self.env})
+        self.client = self.manager.client()
+        self.client.start_channels()
+        run_sync(self.client.wait_for_ready)(timeout=KERNEL_START_TIMEOUT)
+        self.client.allow_stdin = False
         return self
 
     def restart(self) -> None:
@@ -146,25 +153,20 @@ class _Kernel:
         self.__enter__()
 
     def __exit__(self, *exc: object) -> None:
+        self.client.stop_channels()
         if self.manager.has_kernel:
             run_sync(self.manager.shutdown_kernel)(now=True)
 
 
 class _StepClient(NotebookClient):
-    """nbclient on the run's own kernel. nbclient's own set-up would add Ctrl-C and SIGTERM handlers that shut
-    the kernel down mid-request (and, removed, leave Python's default handler in place of the run's); the
-    run owns both the kernel and the signals, so this set-up only opens and closes the client's channels."""
+    """nbclient on the run's own kernel and client. nbclient's own set-up would add Ctrl-C and SIGTERM handlers
+    that shut the kernel down mid-request (and, removed, leave Python's default handler in place of the run's),
+    and open a new client per notebook, each waiting for the kernel to be ready; the run owns the kernel, its
+    client and the signals, so this set-up does nothing."""
 
     @asynccontextmanager
     async def async_setup_kernel(self, **kwargs: Any) -> AsyncIterator[None]:
-        if self.kc is None:
-            await self.async_start_new_kernel_client()
-        try:
-            yield
-        finally:
-            if self.kc is not None:
-                self.kc.stop_channels()
-                self.kc = None
+        yield
 
 
 class _Stop(interrupts.StopSignals):
@@ -216,6 +218,7 @@ def _execute(
             record_timing=False,
             allow_errors=False,
         )
+        client.kc = kernel.client
         try:
             client.execute()
         except CellExecutionError:

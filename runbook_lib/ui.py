@@ -1,8 +1,12 @@
 """JupyterLab helpers for training: a form for a notebook's parameters, validated by the same schema as
-the parameter files, and short checks of understanding. Headless runs display them and never use them."""
+the parameter files, and short checks of understanding. In a headless run (``runbook run``, which starts the
+kernel with a journal) nobody can use them, so they are shown as static HTML instead: the record reads the same
+and no widget library is loaded or messaged."""
 
 from __future__ import annotations
 
+import html
+import os
 from collections.abc import MutableMapping
 from functools import cache
 from importlib.resources import files
@@ -12,6 +16,7 @@ import yaml
 
 from . import params as params_mod
 from .errors import ParamsError
+from .journal import JOURNAL_ENV
 
 #: the fields the form offers: (section or "", field); the rest keep the notebook's values
 FORM_FIELDS = [
@@ -52,12 +57,28 @@ def _widget(section: str, name: str, value: Any) -> Any:
     return widgets.Text(value=str(value or ""), description=label, style=style, layout=layout)
 
 
+def _headless() -> bool:
+    return bool(os.environ.get(JOURNAL_ENV))
+
+
+def _static(title: str, rows: list[tuple[str, Any]]) -> Any:
+    from IPython.display import HTML
+
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return HTML(f"<p><b>{html.escape(title)}</b></p><table>{body}</table>")
+
+
 def parameters_form(namespace: MutableMapping[str, Any]) -> Any:
     """The notebook's parameters as a form; "Use these parameters" validates them and, when they are valid,
     puts them into the notebook so the cells below run with them."""
+    current = params_mod.from_namespace(namespace).public()
+    if _headless():
+        values = [
+            (f"{s}.{n}" if s else n, (current.get(s) or {}).get(n) if s else current.get(n)) for s, n in FORM_FIELDS
+        ]
+        return _static("Parameters of this run (a form in JupyterLab)", values)
     import ipywidgets as widgets
 
-    current = params_mod.from_namespace(namespace).public()
     fields = {(s, n): _widget(s, n, (current.get(s) or {}).get(n) if s else current.get(n)) for s, n in FORM_FIELDS}
     result = widgets.HTML()
     button = widgets.Button(description="Use these parameters", button_style="primary")
@@ -89,9 +110,14 @@ def quizzes() -> dict[str, Any]:
 
 def check_understanding(key: str) -> Any:
     """A multiple-choice question with feedback, for the points trainees most often get wrong."""
+    quiz = quizzes()[key]
+    if _headless():
+        return _static(
+            f"Check your understanding (in JupyterLab): {quiz['question']}",
+            [(chr(ord("a") + i), choice) for i, choice in enumerate(quiz["choices"])],
+        )
     import ipywidgets as widgets
 
-    quiz = quizzes()[key]
     choice = widgets.RadioButtons(options=quiz["choices"], value=None, layout=widgets.Layout(width="auto"))
     feedback = widgets.HTML()
     button = widgets.Button(description="Check")
