@@ -1,8 +1,9 @@
 """``runbook batch``: many tenants at once, for partners.
 
 Every parameter file is read and checked first (unreadable, malformed or failing the offline checks: reported
-and skipped; the rest run). Tenants run in a bounded pool (worker processes here, each tenant's notebooks in
-its own kernel; or Dask workers with ``--dask-scheduler``). The batch record,
+and skipped; the rest run). Tenants run in a bounded pool (threads here, each tenant's notebooks in a kernel
+of its own, a separate process where the steps' work is done; or Dask workers with ``--dask-scheduler``). The
+batch record,
 ``archive/_batches/<UTC time>/batch.json``, lists every tenant from the start (``not started``) and is
 rewritten as each one finishes, so an interrupted batch still has one: Ctrl-C stops starting tenants and asks
 the running ones to stop cleanly (their records are sealed ``interrupted``), a second Ctrl-C stops them at
@@ -12,15 +13,13 @@ beyond the files' paths, and so no secret.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,7 @@ def run_one(params_file: str, options: Options, stop_file: str | None = None) ->
             progress=lambda _: None,
             cell_timeout=options.cell_timeout,
             signing_key=Path(options.signing_key) if options.signing_key else None,
+            stop_file=Path(stop_file) if stop_file else None,
             wait_lock=options.wait_lock,
         )
     except RunbookError as error:  # e.g. another run of this tenant holds the lock
@@ -198,28 +198,26 @@ class _BatchRecord:
 
 class _Interrupts(interrupts.StopSignals):
     """Ctrl-C (or SIGTERM) during a batch: the first stops starting tenants and asks the running ones to stop
-    cleanly; a second stops them at once. Their records are sealed either way."""
+    before their next request; a second stops them at once. Their records are sealed either way."""
 
     def __init__(self, report: Callable[[str], None], stop_file: Path) -> None:
         super().__init__()
         self.report = report
         self.stop_file = stop_file
-        self.workers: Callable[[], list[int]] = list
 
     def handle(self, signum: int) -> None:
         self.stop_file.touch()
-        forward = signal.SIGINT if self.count == 1 and signum == signal.SIGINT else signal.SIGTERM
+        at_once = self.count > 1 or signum == signal.SIGTERM
         self.report(
             "Stopping the batch: no new tenant starts; running ones "
             + (
-                "finish their request in flight and stop (Ctrl-C again to stop them at once)."
-                if forward == signal.SIGINT
-                else "stop now."
+                "stop now."
+                if at_once
+                else "finish their request in flight and stop (Ctrl-C again to stop them at once)."
             )
         )
-        for pid in self.workers():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, forward)
+        if at_once:
+            runner.stop_now()
 
 
 def run_batch(
@@ -275,34 +273,16 @@ def _run_pool(
     finished: Callable[[dict[str, Any], int], None],
     progress: Callable[[str], None],
 ) -> None:
-    """Worker processes, forked from a clean server that has imported the kit; each tenant's run handles its
-    own Ctrl-C (sealing its record), the workers ignore Ctrl-C between tenants, and a tenant not started when
-    the batch is stopping is not started."""
+    """Tenants in threads of this process, each run driving its own kernel (a process of its own, where the
+    steps' work is done): no worker processes to start or to hold a second copy of the kit. A stop reaches every
+    run through the shared stop file."""
     with (
-        ProcessPoolExecutor(
-            max_workers=jobs or os.cpu_count() or 2, mp_context=_workers(), initializer=_ignore_interrupts
-        ) as pool,
-        _Interrupts(progress, stop_file) as interrupts,
+        ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2, thread_name_prefix="tenant") as pool,
+        _Interrupts(progress, stop_file),
     ):
-        interrupts.workers = lambda: [p.pid for p in (pool._processes or {}).values() if p.pid]
-        futures: list[Future[dict[str, Any]]] = [pool.submit(run_one, f, options, str(stop_file)) for f, _ in valid]
+        futures = [pool.submit(run_one, f, options, str(stop_file)) for f, _ in valid]
         for done, future in enumerate(as_completed(futures), start=1):
             finished(future.result(), done)
-
-
-def _ignore_interrupts() -> None:
-    """A worker leaves the terminal's process group (so a Ctrl-C reaches it once, forwarded by the batch) and
-    ignores Ctrl-C between tenants; a tenant's run installs its own handling while it runs."""
-    os.setpgrp()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _workers() -> Any:
-    """Worker processes forked from a clean server that has imported the kit: as quick to start as a fork,
-    without copying this process's ZMQ contexts and event loops, which are not fork-safe."""
-    context = get_context("forkserver")
-    context.set_forkserver_preload(["runbook_lib.batch"])
-    return context
 
 
 def _report(outcome: dict[str, Any], done: int, total: int, progress: Callable[[str], None]) -> dict[str, Any]:

@@ -15,12 +15,14 @@ second Ctrl-C or a SIGTERM stops at once. Every ending seals the record (``ok``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import html
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -129,6 +131,20 @@ def _git_commit() -> str | None:
         return None
 
 
+#: the kernels of the runs going on in this process (a batch runs several in threads), for stop_now()
+_RUNNING: set[_Kernel] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_now() -> None:
+    """Stop every run of this process at once (a batch's second Ctrl-C): kill their kernels. Each run then seals
+    its record ``interrupted`` from its journal; a run whose stop file exists does not retry a dead kernel."""
+    with _RUNNING_LOCK:
+        kernels = list(_RUNNING)
+    for kernel in kernels:
+        kernel.kill()
+
+
 class _Kernel:
     """One kernel, and one client talking to it, for all the steps of a run, started with the run's journal
     and stop file in its environment: start-up, imports and the client's readiness wait are paid once per run.
@@ -145,7 +161,16 @@ class _Kernel:
         self.client.start_channels()
         run_sync(self.client.wait_for_ready)(timeout=KERNEL_START_TIMEOUT)
         self.client.allow_stdin = False
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
         return self
+
+    def kill(self) -> None:
+        """Kill the kernel process outright: the cell running gets a dead kernel."""
+        pid = getattr(self.manager.provisioner, "pid", None)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def restart(self) -> None:
         """After a dead kernel or a hung cell: a new kernel (new process, new ports) for the retry."""
@@ -153,6 +178,8 @@ class _Kernel:
         self.__enter__()
 
     def __exit__(self, *exc: object) -> None:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
         self.client.stop_channels()
         if self.manager.has_kernel:
             run_sync(self.manager.shutdown_kernel)(now=True)
@@ -178,10 +205,6 @@ class _Stop(interrupts.StopSignals):
         self.stop_file = stop_file
         self.report = report
 
-    @property
-    def requested(self) -> bool:
-        return self.count > 0
-
     def handle(self, signum: int) -> None:
         if signum == signal.SIGTERM or self.count > 1:
             raise KeyboardInterrupt
@@ -199,9 +222,11 @@ def _execute(
     cell_timeout: int,
     kernel: _Kernel,
     current: dict[str, Any],
+    stop_file: Path,
 ) -> tuple[nbformat.NotebookNode, StepRecord]:
     """One notebook, parameterized as papermill does and executed in the run's kernel; retried once in a new
-    kernel if its kernel died or a cell hung (every step reads before it writes, so that is safe)."""
+    kernel if its kernel died or a cell hung (every step reads before it writes, so that is safe), unless the
+    run is stopping."""
     problem = ""
     for attempt in (1, 2):
         if problem:
@@ -224,6 +249,8 @@ def _execute(
         except CellExecutionError:
             pass  # the step published its failure into the notebook; read it below
         except (DeadKernelError, CellTimeoutError, TimeoutError, RuntimeError) as error:
+            if stop_file.exists():
+                return nb, StepRecord(spec.name, status="interrupted", error="the run was stopped at once")
             problem = f"attempt {attempt}: " + (
                 f"a cell ran longer than the cell timeout ({cell_timeout} s)"
                 if isinstance(error, (CellTimeoutError, TimeoutError))
@@ -317,8 +344,11 @@ def run(
     notebooks: Path | None = None,
     signing_key: Path | None = None,
     wait_lock: float = 0.0,
+    stop_file: Path | None = None,
 ) -> RunResult:
-    """Run the steps for one tenant and seal the record, however the run ends."""
+    """Run the steps for one tenant and seal the record, however the run ends. ``stop_file``: a file whose
+    existence stops the run before its next request (a batch shares one among its runs); by default the run's
+    own, which its Ctrl-C handling creates."""
     archive = archive or paths.archive_dir()
     notebooks = notebooks or paths.project_root() / "notebooks"
     preflight.require(params, archive=archive, source=f"the parameters of {params.tenant}")
@@ -336,7 +366,8 @@ def run(
             git_commit=_git_commit(),
             local_account=locks.local_account(),
         )
-        stop_file = record / STOP_FILE
+        own_stop_file = record / STOP_FILE
+        stop_file = stop_file or own_stop_file
         env = {journal.JOURNAL_ENV: str(log.path), journal.STOP_FILE_ENV: str(stop_file)}
         results: list[StepRecord] = []
         files: dict[str, list[str]] = {}
@@ -348,7 +379,7 @@ def run(
             with stop, _Kernel(env) as kernel:
                 for name in steps or params.steps:
                     spec = registry.BY_NAME[name]
-                    if stop.requested:
+                    if stop_file.exists():
                         results.append(StepRecord(name, status="not started", error="the run was interrupted first"))
                         continue
                     if any(r.status in ("failed", "interrupted") for r in results) and not spec.after_failure:
@@ -359,7 +390,7 @@ def run(
                         parameters["run_errors"] = diagnose.failure_lines(results)
                     log.append("step", step=name, event="started")
                     current.clear()
-                    nb, result = _execute(spec, notebooks, parameters, cell_timeout, kernel, current)
+                    nb, result = _execute(spec, notebooks, parameters, cell_timeout, kernel, current, stop_file)
                     current.clear()
                     log.append("step", step=name, event="ended", status=result.status)
                     results.append(result)
@@ -367,7 +398,7 @@ def run(
                     progress(result.summary())
             status = (
                 "interrupted"
-                if stop.requested or any(r.status == "interrupted" for r in results)
+                if stop_file.exists() or any(r.status == "interrupted" for r in results)
                 else "ok"
                 if all(r.status == "ok" for r in results)
                 else "failed"
@@ -379,7 +410,7 @@ def run(
             raise
         finally:
             paths.forget_tokens(params.tenant)
-            stop_file.unlink(missing_ok=True)
+            own_stop_file.unlink(missing_ok=True)
             entries = journal.read(log.path) if log.path else []
             done = {r.step for r in results}
             for unfinished in records.steps_from_journal(entries):
