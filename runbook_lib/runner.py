@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import html
+import json
 import os
 import signal
 import subprocess
@@ -132,7 +133,7 @@ def _git_commit() -> str | None:
 
 
 #: the kernels of the runs going on in this process (a batch runs several in threads), for stop_now()
-_RUNNING: set[_Kernel] = set()
+_RUNNING: set[Kernel] = set()
 _RUNNING_LOCK = threading.Lock()
 
 
@@ -145,25 +146,37 @@ def stop_now() -> None:
         kernel.kill()
 
 
-class _Kernel:
-    """One kernel, and one client talking to it, for all the steps of a run, started with the run's journal
-    and stop file in its environment: start-up, imports and the client's readiness wait are paid once per run.
-    Each step still builds its own transport, sign-in and msal objects, so recordings stay per step (and nbval,
-    which runs every notebook alone, would catch a step leaning on an earlier one)."""
+class Kernel:
+    """One kernel, and one client talking to it, for all the steps of a run (and, in a batch, for the runs of one
+    thread one after another): start-up, imports and the client's readiness wait are paid once. Each run tells it
+    its journal and stop file (:meth:`use`). Each step still builds its own transport, sign-in and msal objects,
+    so recordings stay per step (and nbval, which runs every notebook alone, would catch a step leaning on an
+    earlier one)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
 
-    def __enter__(self) -> _Kernel:
+    def __enter__(self) -> Kernel:
         self.manager = AsyncKernelManager(kernel_name=kernel_name())
-        run_sync(self.manager.start_kernel)(env={**os.environ, **self.env})
+        run_sync(self.manager.start_kernel)()
         self.client = self.manager.client()
         self.client.start_channels()
         run_sync(self.client.wait_for_ready)(timeout=KERNEL_START_TIMEOUT)
         self.client.allow_stdin = False
         with _RUNNING_LOCK:
             _RUNNING.add(self)
+        if self.env:
+            self.use(self.env)
         return self
+
+    def use(self, env: dict[str, str]) -> None:
+        """Give the kernel a run's environment (its journal and stop file: paths, never a secret); a kernel that
+        died meanwhile is started anew first."""
+        if not run_sync(self.manager.is_alive)():
+            self.restart()
+        self.env = env
+        code = f"import os; os.environ.update({json.dumps(env)})"
+        run_sync(self.client.execute_interactive)(code, silent=True, store_history=False, timeout=KERNEL_START_TIMEOUT)
 
     def kill(self) -> None:
         """Kill the kernel process outright: the cell running gets a dead kernel."""
@@ -173,7 +186,7 @@ class _Kernel:
                 os.kill(pid, signal.SIGKILL)
 
     def restart(self) -> None:
-        """After a dead kernel or a hung cell: a new kernel (new process, new ports) for the retry."""
+        """After a dead kernel or a hung cell: a new kernel (new process, new ports), with the run's environment."""
         self.__exit__()
         self.__enter__()
 
@@ -220,7 +233,7 @@ def _execute(
     notebooks: Path,
     parameters: dict[str, Any],
     cell_timeout: int,
-    kernel: _Kernel,
+    kernel: Kernel,
     current: dict[str, Any],
     stop_file: Path,
 ) -> tuple[nbformat.NotebookNode, StepRecord]:
@@ -345,10 +358,11 @@ def run(
     signing_key: Path | None = None,
     wait_lock: float = 0.0,
     stop_file: Path | None = None,
+    kernel: Kernel | None = None,
 ) -> RunResult:
     """Run the steps for one tenant and seal the record, however the run ends. ``stop_file``: a file whose
     existence stops the run before its next request (a batch shares one among its runs); by default the run's
-    own, which its Ctrl-C handling creates."""
+    own, which its Ctrl-C handling creates. ``kernel``: one to reuse (a batch thread's); by default a new one."""
     archive = archive or paths.archive_dir()
     notebooks = notebooks or paths.project_root() / "notebooks"
     preflight.require(params, archive=archive, source=f"the parameters of {params.tenant}")
@@ -376,7 +390,8 @@ def run(
         stop = _Stop(stop_file, lambda text: print(text, file=sys.stderr))
         paths.forget_tokens(params.tenant)
         try:
-            with stop, _Kernel(env) as kernel:
+            with stop, contextlib.nullcontext(kernel) if kernel else Kernel() as run_kernel:
+                run_kernel.use(env)
                 for name in steps or params.steps:
                     spec = registry.BY_NAME[name]
                     if stop_file.exists():
@@ -390,7 +405,7 @@ def run(
                         parameters["run_errors"] = diagnose.failure_lines(results)
                     log.append("step", step=name, event="started")
                     current.clear()
-                    nb, result = _execute(spec, notebooks, parameters, cell_timeout, kernel, current, stop_file)
+                    nb, result = _execute(spec, notebooks, parameters, cell_timeout, run_kernel, current, stop_file)
                     current.clear()
                     log.append("step", step=name, event="ended", status=result.status)
                     results.append(result)
