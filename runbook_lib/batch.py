@@ -13,16 +13,13 @@ beyond the files' paths, and so no secret.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
-import multiprocessing.util
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,7 +209,6 @@ class _Interrupts(interrupts.StopSignals):
         super().__init__()
         self.report = report
         self.stop_file = stop_file
-        self.workers: Callable[[], list[int]] = list
 
     def handle(self, signum: int) -> None:
         self.stop_file.touch()
@@ -225,9 +221,8 @@ class _Interrupts(interrupts.StopSignals):
                 else "finish their request in flight and stop (Ctrl-C again to stop them at once)."
             )
         )
-        for pid in self.workers() if at_once else []:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        if at_once:
+            runner.stop_now()
 
 
 def run_batch(
@@ -275,19 +270,6 @@ def run_batch(
     return folder, summary(list(outcomes.values()))
 
 
-#: in a worker process: the one kernel its tenants share, one after another
-_KERNEL: runner.Kernel | None = None
-
-
-def _tenant(params_file: str, options: Options, stop_file: str) -> dict[str, Any]:
-    """A worker's tenant, in the kernel the worker keeps (started with its first tenant, shut down with it)."""
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = runner.Kernel().__enter__()
-        multiprocessing.util.Finalize(_KERNEL, _KERNEL.__exit__, exitpriority=10)
-    return run_one(params_file, options, stop_file, _KERNEL)
-
-
 def _run_pool(
     valid: list[tuple[str, str]],
     jobs: int | None,
@@ -296,41 +278,30 @@ def _run_pool(
     finished: Callable[[dict[str, Any], int], None],
     progress: Callable[[str], None],
 ) -> None:
-    """Worker processes (forked from a small server that has imported the kit, without its tables library),
-    each keeping one kernel for its tenants one after another: a kernel's start-up and imports are paid once per
-    worker, and the workers' own work runs on every core. A stop reaches every run through the shared stop file;
-    a stop at once, through SIGTERM to the workers, whose runs seal their records."""
-    with (
-        ProcessPoolExecutor(
-            max_workers=jobs or os.cpu_count() or 2, mp_context=_workers(), initializer=_worker_start
-        ) as pool,
-        _Interrupts(progress, stop_file) as interrupts,
-    ):
-        interrupts.workers = lambda: [p.pid for p in (pool._processes or {}).values() if p.pid]
-        futures = {pool.submit(_tenant, f, options, str(stop_file)): (f, tenant) for f, tenant in valid}
-        for done, future in enumerate(as_completed(futures), start=1):
-            try:
-                outcome = future.result()
-            except BrokenProcessPool:  # a worker stopped at once: its tenant's record is sealed from its journal
-                params_file, tenant = futures[future]
-                outcome = asdict(TenantOutcome(params_file, tenant, "interrupted", diagnosis="stopped at once"))
-            finished(outcome, done)
+    """Tenants in threads of this process, each thread keeping one kernel (a process of its own, where the steps'
+    work is done) for its tenants one after another: no worker processes to start, no second copy of the kit,
+    and a kernel's start-up and imports paid once per thread, not per tenant. A stop reaches every run through
+    the shared stop file."""
+    local = threading.local()
+    kernels: list[runner.Kernel] = []
 
+    def tenant(params_file: str) -> dict[str, Any]:
+        if not hasattr(local, "kernel"):
+            local.kernel = runner.Kernel().__enter__()
+            kernels.append(local.kernel)
+        return run_one(params_file, options, str(stop_file), local.kernel)
 
-def _worker_start() -> None:
-    """A worker leaves the terminal's process group (a Ctrl-C reaches it through the batch, once) and ignores
-    Ctrl-C and SIGTERM between tenants; a tenant's run handles them while it runs."""
-    os.setpgrp()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _workers() -> Any:
-    """Worker processes forked from a clean server that has imported the kit: as quick to start as a fork,
-    without copying this process's ZMQ contexts and event loops, which are not fork-safe."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["runbook_lib.batch"])
-    return context
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2, thread_name_prefix="tenant") as pool,
+            _Interrupts(progress, stop_file),
+        ):
+            futures = [pool.submit(tenant, f) for f, _ in valid]
+            for done, future in enumerate(as_completed(futures), start=1):
+                finished(future.result(), done)
+    finally:
+        for kernel in kernels:
+            kernel.__exit__()
 
 
 def _report(outcome: dict[str, Any], done: int, total: int, progress: Callable[[str], None]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from html import escape
 from typing import Any
 
@@ -79,15 +80,24 @@ def _output(out: dict[str, Any], markdown: Callable[[str], str]) -> str:
     return ""
 
 
+@lru_cache(maxsize=512)
+def _markdown(source: str) -> str:
+    """Prose rendered once per process: a notebook's Markdown is the same in every run of it."""
+    return _markdown_with(source, {})
+
+
+def _markdown_with(source: str, attachments: dict[str, Any]) -> str:
+    renderer = IPythonRenderer(escape=False, exclude_anchor_links=True)
+    renderer.attachments = attachments
+    return _local(MarkdownWithMath(renderer=renderer).render(source))
+
+
 def render(nb: nbformat.NotebookNode, *, title: str, summary_html: str) -> str:
     """The page: ``summary_html`` (the step's outcome and changes) first, then each cell's prose or
     outputs. Code inputs and raw cells are left out: the reader is an auditor, not a programmer."""
-    renderer = IPythonRenderer(escape=False, exclude_anchor_links=True)
-    md = MarkdownWithMath(renderer=renderer)
 
     def markdown(source: str, attachments: dict[str, Any] | None = None) -> str:
-        renderer.attachments = attachments or {}
-        return _local(md.render(source))
+        return _markdown_with(source, attachments) if attachments else _markdown(source)
 
     parts = [f'<section class="summary">\n{_local(summary_html)}\n</section>']
     for cell in nb.cells:

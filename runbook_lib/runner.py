@@ -16,7 +16,6 @@ second Ctrl-C or a SIGTERM stops at once. Every ending seals the record (``ok``,
 from __future__ import annotations
 
 import contextlib
-import copy
 import html
 import json
 import os
@@ -80,15 +79,15 @@ def kernel_name() -> str:
 
 
 @cache
-def _template(path: Path) -> nbformat.NotebookNode:
+def _template(path: Path) -> str:
     """A notebook as papermill reads it (every cell with its tags), without the outputs stored in it (a cell
     a failure leaves unexecuted must not show an old run's output, least of all an old step record); read once
-    per process."""
+    per process and kept as JSON, from which each step makes its own copy."""
     nb = load_notebook_node(str(path))
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    return nb
+    return json.dumps(nb)
 
 
 def step_record(nb: nbformat.NotebookNode, name: str) -> StepRecord:
@@ -244,7 +243,7 @@ def _execute(
     for attempt in (1, 2):
         if problem:
             kernel.restart()
-        nb = parameterize_notebook(copy.deepcopy(_template(notebooks / spec.notebook)), parameters)
+        nb = parameterize_notebook(nbformat.from_dict(json.loads(_template(notebooks / spec.notebook))), parameters)
         for cell in nb.cells:  # the injected cell comes without an ID, which nbformat will soon require
             cell.setdefault("id", "injected-parameters")
         current["nb"] = nb
@@ -292,7 +291,7 @@ def _write_step(record: Path, nb: nbformat.NotebookNode | None, result: StepReco
     """The executed notebook, its HTML for people, and the files the step kept: written once."""
     written = []
     if nb is not None:
-        nbformat.write(nb, record / f"{result.step}.ipynb")
+        records.write_text(record / f"{result.step}.ipynb", json.dumps(nb, ensure_ascii=False) + "\n")
         records.write_text(
             record / f"{result.step}.html",
             html_record.render(nb, title=f"{result.step} ({mode})", summary_html=_summary_html(result, mode)),
