@@ -24,7 +24,7 @@ from runbook_lib.errors import LockHeld
 pytestmark = pytest.mark.e2e
 
 #: step 3's first Graph read, held long enough for a signal to arrive while it is in flight
-SLOW_STEP3 = {"method": "GET", "path": "^/v1.0/users/", "delay": 8, "times": 1}
+SLOW_STEP3 = {"method": "GET", "path": "^/v1.0/users/", "delay": 5, "times": 1}
 
 
 def start_run(tmp_path: Path, raw: dict, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:

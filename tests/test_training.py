@@ -58,21 +58,25 @@ def test_a_trainee_breaks_diagnoses_and_repairs_each_classic_mistake(tmp_path, c
     trainee = tmp_path / "trainee-test.yaml"
     trainee.write_text(yaml.safe_dump(raw))
 
-    def run(steps, **overrides):
-        raw.update(overrides)
-        return runner.run(params.validate(raw), archive=archive, steps=steps, progress=lambda _: None).steps
+    with runner.Kernel() as kernel:  # one kernel for the whole session, as a trainee's JupyterLab has
 
-    state.reset("trainee-test")
-    assert [s.status for s in run(list(params.STEP_NAMES))] == ["ok"] * 6
-    for fault, (check, notebook, repair, overrides) in EXERCISES.items():
-        assert cli.main(["sandbox", "break", str(trainee), fault]) == 0
-        verify, troubleshoot = run(VERIFY)
-        failed = [c.check for c in verify.checks if c.verdict == "fail"]
-        assert verify.status == "failed" and check in failed, (fault, failed)
-        assert notebook in {f.notebook for f in troubleshoot.findings}, fault
-        assert all(s.status == "ok" for s in run(repair, **overrides)), fault
-        [verified] = run(["05_verify"])
-        assert verified.status == "ok", (fault, verified.error)
+        def run(steps, **overrides):
+            raw.update(overrides)
+            return runner.run(
+                params.validate(raw), archive=archive, steps=steps, progress=lambda _: None, kernel=kernel
+            ).steps
+
+        state.reset("trainee-test")
+        assert [s.status for s in run(list(params.STEP_NAMES))] == ["ok"] * 6
+        for fault, (check, notebook, repair, overrides) in EXERCISES.items():
+            assert cli.main(["sandbox", "break", str(trainee), fault]) == 0
+            verify, troubleshoot = run(VERIFY)
+            failed = [c.check for c in verify.checks if c.verdict == "fail"]
+            assert verify.status == "failed" and check in failed, (fault, failed)
+            assert notebook in {f.notebook for f in troubleshoot.findings}, fault
+            *repaired, verified = run([*repair, "05_verify"], **overrides)  # repair, then verify again
+            assert all(s.status == "ok" for s in repaired), fault
+            assert verified.status == "ok", (fault, verified.error)
     capsys.readouterr()
     assert cli.main(["sandbox", "reset", str(trainee)]) == 0
     assert "trainee-test: sandbox reset" in capsys.readouterr().out
