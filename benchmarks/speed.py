@@ -398,8 +398,8 @@ def checkout() -> str:
 def machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"machine: {os.cpu_count()} cores, load average {load} (1, 5, 15 min), Python {platform.python_version()} "
-        f"({sys.executable}), kernel {runner.kernel_name()}, kit at {checkout()}"
+        f"machine: {os.cpu_count()} cores, load average {load} (1, 5, 15 min), Python {platform.python_version()}, "
+        f"kernel {runner.kernel_name()}, kit at {checkout()}"
     )
 
 

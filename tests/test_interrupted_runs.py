@@ -20,6 +20,9 @@ import yaml
 
 from runbook_lib import batch, cli, journal, locks, params, records, runner
 from runbook_lib.errors import LockHeld
+from runbook_lib.sandbox import state
+
+from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -64,8 +67,15 @@ def slowed(sandbox):
     return sandbox
 
 
-def test_ctrl_c_after_step_2_seals_an_interrupted_record_with_its_changes(tmp_path, live_raw, slowed):
-    process, archive = start_run(tmp_path, live_raw, {"RUNBOOK_STATE": str(tmp_path / "state")})
+def test_ctrl_c_after_step_2_seals_an_interrupted_record_with_its_changes(tmp_path, monkeypatch):
+    """In sandbox mode, as a trainee runs it: the trainee's simulated tenant is slowed in step 3 beforehand."""
+    monkeypatch.setenv("RUNBOOK_STATE", str(tmp_path / "state"))
+    raw = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
+    raw.update(tenant="contoso", secret_store={"file": str(tmp_path / "secrets" / "trainee.secret")})
+    tenant = state.load("contoso", ROOT / "recordings" / "contoso" / "tenant.yaml")
+    tenant.faults.append(dict(SLOW_STEP3))
+    state.save("contoso", tenant)
+    process, archive = start_run(tmp_path, raw, {"RUNBOOK_STATE": str(tmp_path / "state")})
     wait_for(lambda: in_step3(archive))
     time.sleep(1)  # step 3's slow read is in flight
     process.send_signal(signal.SIGINT)
@@ -75,7 +85,7 @@ def test_ctrl_c_after_step_2_seals_an_interrupted_record_with_its_changes(tmp_pa
     [record] = records.record_dirs(archive, "contoso")
     assert records.is_sealed(record) and not [p for p in (archive / "contoso").iterdir() if p.name.startswith(".")]
     manifest = records.read_manifest(record)
-    assert manifest["status"] == "interrupted"
+    assert manifest["status"] == "interrupted" and manifest["mode"] == "sandbox"
     by_step = {s["step"]: s for s in manifest["steps"]}
     assert [c["action"] for c in by_step["02_azure_app_registration"]["changes"]] == ["created"] * 4
     assert by_step["03_office365_mailbox"]["status"] == "interrupted"
