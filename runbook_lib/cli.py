@@ -244,6 +244,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _record_options(p: argparse.ArgumentParser) -> None:
+    """Where records go, how they are signed, and how long a run waits for the tenant's lock."""
+    p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
+    p.add_argument("--sign-key", help=f"Ed25519 private key to sign records with (or ${SIGNING_KEY_ENV})")
+    p.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another run of the same tenant to finish (default: stop at once, naming it)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="runbook",
@@ -263,15 +276,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("params")
         p.add_argument("--mode", choices=get_args(params_mod.Mode), help="override the file's mode")
         p.add_argument("--steps", nargs="+", choices=registry.NAMES, help="run only these steps, in this order")
-        p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
-        p.add_argument("--sign-key", help=f"Ed25519 private key to sign the record with (or ${SIGNING_KEY_ENV})")
-        p.add_argument(
-            "--wait",
-            type=_seconds,
-            default=0.0,
-            metavar="SECONDS",
-            help="wait this long for another run of the tenant to finish (default: stop at once)",
-        )
+        _record_options(p)
         p.set_defaults(func=func)
     p = sub.add_parser("batch", help="run many tenants in parallel; summary table and a batch record")
     p.add_argument("params", nargs="*")
@@ -284,15 +289,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cell-timeout", type=_positive, default=600, help="seconds a notebook cell may run (default 600)")
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the tenants on a Dask cluster (extra 'dask')")
-    p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
-    p.add_argument("--sign-key", help=f"Ed25519 private key to sign the records with (or ${SIGNING_KEY_ENV})")
-    p.add_argument(
-        "--wait",
-        type=_seconds,
-        default=0.0,
-        metavar="SECONDS",
-        help="a tenant whose lock another run holds waits this long for it (default: it fails at once)",
-    )
+    _record_options(p)
     p.set_defaults(func=cmd_batch)
     p = sub.add_parser("records", help="list a tenant's records and their status (seals any a killed run left)")
     p.add_argument("tenant")

@@ -14,7 +14,7 @@ import string
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import cloud
 from .messages import Request, Response, parse_iso
@@ -364,21 +364,7 @@ class Identity:
         oid = user["id"] if user else str(uuid.uuid5(uuid.NAMESPACE_URL, upn))
         name = "Tenant Administrator" if upn == self._operator_upn() else upn.split("@")[0]
         now = int(self.t.now().timestamp())
-        access = self.t.sign(
-            {
-                "aud": resource,
-                "iss": f"https://sts.windows.net/{self.t.tenant_id}/",
-                "iat": now,
-                "nbf": now,
-                "exp": now + 3599,
-                "appid": client_id,
-                "oid": oid,
-                "scp": " ".join(scopes),
-                "tid": self.t.tenant_id,
-                "upn": upn,
-                "ver": "1.0",
-            }
-        )
+        access = self._access_token(resource, client_id, oid, scp=" ".join(scopes), upn=upn)
         id_token = self.t.sign(
             {
                 "aud": client_id,
@@ -411,9 +397,10 @@ class Identity:
             },
         )
 
-    def _app_token(self, client_id: str, resource: str, roles: list[str]) -> Response:
+    def _access_token(self, resource: str, client_id: str, oid: str, **claims: Any) -> str:
+        """A v1 access token for ``resource`` (its audience, whatever host served it), signed by this tenant."""
         now = int(self.t.now().timestamp())
-        access = self.t.sign(
+        return self.t.sign(
             {
                 "aud": resource,
                 "iss": f"https://sts.windows.net/{self.t.tenant_id}/",
@@ -421,12 +408,15 @@ class Identity:
                 "nbf": now,
                 "exp": now + 3599,
                 "appid": client_id,
-                "oid": self._app_oid(client_id),
-                "roles": roles,
+                "oid": oid,
                 "tid": self.t.tenant_id,
                 "ver": "1.0",
+                **claims,
             }
         )
+
+    def _app_token(self, client_id: str, resource: str, roles: list[str]) -> Response:
+        access = self._access_token(resource, client_id, self._app_oid(client_id), roles=roles)
         return Response(
             200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": access}
         )
