@@ -49,10 +49,6 @@ class Endpoints:
         return f"{self.graph_url}/v1.0"
 
     @property
-    def token_url(self) -> str:
-        return f"{self.authority}/oauth2/v2.0/token"
-
-    @property
     def authorize_url(self) -> str:
         """The authorize URL as the kit reaches it (the verify probe)."""
         return f"{self.authority}/oauth2/v2.0/authorize"

@@ -54,11 +54,6 @@ class Executor:
             record=step.record,
         )
 
-    @property
-    def planning(self) -> bool:
-        """True in plan mode: nothing is written."""
-        return not self.apply_writes
-
     def apply(self, change: Change) -> tuple[Change, Any]:
         """Apply one change; returns it as it now stands and the write's answer (None when nothing was sent)."""
         write = change.write
