@@ -418,7 +418,7 @@ def run(
                 else "failed"
             )
         except KeyboardInterrupt:
-            stop_now()  # a kernel this run shares with others (a batch worker's) would go on with the cell
+            stop_now()  # a kernel the run did not start (one it was given) would otherwise go on with the cell
             status, note = "interrupted", "stopped at once (a second Ctrl-C, or SIGTERM)"
         except BaseException as crash:
             note = f"the runner stopped on an unexpected error: {type(crash).__name__}: {str(crash)[:200]}"
