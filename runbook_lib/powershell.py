@@ -117,6 +117,49 @@ if ($default.AutoForwardingMode -ne 'On') {{
 }}
 """
 
+BLOCKERS = """
+# 4. Read only: what else can stop mail, which this script does not change.
+$warnings = 0
+if ((Get-TransportConfig).SmtpClientAuthenticationDisabled) {{
+    Write-Host "SMTP AUTH is off tenant-wide; the mailbox's own setting (section 1) wins over it"
+}}
+#    The remote domain Exchange applies to the forwarding address (the most specific match) must allow
+#    automatic forwarding.
+$domain = ($forward -replace '^smtp:', '').Split('@')[-1]
+$remote = Get-RemoteDomain | Where-Object {{
+    $_.DomainName -eq $domain -or $_.DomainName -eq '*' -or
+    ($_.DomainName.StartsWith('*.') -and $domain.EndsWith($_.DomainName.Substring(1)))
+}} | Sort-Object {{ $_.DomainName.Length }} -Descending | Select-Object -First 1
+if ($remote -and -not $remote.AutoForwardEnabled) {{
+    Write-Warning "Remote domain $($remote.Identity) ($($remote.DomainName)) blocks automatic forwarding to $domain"
+    $warnings++
+}}
+#    Enforced mail flow rules that redirect, reject, delete or quarantine mail may stop the forwarded copy.
+Get-TransportRule | Where-Object {{
+    $_.State -eq 'Enabled' -and $_.Mode -eq 'Enforce' -and
+    ($_.RedirectMessageTo -or $_.RejectMessageReasonText -or $_.RejectMessageEnhancedStatusCode -or
+     $_.DeleteMessage -or $_.Quarantine) -and
+    (-not $_.From -or @($_.From) -contains $mailbox)
+}} | ForEach-Object {{
+    Write-Warning "Mail flow rule '$($_.Name)' may redirect, reject or delete forwarded mail: review it"
+    $warnings++
+}}
+#    Outbound spam rules applied before this one (lower Priority) that cover the sender and do not allow
+#    forwarding win over it.
+$mine = Get-HostedOutboundSpamFilterRule | Where-Object {{ $_.Name -eq {q_rule} }}
+Get-HostedOutboundSpamFilterRule | Where-Object {{
+    $_.State -eq 'Enabled' -and $_.Name -ne {q_rule} -and (-not $mine -or $_.Priority -lt $mine.Priority) -and
+    (@($_.From) -contains $mailbox -or @($_.SenderDomainIs) -contains $mailbox.Split('@')[-1] -or $_.FromMemberOf)
+}} | ForEach-Object {{
+    $mode = (Get-HostedOutboundSpamFilterPolicy -Identity $_.HostedOutboundSpamFilterPolicy).AutoForwardingMode
+    if ($mode -ne 'On') {{
+        Write-Warning "Outbound spam rule '$($_.Name)' (priority $($_.Priority), forwarding $mode) applies first"
+        $warnings++
+    }}
+}}
+Write-Host "Checks of what else can stop mail: $warnings warning(s)"
+"""
+
 UNCHANGED = """
 # {number}. {what}: already as desired when the kit read it; nothing to do.
 """
@@ -153,5 +196,8 @@ def script(settings: Settings, *, tenant: str, version: str, date: str, sections
     ]
     for number, (key, what, text) in enumerate(blocks, start=1):
         parts.append(text if key in sections else UNCHANGED.format(number=number, what=what))
+    if "forwarding" not in sections:  # the checks below need $forward, which section 2 sets
+        parts.append(f"$forward = {quote('smtp:' + settings.forwarding_address)}\n")
+    parts.append(BLOCKERS.format(q_rule=quote("" if settings.use_default_policy else settings.policy)))
     parts.append(FOOTER)
     return "".join(parts)

@@ -6,7 +6,9 @@ in its notebook (which ``runbook run`` reads back) and the record's manifest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
+from datetime import date
 from typing import Any, Literal
 
 from .changes import CHANGED, Change
@@ -31,7 +33,7 @@ class Check:
 
 @dataclass(frozen=True)
 class Finding:
-    """A known error code found in a text, with what it means and what fixes it."""
+    """A known error code found in a text, with what it means, what fixes it and the page that says so."""
 
     code: str
     kind: str
@@ -39,6 +41,7 @@ class Finding:
     fix: str
     notebook: str
     context: str
+    source: str = ""  # empty in records made before findings named their source
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class SecretFacts:
     key_id: str
     store: str
     fingerprint: str = ""
+
+    def days_left(self, on: str) -> int:
+        """Days from ``on`` (an ISO date or time) to the expiry date, as verify counts them: 0 or less, expired."""
+        return (date.fromisoformat(self.expires[:10]) - date.fromisoformat(on[:10])).days
 
 
 @dataclass(frozen=True)
@@ -85,8 +92,11 @@ class Facts:
     checklist: dict[str, Any] | None = None
     token_claims: dict[str, Any] | None = None
     authorize_url: str | None = None
+    grants_made: list[str] = field(default_factory=list)  # consents a verify sign-in made, for the record
     diagnosis_source: str | None = None
     retried: str | None = None
+    #: the step's clock when it ended (in replay, the recording's moment): what expiries are counted from
+    as_of: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, text: str) -> None:
@@ -123,12 +133,24 @@ class StepRecord:
     def changed(self) -> list[Change]:
         return [c for c in self.changes if c.action in CHANGED]
 
+    @property
+    def left_undone(self) -> str:
+        """What an ``ok`` step leaves for a person to finish, said after its status: step 4's checklist of the
+        actions done by hand in Webex Connect, not all confirmed."""
+        items = (self.facts.checklist or {}).get("items") or {}
+        return "checklist incomplete" if self.status == "ok" and not all(items.values()) else ""
+
+    @property
+    def status_text(self) -> str:
+        """The status as people read it: ``ok, checklist incomplete``, never a plain ``ok`` that hides it."""
+        return ", ".join(filter(None, [self.status, self.left_undone]))
+
     def summary(self) -> str:
         c = self.counts
         changed = len(self.changed)
         planned = sum(ch.action == "planned" for ch in self.changes)
         text = (
-            f"Step {self.step}: {self.status}; {changed} changed, {planned} planned, "
+            f"Step {self.step}: {self.status_text}; {changed} changed, {planned} planned, "
             f"{len(self.changes) - changed - planned} unchanged; requests: {c.get('reads', 0)} reads, "
             f"{c.get('writes', 0)} writes ({c.get('failed_writes', 0)} failed attempts), "
             f"{c.get('auth', 0)} sign-in, {c.get('retries', 0)} retries"
@@ -136,9 +158,10 @@ class StepRecord:
         return text + (f"\nError: {self.error}" if self.error else "")
 
     def to_json(self) -> dict[str, Any]:
+        """As data; ``status_text`` is there for people reading the JSON (it is derived, and not read back)."""
         data = asdict(self)
         data["changes"] = [c.as_dict() for c in self.changes]
-        return data
+        return {"step": self.step, "status": self.status, "status_text": self.status_text, **data}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepRecord:
@@ -153,3 +176,9 @@ class StepRecord:
             error=data.get("error"),
             artifacts=data.get("artifacts") or {},
         )
+
+
+def run_status_text(status: str, steps: Iterable[StepRecord]) -> str:
+    """A run's status as people read it: ``ok`` qualified by what its steps left for a person to finish."""
+    undone = dict.fromkeys(s.left_undone for s in steps if s.left_undone)
+    return ", ".join([status, *undone]) if status == "ok" else status

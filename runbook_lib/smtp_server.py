@@ -93,3 +93,7 @@ class ReplayHandler:
     async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
         reply = self.transcript.get("auth") or {"code": 535, "message": "5.7.3 Authentication unsuccessful"}
         return AuthResult(success=reply["code"] == 235, handled=False, message=f"{reply['code']} {reply['message']}")
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = self.transcript.get("sent") or {"code": 554, "message": "5.6.0 no message was recorded"}
+        return f"{reply['code']} {reply['message']}"

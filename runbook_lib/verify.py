@@ -22,9 +22,10 @@ from urllib.parse import urlencode
 import msal
 import pandas as pd
 
-from . import auth, client_secrets, diagnose, entra, exchange, knowledge, registry, secrets, smtp
+from . import auth, blockers, client_secrets, diagnose, entra, exchange, knowledge, registry, secrets, smtp
 from .changes import Change
 from .errors import AuthError, StepFailed
+from .graph import odata_quote
 from .params import GUID_RE
 from .results import Check, Finding, Verdict
 
@@ -68,8 +69,11 @@ class Checks:
         return pd.DataFrame([c.__dict__ for c in self.items], columns=["check", "verdict", "detail", "fix", "notebook"])
 
 
-def application_drift(step: Step, checks: Checks) -> dict[str, Any] | None:
-    """Step 2's desired state against the tenant now; returns the application for the later checks."""
+def application_drift(
+    step: Step, checks: Checks
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, entra.ExchangeOnline]:
+    """Step 2's desired state against the tenant now; returns the application, its service principal and
+    Exchange Online's, for the later checks."""
     exo = entra.exchange_online(step)
     app = entra.find_application(step)
     app_change = entra.diff_application(app, entra.desired_application(step, exo))
@@ -83,25 +87,52 @@ def application_drift(step: Step, checks: Checks) -> dict[str, Any] | None:
     if step.params.consent == "admin":
         changes.append(entra.diff_smtp_send_grant(sp_id, entra.find_smtp_send_grant(step, sp, exo), exo))
     checks.drift(changes, "application_drift")
-    return app
+    return app, sp, exo
 
 
-def user_consent(step: Step, checks: Checks) -> None:
-    """Can the mailbox user consent at Generate Token (or has tenant-wide consent made that moot)?"""
-    consent = entra.user_consent(step)
-    if step.params.consent == "admin":
-        checks.add("user consent", "pass", f"tenant-wide consent is used (user consent policy: {consent.policy})")
-    elif consent.mailbox_user_can_consent is False:
-        checks.add("user consent", "fail", consent.explanation, code="user_consent_off")
-    elif consent.mailbox_user_can_consent is None:
-        checks.add("user consent", "warn", consent.explanation, code="user_consent_off")
+def smtp_send_grants(step: Step, sp: dict[str, Any] | None, exo: entra.ExchangeOnline) -> list[dict[str, Any]]:
+    """The SMTP.Send consents that let the mailbox user's token be issued: tenant-wide, or the user's own."""
+    if sp is None:
+        return []
+    user_id = (step.facts.mailbox_user or {}).get("id")
+    grants = step.graph.get_all("/oauth2PermissionGrants", params={"$filter": f"clientId eq {odata_quote(sp['id'])}"})
+    return [
+        g
+        for g in grants
+        if g.get("resourceId") == exo.sp_id
+        and "smtp.send" in str(g.get("scope", "")).lower().split()
+        and (g.get("consentType") == "AllPrincipals" or g.get("principalId") == user_id)
+    ]
+
+
+def describe_grant(grant: dict[str, Any]) -> str:
+    who = "an administrator, for every user" if grant.get("consentType") == "AllPrincipals" else "the mailbox user"
+    return f"consented by {who} (grant {grant.get('id')}, scope {grant.get('scope')})"
+
+
+def consent(step: Step, checks: Checks, grants: list[dict[str, Any]]) -> None:
+    """Consent as it is: has SMTP.Send been consented for the mailbox user (their own grant or an admin's)?
+    If not yet, whether the policy will let the user consent at Generate Token."""
+    if grants:
+        checks.add("SMTP.Send consent", "pass", "; ".join(describe_grant(g) for g in grants))
+        return
+    policy = entra.user_consent(step)
+    if policy.mailbox_user_can_consent is False:
+        checks.add("SMTP.Send consent", "fail", f"not consented, and {policy.explanation}", code="user_consent_off")
+    elif policy.mailbox_user_can_consent is None:
+        checks.add("SMTP.Send consent", "warn", f"not consented yet, and {policy.explanation}", code="user_consent_off")
     else:
-        checks.add("user consent", "pass", consent.explanation)
+        checks.add(
+            "SMTP.Send consent",
+            "warn",
+            "not consented yet: the mailbox user consents at Webex Connect's Generate Token (the policy lets "
+            "users consent to any app); until then Webex Connect has no token",
+            code="consent_pending",
+        )
 
 
 def mailbox_drift(step: Step, checks: Checks) -> None:
     """Step 3's settings, read back when the admin API is in use; otherwise not tested here."""
-    exchange.check_mailbox_user(step)
     if step.params.mailbox.apply_with != "adminapi":
         checks.add(
             "mailbox settings",
@@ -206,10 +237,24 @@ def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, s
     )
 
 
-def smtp_checks(step: Step, checks: Checks, app: dict[str, Any] | None) -> None:
-    """STARTTLS and XOAUTH2 offered; then, if the mailbox signed in, AUTH XOAUTH2 itself."""
+def smtp_checks(
+    step: Step, checks: Checks, app: dict[str, Any] | None, sp: dict[str, Any] | None, exo: entra.ExchangeOnline
+) -> None:
+    """STARTTLS and XOAUTH2 offered; then, if the mailbox signed in, AUTH XOAUTH2 itself (and the optional
+    test message). A consent the sign-in made is the same one Generate Token needs; it is recorded."""
+    before = smtp_send_grants(step, sp, exo)
     token, why_not = mailbox_token(step, app)
-    transcript = smtp.probe(step, token)
+    if token is not None:
+        known = {g.get("id") for g in before}
+        made = [g for g in smtp_send_grants(step, sp, exo) if g.get("id") not in known]
+        step.facts.grants_made = [describe_grant(g) for g in made]
+        for grant in made:
+            step.facts.warn(
+                f"the test sign-in made a consent: {describe_grant(grant)}. Webex Connect's Generate Token needs "
+                "the same one; to take it back, delete the grant (Graph DELETE /oauth2PermissionGrants/{id}) or "
+                "revoke it in Microsoft Entra admin center > Enterprise applications > Permissions"
+            )
+    transcript = smtp.probe(step, token, step.params.verify.test_message_to)
     e = step.endpoints
     offered = smtp.offers_xoauth2(transcript["features_tls"])
     checks.add(
@@ -226,11 +271,24 @@ def smtp_checks(step: Step, checks: Checks, app: dict[str, Any] | None) -> None:
     text = f"{reply['code']} {reply['message']}"
     if reply["code"] == 235:
         checks.add("SMTP AUTH XOAUTH2", "pass", text)
+        test_message(checks, transcript.get("sent"))
         return
     finding = next(iter(diagnose.diagnose(text)), None)
     checks.add(
         "SMTP AUTH XOAUTH2", "fail", text, code=finding.code if finding else "smtp_auth_failed", explained=finding
     )
+
+
+def test_message(checks: Checks, sent: dict[str, Any] | None) -> None:
+    """The optional test message: accepted for delivery, or refused with Exchange's reason."""
+    if sent is None:
+        return
+    text = f"to {sent['to']}: {sent['code']} {sent['message']}"
+    if 200 <= sent["code"] < 300:
+        checks.add("test message", "pass", f"accepted for delivery {text}; check it arrived")
+        return
+    finding = next(iter(diagnose.diagnose(f"{sent['code']} {sent['message']}")), None)
+    checks.add("test message", "fail", text, code=finding.code if finding else "test_message", explained=finding)
 
 
 def authorize_url(step: Step, checks: Checks, app: dict[str, Any] | None) -> str:
@@ -272,11 +330,15 @@ def authorize_url(step: Step, checks: Checks, app: dict[str, Any] | None) -> str
 def run_checks(step: Step) -> pd.DataFrame:
     """Every check, in the order a person would look; returns the verdict table."""
     checks = Checks(step)
-    app = application_drift(step, checks)
-    user_consent(step, checks)
+    exchange.check_mailbox_user(step)
+    app, sp, exo = application_drift(step, checks)
+    consent(step, checks, smtp_send_grants(step, sp, exo))
+    blockers.security_defaults(step, checks)
+    blockers.conditional_access(step, checks, app)
     mailbox_drift(step, checks)
+    blockers.forwarding(step, checks)
     secret_and_token(step, checks, app)
-    smtp_checks(step, checks, app)
+    smtp_checks(step, checks, app, sp, exo)
     authorize_url(step, checks, app)
     return checks.table()
 

@@ -158,3 +158,48 @@ def test_a_brand_new_secret_is_waited_for_within_bounds_saying_so(tmp_path, monk
     waits = step.transport.counts.waits
     assert waits and {w["code"] for w in waits} == {"AADSTS7000215"} and sum(w["wait_seconds"] for w in waits) <= 300
     assert "does not honour the new secret yet" in capsys.readouterr().out
+
+
+def _verify_fabrikam(tmp_path: Path, seed: dict, **verify_options) -> tuple[Step, SimulatedTenant]:
+    """Step 5 live against the configured fabrikam tenant as ``seed`` changes it, with the store's secret."""
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
+        p = live_params(tmp_path, sandbox.endpoints(), tenant="fabrikam", verify=verify_options)
+        secrets.write(p.secret_store, seed["applications"][0]["secrets"][0]["value"])
+        step = Step("05_verify", p)
+        verify.run_checks(step)
+        step.finish()
+        return step, sandbox.tenant
+
+
+def test_the_mailbox_sign_in_records_the_consent_it_made_and_sends_the_test_message(tmp_path):
+    seed = seed_of("fabrikam")
+    del seed["applications"][0]["consented_by"]  # nobody has run Generate Token yet
+    step, tenant = _verify_fabrikam(tmp_path, seed, mailbox_sign_in=True, test_message_to="webex-test@fabrikam.example")
+    checks = {c.check: c for c in step.result.checks}
+    assert checks["SMTP.Send consent"].verdict == "warn"  # read before the sign-in: not consented yet
+    [made] = step.facts.grants_made
+    assert "consented by the mailbox user" in made and "SMTP.Send" in made
+    assert any(
+        "the test sign-in made a consent" in w and "DELETE /oauth2PermissionGrants" in w for w in step.facts.warnings
+    )
+    assert [g["consentType"] for g in tenant.grants] == ["Principal"]
+    assert checks["SMTP AUTH XOAUTH2"].verdict == "pass" and checks["test message"].verdict == "pass"
+    assert tenant.sent == [
+        {
+            "from": "support@fabrikam.onmicrosoft.com",
+            "to": ["webex-test@fabrikam.example"],
+            "subject": "Webex Connect email app: test message for fabrikam",
+        }
+    ]
+
+
+def test_without_consent_and_without_user_consent_the_smtp_login_is_not_tested_and_consent_fails(tmp_path):
+    seed = seed_of("fabrikam")
+    seed["user_consent"] = "off"
+    del seed["applications"][0]["consented_by"]
+    step, tenant = _verify_fabrikam(tmp_path, seed, mailbox_sign_in=True)
+    checks = {c.check: c for c in step.result.checks}
+    assert checks["SMTP.Send consent"].verdict == "fail" and checks["SMTP.Send consent"].code == "user_consent_off"
+    smtp_auth = checks["SMTP AUTH XOAUTH2"]
+    assert smtp_auth.verdict == "not tested" and "AADSTS65001" in smtp_auth.detail
+    assert tenant.grants == [] and step.facts.grants_made == []

@@ -450,3 +450,111 @@ def test_trainees_seeded_alike_get_secrets_of_their_own(tmp_path, monkeypatch):
     assert again.salt == first.salt and again.secret_text() == first.secret_text()
     direct = [SimulatedTenant(seed_of("fabrikam")).secret_text() for _ in range(2)]
     assert direct[0] == direct[1]  # recordings stay reproducible
+
+
+# --- consent is given by someone, and recorded --------------------------------------------------
+
+
+def _webex_app(seed: dict[str, Any], **spec: Any) -> None:
+    seed["applications"] = [
+        {"display_name": "Webex Connect Email", "public_client": True, "exchange_scopes": ["SMTP.Send"], **spec}
+    ]
+
+
+@pytest.mark.parametrize("policy", ["legacy", "low", "off"])
+def test_a_mailbox_sign_in_needs_consent_and_a_user_consent_is_recorded(seed, policy):
+    seed["user_consent"] = policy
+    _webex_app(seed, service_principal=True)
+    with served(seed) as sandbox:
+        client = Client(sandbox, "direct")
+        app_id = sandbox.tenant.applications[0]["appId"]
+        flow = client.sign_in(app_id, SMTP_SEND)
+        if policy != "legacy":  # an unverified application: users may not consent; an admin must
+            text = aadsts_body(flow, "invalid_grant", 65001)
+            assert f"has not consented to use the application with ID '{app_id}'" in text
+            assert sandbox.tenant.grants == []
+            return
+        assert "access_token" in flow
+        [grant] = sandbox.tenant.grants
+        user = sandbox.tenant.users["support@contoso.onmicrosoft.com"]
+        assert (grant["consentType"], grant["principalId"], grant["scope"]) == ("Principal", user["id"], "SMTP.Send")
+        client.sign_in(app_id, SMTP_SEND)
+        assert len(sandbox.tenant.grants) == 1  # consented once
+
+
+def test_a_tenant_wide_grant_lets_the_mailbox_sign_in_without_user_consent(seed):
+    seed["user_consent"] = "off"
+    _webex_app(seed, service_principal=True, granted_scopes=["SMTP.Send"])
+    with served(seed) as sandbox:
+        flow = Client(sandbox, "direct").sign_in(sandbox.tenant.applications[0]["appId"], SMTP_SEND)
+        assert "access_token" in flow and [g["consentType"] for g in sandbox.tenant.grants] == ["AllPrincipals"]
+
+
+def aadsts_body(body: dict[str, Any], error: str, code: int) -> str:
+    assert (body["error"], body["error_codes"]) == (error, [code]), body
+    return str(body["error_description"])
+
+
+# --- what else decides whether mail flows --------------------------------------------------------
+
+
+def test_conditional_access_policies_need_policy_read_all(seed):
+    seed["conditional_access"] = [{"displayName": "MFA for everyone", "users": {"includeUsers": ["All"]}}]
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        reader = client.token(GRAPH_CLI, f"{GRAPH}/Policy.Read.All")
+        [policy] = client.graph("GET", "/identity/conditionalAccess/policies", reader).json()["value"]
+        assert policy["state"] == "enabled" and policy["conditions"]["users"]["includeUsers"] == ["All"]
+        assert policy["grantControls"]["builtInControls"] == ["mfa"]
+    seed["operator"]["scopes"] = ["User.Read.All"]
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        users_only = client.token(GRAPH_CLI, f"{GRAPH}/User.Read.All")
+        refused = client.graph("GET", "/identity/conditionalAccess/policies", users_only)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "Authorization_RequestDenied"
+
+
+def test_every_organization_has_a_default_remote_domain_and_its_mail_flow_rules(seed):
+    seed["remote_domains"] = [{"Identity": "Default", "AutoForwardEnabled": False}]
+    seed["transport_rules"] = [{"Name": "b", "Priority": 1}, {"Name": "a", "Priority": 0}]
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        token = client.token(EXO_POWERSHELL, f"{EXCHANGE}/.default")
+        [default] = client.cmdlet(token, "Get-RemoteDomain").json()["value"]
+        assert (default["DomainName"], default["AutoForwardEnabled"]) == ("*", False)
+        assert client.cmdlet(token, "Get-RemoteDomain", Identity="Nowhere").status_code == 404
+        rules = client.cmdlet(token, "Get-TransportRule").json()["value"]
+        assert [r["Name"] for r in rules] == ["a", "b"]  # in priority order
+
+
+def test_exchange_accepts_a_message_only_from_the_authenticated_mailbox(seed):
+    import smtplib
+    import ssl
+
+    from runbook_lib import smtp
+
+    _webex_app(seed, service_principal=True)
+    seed["users"][0]["smtp_auth_disabled"] = False
+    with served(seed) as sandbox:
+        token = Client(sandbox, "direct").token(sandbox.tenant.applications[0]["appId"], SMTP_SEND)
+        context = ssl.create_default_context(cafile=sandbox.ca_bundle)
+        with smtplib.SMTP("127.0.0.1", sandbox.smtp_port, timeout=10) as client:
+            client.starttls(context=context)
+            client.ehlo()
+            assert client.mail("support@contoso.onmicrosoft.com")[0] == 250
+            client.rcpt("someone@example.com")
+            code, reply = client.data(b"Subject: before AUTH\r\n\r\nhello\r\n")
+            assert (code, reply[:6]) == (530, b"5.7.57")
+            client.rset()
+            assert client.docmd("AUTH", "XOAUTH2 " + smtp.xoauth2("support@contoso.onmicrosoft.com", token))[0] == 235
+            client.mail("ceo@contoso.onmicrosoft.com")
+            client.rcpt("someone@example.com")
+            code, reply = client.data(b"Subject: as someone else\r\n\r\nhello\r\n")
+            assert (code, reply[:9]) == (554, b"5.2.252 S")
+            client.rset()
+            client.mail("support@contoso.onmicrosoft.com")
+            client.rcpt("someone@example.com")
+            assert client.data(b"Subject: a test\r\n\r\nhello\r\n")[0] == 250
+        assert sandbox.tenant.sent == [
+            {"from": "support@contoso.onmicrosoft.com", "to": ["someone@example.com"], "subject": "a test"}
+        ]

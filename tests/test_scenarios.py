@@ -251,6 +251,17 @@ VERIFY = {
         ["mailbox_external_forwarding"],
         ["03_office365_mailbox"],
     ),
+    # configured as the kit wants, yet security defaults, a remote domain and an earlier spam rule stop mail
+    "wideworld": (
+        [
+            "security defaults",
+            "remote domain Webex Connect",
+            "outbound spam rule: Strict outbound",
+            "SMTP AUTH XOAUTH2",
+        ],
+        ["security_defaults_on", "remote_domain_blocks", "spam_rule_first", "5.7.139"],
+        ["03_office365_mailbox"],
+    ),
 }
 
 
@@ -306,3 +317,29 @@ def test_a_shared_mailbox_is_recognised_by_exchange_and_explained(replayed):
     graph_says, exchange_says = step.facts.warnings
     assert "Graph cannot tell which" in graph_says and "Get-Mailbox decides" in graph_says
     assert "shared mailbox" in exchange_says and "Login ID" in exchange_says
+
+
+def test_what_blocks_mail_beyond_the_kits_settings_is_judged(replayed):
+    checks = {c.check: c for c in replayed("wideworld").steps["05_verify"].checks}
+    assert "Exchange Online refuses SMTP AUTH for every mailbox" in checks["security defaults"].detail
+    assert "Entra admin center" in checks["security defaults"].fix
+    # Conditional Access is listed read-only: the MFA policy applies; the legacy-authentication one does not
+    assert checks["Conditional Access: Require MFA for all users"].verdict == "warn"
+    assert not any("Block legacy authentication" in name for name in checks)
+    assert checks["mail flow rule: Quarantine auto-forwarded mail"].verdict == "warn"
+    assert checks["SMTP.Send consent"].verdict == "pass" and "the mailbox user" in checks["SMTP.Send consent"].detail
+
+
+def test_a_healthy_tenant_passes_the_new_checks_and_its_test_message_is_accepted(replayed):
+    step = replayed("fabrikam").steps["05_verify"]
+    checks = {c.check: c.verdict for c in step.checks}
+    for name in ("security defaults", "Conditional Access", "remote domain", "mail flow rules", "SMTP.Send consent"):
+        assert checks[name] == "pass", name
+    assert checks["test message"] == "pass" and step.facts.grants_made == []
+
+
+def test_consent_is_read_as_it_is_not_as_the_policy_suggests(replayed):
+    checks = {c.check: c for c in replayed("contoso").steps["05_verify"].checks}
+    consent = checks["SMTP.Send consent"]
+    assert consent.verdict == "warn" and "not consented yet" in consent.detail and "Generate Token" in consent.detail
+    assert checks["external forwarding blockers"].verdict == "not tested"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import cloud
+from .mailboxes import KINDS
 from .messages import Request, Response, parse_iso
 from .tokens import b64url_json
 
@@ -42,6 +43,11 @@ SIGN_INS: dict[str, tuple[str, list[str] | None]] = {
     cloud.SMTP: ("mailbox", ["SMTP.Send"]),  # the mailbox user, as at Generate Token
 }
 PAGE = "<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body>{}</body></html>"
+
+
+def mailbox_upn(tenant: SimulatedTenant) -> str:
+    """Who a sign-in for SMTP.Send signs in as (the mailbox user, as at Generate Token): the seed's first user."""
+    return str(next(iter(tenant.users.values()))["userPrincipalName"])
 
 
 class Refused(Exception):
@@ -285,14 +291,78 @@ class Identity:
             )
         del self.devices[code]
         who, scopes = SIGN_INS[device.resource]
-        upn = next(iter(self.t.users.values()))["userPrincipalName"] if who == "mailbox" else self._operator_upn()
+        upn = mailbox_upn(self.t) if who == "mailbox" else self._operator_upn()
+        self._may_sign_in(device.client_id, upn)
+        if who == "mailbox":
+            self._consent(device.client_id, upn, scopes or [])
         return self._user_tokens(device.client_id, scopes or self._operator_scopes(), device.resource, upn)
 
+    def _consent(self, client_id: str, upn: str, scopes: list[str]) -> None:
+        """A user signing in to the tenant's own application needs consent for its scopes: a tenant-wide grant,
+        or their own. Without one, the user consents when the policy lets users consent to any app (Entra ID
+        then records a Principal grant for that user), else the sign-in is refused for want of consent."""
+        app = self.t.application("appId", client_id)
+        user = self.t.user(upn)
+        if app is None or user is None or self.t.exchange_sp is None:
+            return
+        app_sp = next((sp for sp in self.t.service_principals if sp["appId"] == client_id), None)
+        wanted = set(scopes)
+        held = {
+            name
+            for grant in self.t.grants
+            if app_sp is not None
+            and grant["clientId"] == app_sp["id"]
+            and grant["resourceId"] == self.t.exchange_sp["id"]
+            and (grant["consentType"] == "AllPrincipals" or grant["principalId"] == user["id"])
+            for name in grant["scope"].split()
+        }
+        if wanted <= held:
+            return
+        if self.t.seed.get("user_consent", "legacy") != "legacy":
+            raise self._refuse(
+                400,
+                "invalid_grant",
+                65001,
+                f"The user or administrator has not consented to use the application with ID '{client_id}' "
+                f"named '{app['displayName']}'. Send an interactive authorization request for this user and "
+                "resource.",
+            )
+        app_sp = app_sp or self.t.new_sp(app)  # consenting makes the application's service principal too
+        self.t.grants.append(self.t.grant(app_sp["id"], " ".join(sorted(wanted)), principal=user["id"]))
+
     def _refresh_grant(self, request: Request) -> Response:
-        grant = self.refresh_tokens.pop(request.form("refresh_token"), None)
+        grant = self.refresh_tokens.get(request.form("refresh_token"))
         if grant is None:
             return self._error(400, "invalid_grant", 700082, "The refresh token has expired due to inactivity.")
+        self._may_sign_in(request.form("client_id"), grant[2])  # refused, the refresh token stays valid
+        del self.refresh_tokens[request.form("refresh_token")]
         return self._user_tokens(request.form("client_id"), *grant)
+
+    def _may_sign_in(self, client_id: str, upn: str) -> None:
+        """Before consent, Entra ID refuses a user whose account is disabled (AADSTS50057: sign-in blocked, as
+        for a shared mailbox) and, for an application that requires assignment, a user not assigned to it
+        (AADSTS50105); both at every sign-in and every token refresh."""
+        user = self.t.user(upn)
+        if user is None:
+            return
+        if not (user["accountEnabled"] and KINDS[user["mailbox"]].sign_in):
+            raise self._refuse(400, "invalid_grant", 50057, "The user account is disabled.")
+        sp = self.t.service_principal(client_id)
+        if (
+            sp
+            and sp.get("appRoleAssignmentRequired")
+            and not any(a["principalId"] == user["id"] and a["resourceId"] == sp["id"] for a in self.t.assignments)
+        ):
+            raise self._refuse(
+                400,
+                "invalid_grant",
+                50105,
+                f"Your administrator has configured the application {sp['displayName']} ('{client_id}') to "
+                "block users unless they are specifically granted ('assigned') access to the application. "
+                f"The signed in user '{upn}' is blocked because they are not a direct member of a group "
+                "with access, nor had access directly assigned by an administrator. Please contact your "
+                "administrator to assign access to this application.",
+            )
 
     def _client_grant(self, request: Request) -> Response:
         client_id, secret = request.form("client_id"), request.form("client_secret")

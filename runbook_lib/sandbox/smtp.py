@@ -87,4 +87,24 @@ class SandboxSMTP:
         except (IndexError, ValueError, KeyError):
             return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode response")
         code, text = xoauth2(self.tenant, user, token)
-        return AuthResult(success=code == 235, handled=False, message=f"{code} {text}")
+        return AuthResult(success=code == 235, handled=False, message=f"{code} {text}", auth_data=user)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        """Exchange accepts a message only from the authenticated mailbox (no Send As here)."""
+        if not session.authenticated:
+            return f"530 5.7.57 Client not authenticated to send mail. {SUFFIX}"
+        if str(envelope.mail_from).lower() != str(session.auth_data).lower():
+            return (
+                f"554 5.2.252 SendAsDenied; {session.auth_data} not allowed to send as {envelope.mail_from}; "
+                f"STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied {SUFFIX}"
+            )
+        subject = next(
+            (
+                line[9:]
+                for line in envelope.content.decode("utf-8", "replace").splitlines()
+                if line.startswith("Subject: ")
+            ),
+            "",
+        )
+        self.tenant.sent.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "subject": subject})
+        return f"250 2.0.0 OK <{self.tenant.new_id()}@{SERVER.split()[0]}> [Hostname={SERVER.split()[0]}]"

@@ -3,7 +3,8 @@
 never by host name.
 
 A seed (``recordings/<tenant>/tenant.yaml``) gives the tenant's IDs, its users and their mailboxes,
-existing applications, the consent policy, the operator's granted scopes, how long the directory
+existing applications (and who consented to them), the consent policy, security defaults, Conditional
+Access policies, remote domains and mail flow rules, the operator's granted scopes, how long the directory
 takes to show a write (``*_lag_seconds``), and injected faults. IDs come from a random source seeded
 with the seed's name, so regenerating the recordings gives the same IDs; secret values come from
 another one, which a trainee's sandbox salts (see :mod:`.state`).
@@ -39,6 +40,8 @@ LAGS: dict[str, float] = {
     "secret_lag_seconds": 0,  # the token endpoint refuses a new secret (AADSTS7000215)
     "role_lag_seconds": 0,  # a new app role assignment is missing from fresh tokens' roles
 }
+#: every Exchange Online organization has this remote domain; it allows automatic forwarding unless changed
+DEFAULT_REMOTE_DOMAIN = {"Identity": "Default", "Name": "Default", "DomainName": "*", "AutoForwardEnabled": True}
 JSON_GRAPH = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 
 
@@ -90,6 +93,17 @@ class SimulatedTenant:
         ]
         self.outbound_policies += [dict(p, IsDefault=False) for p in seed.get("outbound_policies", [])]
         self.outbound_rules = [dict(r) for r in seed.get("outbound_rules", [])]
+        # what else decides whether mail flows: Conditional Access (Graph), remote domains and mail flow rules
+        self.conditional_access = [
+            {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, p["displayName"])), **p}
+            for p in seed.get("conditional_access", [])
+        ]
+        domains = {"Default": dict(DEFAULT_REMOTE_DOMAIN)}  # a seed's "Default" entry changes it
+        for domain in seed.get("remote_domains", []):
+            domains[domain["Identity"]] = {**domains.get(domain["Identity"], {}), **domain}
+        self.remote_domains = list(domains.values())
+        self.transport_rules = [dict(r) for r in seed.get("transport_rules", [])]
+        self.sent: list[dict[str, Any]] = []  # messages accepted by SMTP submission: envelope and subject only
         for app in seed.get("applications", []):
             self._seed_application(app)
         self.services: dict[str, Service] = {
@@ -224,6 +238,8 @@ class SimulatedTenant:
                 self.assignments.append(self.assignment(sp["id"], self.permission_id(role, "Role"), created))
             if spec.get("granted_scopes"):
                 self.grants.append(self.grant(sp["id"], " ".join(spec["granted_scopes"])))
+            for upn in spec.get("consented_by", []):  # users who consented themselves (at Generate Token)
+                self.grants.append(self.grant(sp["id"], "SMTP.Send", principal=self.users[upn.lower()]["id"]))
 
     # --- the directory ------------------------------------------------------------------------
 
@@ -301,13 +317,14 @@ class SimulatedTenant:
             "resourceDisplayName": "Office 365 Exchange Online",
         }
 
-    def grant(self, client_id: str, scope: str) -> dict[str, Any]:
+    def grant(self, client_id: str, scope: str, principal: str | None = None) -> dict[str, Any]:
+        """An oauth2PermissionGrant on Exchange Online: tenant-wide (an admin's), or one user's own consent."""
         assert self.exchange_sp is not None
         return {
             "id": tokens.b64url(uuid.UUID(self.new_id()).bytes + uuid.UUID(self.new_id()).bytes[:8]),
             "clientId": client_id,
-            "consentType": "AllPrincipals",
-            "principalId": None,
+            "consentType": "Principal" if principal else "AllPrincipals",
+            "principalId": principal,
             "resourceId": self.exchange_sp["id"],
             "scope": scope,
         }
