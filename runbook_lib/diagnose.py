@@ -1,4 +1,5 @@
-"""Troubleshooting: find every known error code in any text and say what it means and what fixes it.
+"""Troubleshooting: find every known error code in any text and say what it means, what fixes it and
+which Microsoft or Cisco page says so.
 
 Works on whatever the operator has: a Webex Connect log line, a non-delivery report, an msal error, a
 failed run's record. Unknown text gets an honest "not recognized" and what to collect next.
@@ -27,6 +28,8 @@ COLLECT_NEXT = (
     "Correlation ID or request-id in it, and which step or action produced it; then run "
     "notebook 05_verify for the tenant"
 )
+#: the columns of a diagnosis, in the notebook and on the command line
+COLUMNS = ["code", "meaning", "fix", "notebook", "source"]
 
 
 def _context(text: str, start: int, end: int) -> str:
@@ -45,7 +48,10 @@ def diagnose(text: str) -> list[Finding]:
             return
         context = _context(text, match.start(), match.end())
         entry = entry.refined(context)
-        found[label] = (match.start(), Finding(label, kind, entry.meaning, entry.fix, entry.notebook, context))
+        found[label] = (
+            match.start(),
+            Finding(label, kind, entry.meaning, entry.fix, entry.notebook, context, source=entry.source),
+        )
 
     for match in AADSTS_RE.finditer(text):
         add("aadsts", match.group(1), match, f"AADSTS{match.group(1)}")
@@ -58,7 +64,8 @@ def diagnose(text: str) -> list[Finding]:
 
 
 def table(findings: list[Finding]) -> pd.DataFrame:
-    """Findings as a table, or the "not recognized" row saying what to collect next."""
+    """Findings as a table, each with the page its meaning comes from, or the "not recognized" row
+    saying what to collect next."""
     import pandas as pd
 
     if not findings:
@@ -68,13 +75,13 @@ def table(findings: list[Finding]) -> pd.DataFrame:
                     "code": "(none)",
                     "meaning": "not recognized: no known error code in this text",
                     "fix": f"collect {COLLECT_NEXT}",
-                    "notebook": registry.TROUBLESHOOT,
+                    "notebook": registry.VERIFY,
+                    "source": "",
                 }
-            ]
+            ],
+            columns=COLUMNS,
         )
-    return pd.DataFrame(
-        [{"code": f.code, "meaning": f.meaning, "fix": f.fix, "notebook": f.notebook} for f in findings]
-    )
+    return pd.DataFrame([[getattr(f, column) for column in COLUMNS] for f in findings], columns=COLUMNS)
 
 
 def explain(step: Step, error_text: str = "", run_errors: list[str] | None = None) -> pd.DataFrame:
@@ -87,7 +94,7 @@ def explain(step: Step, error_text: str = "", run_errors: list[str] | None = Non
         if not run_errors:
             step.facts.diagnosis_source = source
             print("Nothing failed in this run: nothing to diagnose.")
-            return pd.DataFrame(columns=["code", "meaning", "fix", "notebook"])
+            return pd.DataFrame(columns=COLUMNS)
     elif error_text.strip():
         source, text = "the error text given", error_text
     else:
@@ -121,12 +128,10 @@ def record_text(record: Path) -> str:
 
 
 def knowledge_table() -> pd.DataFrame:
-    """The whole knowledge base, for reading."""
+    """The whole knowledge base, for reading: each entry with the page it comes from."""
     import pandas as pd
 
     return pd.DataFrame(
-        [
-            {"kind": e.kind, "code": e.code, "meaning": e.meaning, "fix": e.fix, "notebook": e.notebook}
-            for e in knowledge.entries().values()
-        ]
+        [[e.kind, *(getattr(e, column) for column in COLUMNS)] for e in knowledge.entries().values()],
+        columns=["kind", *COLUMNS],
     )

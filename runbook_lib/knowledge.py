@@ -1,4 +1,11 @@
-"""The error knowledge base (``data/errors.yaml``): what a code means and which step fixes it."""
+"""The error knowledge base (``data/errors.yaml``): what a code means, which step fixes it, and where
+Microsoft or Cisco says so.
+
+Every entry names its ``source``, the public page its meaning comes from, so an operator can read the
+vendor's own words and a maintainer can re-check the entry when the vendor changes its behaviour. An
+entry's ``notebook`` is the step that applies the fix; troubleshooting only explains, so it is never named.
+The file is read strictly (no duplicate keys) and checked when first used: a bad entry fails naming it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,22 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import yaml
+from . import registry, strict_yaml
+from .errors import RunbookError
+
+DATA_FILE = "data/errors.yaml"
+#: Entra sign-in codes, SMTP enhanced status codes, Graph error codes, verify's check codes
+KINDS = ("aadsts", "smtp", "graph", "checks")
+REQUIRED = ("meaning", "fix", "notebook", "source")
+ENTRY_KEYS = frozenset({*REQUIRED, "when"})
+#: a variant refines its entry by the words around the code; it may cite its own page
+VARIANT_KEYS = frozenset({*REQUIRED, "contains"})
+#: the steps a fix can point at: every step but troubleshooting itself
+FIXING_STEPS = tuple(name for name in registry.NAMES if name != registry.TROUBLESHOOT)
+
+
+class KnowledgeBaseError(RunbookError):
+    """``data/errors.yaml`` holds an entry the kit cannot use; the message names each one and why."""
 
 
 @dataclass(frozen=True)
@@ -17,6 +39,8 @@ class Entry:
     meaning: str
     fix: str
     notebook: str
+    #: the Microsoft or Cisco page the meaning comes from (an https URL)
+    source: str
     when: tuple[tuple[tuple[str, ...], Entry], ...] = ()
 
     def refined(self, text: str) -> Entry:
@@ -25,19 +49,66 @@ class Entry:
         return next((variant for words, variant in self.when if any(w.lower() in lowered for w in words)), self)
 
 
+def _problems(row: Any, required: tuple[str, ...], allowed: frozenset[str]) -> list[str]:
+    """What is wrong with one entry or variant, in words a maintainer can act on."""
+    if not isinstance(row, dict):
+        return ["must be a mapping of meaning, fix, notebook and source"]
+    found = [f"unknown key {key!r}" for key in row if key not in allowed]
+    found += [f"no {key}" for key in required if not (isinstance(row.get(key), str) and row[key].strip())]
+    source, notebook = row.get("source"), row.get("notebook")
+    if isinstance(source, str) and not source.startswith("https://"):
+        found.append(f"source {source!r} is not an https URL")
+    if notebook is not None and notebook not in FIXING_STEPS:
+        found.append(f"notebook {notebook!r} is not a step that applies a fix ({', '.join(FIXING_STEPS)})")
+    if "contains" in allowed:
+        words = row.get("contains")
+        if not (isinstance(words, list) and words and all(isinstance(w, str) and w for w in words)):
+            found.append("contains must be a non-empty list of words")
+    variants = row.get("when", [])
+    if not isinstance(variants, list):
+        return [*found, "when must be a list of variants"]
+    for index, variant in enumerate(variants):
+        found += [f"when[{index}]: {p}" for p in _problems(variant, REQUIRED[:3], VARIANT_KEYS)]
+    return found
+
+
 def _entry(kind: str, code: str, row: dict[str, Any]) -> Entry:
     variants = tuple(
-        (tuple(v["contains"]), Entry(kind, code, v["meaning"], v["fix"], v["notebook"])) for v in row.get("when", [])
+        (
+            tuple(v["contains"]),
+            Entry(kind, code, v["meaning"], v["fix"], v["notebook"], v.get("source", row["source"])),
+        )
+        for v in row.get("when", [])
     )
-    return Entry(kind, code, row["meaning"], row["fix"], row["notebook"], variants)
+    return Entry(kind, code, row["meaning"], row["fix"], row["notebook"], row["source"], variants)
+
+
+def parse(text: str, where: str = DATA_FILE) -> dict[tuple[str, str], Entry]:
+    """Every entry of a knowledge-base file, keyed by (kind, code); bad entries raise, each one named."""
+    data = strict_yaml.load_text(text, where)
+    problems = [f"{kind}: not a kind of code ({', '.join(KINDS)})" for kind in data if kind not in KINDS]
+    problems += [f"{kind}: must map codes to entries" for kind, rows in data.items() if not isinstance(rows, dict)]
+    if not problems:
+        problems = [
+            f"{kind} {code}: {why}"
+            for kind, rows in data.items()
+            for code, row in rows.items()
+            for why in _problems(row, REQUIRED, ENTRY_KEYS)
+        ]
+    if problems:
+        raise KnowledgeBaseError(
+            f"{where}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems),
+            fix="give every entry its meaning, fix, notebook (the step that applies the fix) and source "
+            "(the https URL of the Microsoft or Cisco page it comes from); see CONTRIBUTING.md",
+        )
+    return {
+        (kind, str(code)): _entry(kind, str(code), row) for kind, rows in data.items() for code, row in rows.items()
+    }
 
 
 @cache
 def entries() -> dict[tuple[str, str], Entry]:
-    data = yaml.safe_load(files("runbook_lib").joinpath("data/errors.yaml").read_text())
-    return {
-        (kind, str(code)): _entry(kind, str(code), row) for kind, rows in data.items() for code, row in rows.items()
-    }
+    return parse(files("runbook_lib").joinpath(DATA_FILE).read_text(encoding="utf-8"))
 
 
 def lookup(kind: str, code: str | int) -> Entry | None:

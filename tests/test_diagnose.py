@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
 from runbook_lib import cli, diagnose, knowledge, records
+from runbook_lib.errors import ParamsError
+from runbook_lib.results import StepRecord
 
 from conftest import ROOT
 
 pytestmark = pytest.mark.unit
 
 NOTEBOOKS = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+#: a fix names the notebook that applies it: troubleshooting itself only explains
+FIXING = NOTEBOOKS - {"06_troubleshoot"}
+#: the vendors whose pages the knowledge base cites
+VENDOR_DOMAINS = ("microsoft.com", "webexconnect.io", "webex.com", "cisco.com")
 SAMPLE = {
     "aadsts": "AADSTS{code}: something went wrong",
     "smtp": "550 {code} the server said no",
@@ -19,15 +27,154 @@ SAMPLE = {
 }
 
 
+def from_vendor(url: str) -> bool:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return parts.scheme == "https" and any(host == d or host.endswith(f".{d}") for d in VENDOR_DOMAINS)
+
+
 @pytest.mark.parametrize("key", sorted(knowledge.entries()), ids=lambda k: f"{k[0]}-{k[1]}")
-def test_every_entry_is_reachable_and_names_a_notebook(key):
+def test_every_entry_is_reachable_names_a_fixing_notebook_and_its_source(key):
     kind, code = key
     entry = knowledge.entries()[key]
-    assert entry.notebook in NOTEBOOKS and entry.meaning and entry.fix
-    for _, variant in entry.when:
-        assert variant.notebook in NOTEBOOKS
+    for each in (entry, *(variant for _, variant in entry.when)):
+        assert each.notebook in FIXING and each.meaning and each.fix
+        assert from_vendor(each.source), each.source
     findings = diagnose.diagnose(SAMPLE[kind].format(code=code))
     assert [(f.kind, f.code.removeprefix("AADSTS")) for f in findings][:1] == [(kind, code)]
+    assert findings[0].source == entry.source
+
+
+def test_vendor_domains_are_checked_by_host_not_by_substring():
+    assert from_vendor("https://learn.microsoft.com/en-us/graph/errors")
+    assert from_vendor("https://help.webexconnect.io/docs/email-cce")
+    assert not from_vendor("http://learn.microsoft.com/en-us/graph/errors")
+    assert not from_vendor("https://learn.microsoft.com.example.net/x")
+    assert not from_vendor("https://notmicrosoft.com/x")
+
+
+#: codes operators meet, in the words Microsoft's services answer with -> (code, notebook, words of the meaning)
+REAL_MESSAGES = {
+    "mfa required": (
+        "AADSTS50076: Due to a configuration change made by your administrator, or because you moved to a new "
+        "location, you must use multi-factor authentication to access '00000002-0000-0ff1-ce00-000000000000'.",
+        "AADSTS50076",
+        "04_webex_connect_email_app",
+        "multifactor",
+    ),
+    "mfa registration required": (
+        "AADSTS50079: Due to a configuration change made by your administrator, or because you moved to a new "
+        "location, you must enroll in multi-factor authentication to access 'https://outlook.office.com'.",
+        "AADSTS50079",
+        "04_webex_connect_email_app",
+        "registered",
+    ),
+    "disabled account": (
+        '{"error":"invalid_grant","error_description":"AADSTS50057: User account is disabled.\\r\\nTrace ID: '
+        '9bdf8b2c-5649-499a-a85a-db48deaa1900\\r\\nCorrelation ID: 1da0ba1d-a424-471b-9db4-74ab74ed7fab",'
+        '"error_codes":[50057]}',
+        "AADSTS50057",
+        "03_office365_mailbox",
+        "shared mailbox",
+    ),
+    "expired password": (
+        "invalid_grant: AADSTS50055: The password is expired. Trace ID: 0000aaaa-11bb-cccc-dd22-eeeeee333333",
+        "AADSTS50055",
+        "04_webex_connect_email_app",
+        "password has expired",
+    ),
+    "not assigned": (
+        "AADSTS50105: Your administrator has configured the application Webex Connect Email "
+        "('b30b8215-49ba-4804-a8d6-67c23d4934f2') to block users unless they are specifically granted "
+        "('assigned') access to the application. The signed in user 'support@contoso.onmicrosoft.com' is "
+        "blocked because they are not a direct member of a group with access, nor had access directly assigned "
+        "by an administrator. Please contact your administrator to assign access to this application.",
+        "AADSTS50105",
+        "02_azure_app_registration",
+        "Assignment required",
+    ),
+    "response type not enabled": (
+        "error=unsupported_response_type&error_description=AADSTS700051: response_type 'token' is not enabled "
+        "for the application.",
+        "AADSTS700051",
+        "02_azure_app_registration",
+        "implicit-grant",
+    ),
+    "code already redeemed": (
+        "AADSTS54005: OAuth2 Authorization code was already redeemed, please retry with a new valid code or use "
+        "an existing refresh token.",
+        "AADSTS54005",
+        "04_webex_connect_email_app",
+        "already redeemed",
+    ),
+    "code expired": (
+        "invalid_grant AADSTS70008: The provided authorization code or refresh token has expired due to "
+        "inactivity. Send a new interactive authorization request for this user and resource.",
+        "AADSTS70008",
+        "04_webex_connect_email_app",
+        "expired",
+    ),
+    "first-party client not preauthorized": (
+        "AADSTS65002: Consent between first party application '14d82eec-204b-4c2f-b7e8-296a70dab67e' and first "
+        "party resource '00000002-0000-0ff1-ce00-000000000000' must be configured via preauthorization - "
+        "applications owned and operated by Microsoft must get approval from the API owner before requesting "
+        "tokens for that API.",
+        "AADSTS65002",
+        "02_azure_app_registration",
+        "preauthorized",
+    ),
+    "resource not in the tenant": (
+        "AADSTS500011: The resource principal named https://proxy.contoso.test was not found in the tenant named "
+        "Contoso. This can happen if the application has not been installed by the administrator of the tenant "
+        "or consented to by any user in the tenant.",
+        "AADSTS500011",
+        "01_webex_connect_app",
+        "resource the tenant does not have",
+    ),
+    "connection dropped": (
+        '451 4.4.0 Primary target IP address responded with: "421 4.4.2 Connection dropped due to SocketError." '
+        "Attempted failover to alternate host, but that did not succeed.",
+        "4.4.2",
+        "04_webex_connect_email_app",
+        "connection dropped",
+    ),
+    "submission quota": (
+        "Remote Server returned '550 5.2.2 Submission quota exceeded'",
+        "5.2.2",
+        "03_office365_mailbox",
+        "sending limits",
+    ),
+    "mailbox full": (
+        "Remote Server returned '554 5.2.2 mailbox full; STOREDRV.Deliver.Exception:QuotaExceededException."
+        "MapiExceptionQuotaExceeded; Failed to process message due to a permanent exception'",
+        "5.2.2",
+        "03_office365_mailbox",
+        "mailbox is full",
+    ),
+    "basic auth": (
+        "550 5.7.30 Basic authentication is not supported for Client Submission.",
+        "5.7.30",
+        "04_webex_connect_email_app",
+        "December 2026",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_MESSAGES))
+def test_codes_operators_meet_are_explained_from_the_message_they_see(name):
+    text, code, notebook, words = REAL_MESSAGES[name]
+    [finding] = diagnose.diagnose(text)
+    assert (finding.code, finding.notebook) == (code, notebook)
+    assert words.lower() in finding.meaning.lower()
+    assert from_vendor(finding.source)
+
+
+def test_a_quota_ndr_cites_the_page_of_its_own_meaning():
+    submission = diagnose.diagnose(REAL_MESSAGES["submission quota"][0])[0]
+    full = diagnose.diagnose(REAL_MESSAGES["mailbox full"][0])[0]
+    assert "keep_copy" in full.fix and "keep_copy" not in submission.fix
+    assert submission.source.endswith("/ndr/non-delivery-reports-in-exchange-online")
+    assert full.source.endswith("/non-delivery-reports-and-bounce-messages")
 
 
 def test_a_pasted_ndr_and_log_give_each_code_once_in_order():
@@ -50,14 +197,25 @@ def test_variants_refine_by_the_words_around_the_code():
     defaults = diagnose.diagnose(
         "535 5.7.139 Authentication unsuccessful, user is locked by your organization's security defaults policy."
     )
-    assert tenant[0].notebook == "03_office365_mailbox"
-    assert defaults[0].notebook == "05_verify" and "security defaults" in defaults[0].meaning
+    assert tenant[0].notebook == defaults[0].notebook == "03_office365_mailbox"
+    assert "security defaults" in defaults[0].meaning and "security defaults" not in tenant[0].meaning
+    assert defaults[0].source.endswith("/security-defaults") and tenant[0].source != defaults[0].source
 
 
 def test_unknown_text_is_not_recognized_and_says_what_to_collect():
     assert diagnose.diagnose("the printer is on fire; error 42") == []
     row = diagnose.table([]).iloc[0]
     assert row["code"] == "(none)" and "not recognized" in row["meaning"] and "Correlation ID" in row["fix"]
+    assert row["notebook"] == "05_verify"
+
+
+def test_the_notebook_tables_show_each_finding_and_entry_with_its_source():
+    findings = diagnose.diagnose("AADSTS50011 at Generate Token; then 550 5.7.520 Access denied")
+    table = diagnose.table(findings)
+    assert list(table.columns) == ["code", "meaning", "fix", "notebook", "source"]
+    assert list(table["source"]) == [f.source for f in findings] and all(table["source"])
+    every = diagnose.knowledge_table()
+    assert len(every) == len(knowledge.entries()) and every["source"].map(from_vendor).all()
 
 
 def test_version_numbers_are_not_smtp_codes():
@@ -66,7 +224,9 @@ def test_version_numbers_are_not_smtp_codes():
 
 def test_cli_reads_text_file_and_standard_input(tmp_path, capsys, monkeypatch):
     assert cli.main(["diagnose", "AADSTS50011 at Generate Token"]) == 0
-    assert "redirect URI mismatch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "redirect URI mismatch" in out
+    assert f"  source: {knowledge.lookup('aadsts', 50011).source}\n" in out
     ndr = tmp_path / "ndr.txt"
     ndr.write_text("550 5.7.520 Access denied")
     assert cli.main(["diagnose", "--file", str(ndr)]) == 0
@@ -103,3 +263,65 @@ def test_a_record_is_diagnosed_from_its_failed_steps_and_checks(tmp_path, capsys
     assert cli.main(["diagnose", "--tenant", "acme", "--archive", str(tmp_path / "archive")]) == 0
     assert "the client secret has expired" in capsys.readouterr().out
     assert cli.main(["diagnose", "--tenant", "nobody", "--archive", str(tmp_path / "archive")]) == 2
+
+
+def test_a_record_made_before_findings_had_sources_still_reads():
+    old = {
+        "code": "5.7.520",
+        "kind": "smtp",
+        "meaning": "m",
+        "fix": "f",
+        "notebook": "03_office365_mailbox",
+        "context": "550 5.7.520",
+    }
+    [finding] = StepRecord.from_json({"step": "06_troubleshoot", "status": "ok", "findings": [old]}).findings
+    assert finding.source == "" and finding.code == "5.7.520"
+
+
+GOOD = (
+    "smtp:\n"
+    "  5.2.2:\n"
+    "    meaning: quota\n"
+    "    fix: look\n"
+    "    notebook: 03_office365_mailbox\n"
+    "    source: https://learn.microsoft.com/a\n"
+    "    when:\n"
+    "      - contains: [mailbox full]\n"
+    "        meaning: full\n"
+    "        fix: make room\n"
+    "        notebook: 03_office365_mailbox\n"
+)
+
+
+def test_a_variant_without_its_own_source_cites_its_entrys():
+    entry = knowledge.parse(GOOD)[("smtp", "5.2.2")]
+    assert entry.refined("554 5.2.2 mailbox full").source == "https://learn.microsoft.com/a"
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (("    source: https://learn.microsoft.com/a\n", ""), "smtp 5.2.2: no source"),
+        (("https://learn.microsoft.com/a", "http://learn.microsoft.com/a"), "is not an https URL"),
+        (
+            ("    notebook: 03_office365_mailbox\n    source", "    notebook: 06_troubleshoot\n    source"),
+            "notebook '06_troubleshoot' is not a step that applies a fix",
+        ),
+        (
+            ("        fix: make room\n", "        fix: make room\n        sorce: https://x\n"),
+            "smtp 5.2.2: when[0]: unknown key 'sorce'",
+        ),
+        (("      - contains: [mailbox full]\n", "      - contains: []\n"), "contains must be a non-empty list"),
+        (("smtp:", "sntp:"), "sntp: not a kind of code"),
+    ],
+)
+def test_a_bad_entry_fails_loading_and_is_named(change, named):
+    with pytest.raises(knowledge.KnowledgeBaseError) as raised:
+        knowledge.parse(GOOD.replace(*change))
+    assert named in str(raised.value) and "CONTRIBUTING.md" in str(raised.value)
+
+
+def test_a_code_given_twice_is_refused_not_silently_replaced():
+    twice = GOOD + GOOD.removeprefix("smtp:\n")
+    with pytest.raises(ParamsError, match="appears twice"):
+        knowledge.parse(twice)
