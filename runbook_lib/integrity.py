@@ -10,16 +10,32 @@ witness: keep its manifest hash (printed by ``runbook run``) somewhere else if t
 
 Sealing makes the files and folders read-only: that stops casual edits, not a determined owner; the
 hashes and the signature are what detect those.
+
+**Attachments** (``runbook attach``) add a file to a sealed record afterwards, typically the transcript of
+step 3's PowerShell script, which a person runs after the record was sealed. The record's own manifest and
+seal are never touched: its ``attachments/`` folder is set apart from its files, and each attachment is a
+small sealed record of its own, ``attachments/NNN/``, holding the file, a manifest (the file's sha256, size,
+note, time, local account, the sealed manifest hash of the record it belongs to, and a link to the previous
+attachment) and a seal over that manifest, signed like a record's. Nothing is ever rewritten: a later
+attachment is a new folder. Deleting an earlier attachment breaks the link of the next; like the newest
+record, the newest attachment has no such witness. A file holding anything that looks like a secret (a
+token, a client secret, a password) is refused, and so is a file over :data:`ATTACHMENT_MAX_BYTES`.
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import json
 import os
 import re
+import shutil
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +43,33 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import recording
 from .errors import RunbookError
+from .locks import local_account
 
 MANIFEST = "manifest.json"
 SEAL = "seal.json"
 ALGORITHM = "sha256"
 _KEYGEN_FIX = "create a key pair with `runbook keygen PRIVATE PUBLIC`, or give the right file"
+#: the folder of a record that holds its attachments, set apart from the files its manifest lists
+ATTACHMENTS = "attachments"
+#: the largest file `runbook attach` takes: a script's transcript is a few hundred kilobytes at most
+ATTACHMENT_MAX_BYTES = 10 * 1024 * 1024
+NOTE_MAX_CHARS = 500
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _entries(folder: Path) -> dict[str, Path]:
+def _entries(folder: Path, *, attachments_apart: bool = True) -> dict[str, Path]:
     """Everything in the record but folders, the manifest and the seal, by relative path; symbolic links
-    are listed, never followed."""
+    are listed, never followed. A record's ``attachments/`` folder (a real one, not a link) is left out:
+    its attachments are sealed apart (``attachments_apart=False`` for an attachment's own folder)."""
     found = {}
     for top, dirs, files in os.walk(folder):
+        if attachments_apart and Path(top) == folder:
+            dirs[:] = [d for d in dirs if d != ATTACHMENTS or os.path.islink(os.path.join(top, d))]
         for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
             relative = Path(top, name).relative_to(folder).as_posix()
             if relative not in (MANIFEST, SEAL):
@@ -51,10 +77,11 @@ def _entries(folder: Path) -> dict[str, Path]:
     return found
 
 
-def file_hashes(folder: Path) -> dict[str, str]:
+def file_hashes(folder: Path, *, attachments_apart: bool = True) -> dict[str, str]:
     """The sha256 of every regular file of a record but the manifest and the seal: what the manifest's
     ``files`` holds. Links and other special files are left out, so the check reports them as altered."""
-    return {name: sha256(path) for name, path in sorted(_entries(folder).items()) if stat.S_ISREG(path.lstat().st_mode)}
+    entries = _entries(folder, attachments_apart=attachments_apart)
+    return {name: sha256(path) for name, path in sorted(entries.items()) if stat.S_ISREG(path.lstat().st_mode)}
 
 
 def _load(path: Path, what: str = "", fix: str = "") -> bytes:
@@ -199,9 +226,9 @@ def previous_link(tenant_folder: Path, before: str | None = None) -> dict[str, s
         ) from None
 
 
-def _file_problems(folder: Path, expected: dict[str, str]) -> list[str]:
-    actual = file_hashes(folder)
-    present = set(_entries(folder))
+def _file_problems(folder: Path, expected: dict[str, str], *, attachments_apart: bool = True) -> list[str]:
+    actual = file_hashes(folder, attachments_apart=attachments_apart)
+    present = set(_entries(folder, attachments_apart=attachments_apart))
     problems = [f"removed: {name} is named in the manifest but gone" for name in sorted(set(expected) - present)]
     problems += [f"added: {name} is not in the manifest" for name in sorted(present - set(expected))]
     problems += [
@@ -329,16 +356,26 @@ def _previous_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     return []
 
 
+def _not_a_record(folder: Path) -> RunbookError:
+    return RunbookError(
+        f"{folder} is not a run record: it is not a folder",
+        fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)",
+    )
+
+
 def verify(folder: Path, *, public_key: Path | None = None) -> list[str]:
-    """Everything wrong with a record, one sentence each; an empty list means it is intact. With
-    ``public_key`` the record must also be signed by that key. A missing or malformed key file raises
-    RunbookError: that is a mistake in the command, not in the record."""
+    """Everything wrong with a record and its attachments, one sentence each; an empty list means it is
+    intact. With ``public_key`` the record and each attachment must also be signed by that key. A missing or
+    malformed key file raises RunbookError: that is a mistake in the command, not in the record."""
     if not folder.is_dir():
-        raise RunbookError(
-            f"{folder} is not a run record: it is not a folder",
-            fix="give a folder such as archive/<tenant>/<UTC time>/ (see `runbook records TENANT`)",
-        )
+        raise _not_a_record(folder)
     trusted = load_public(public_key) if public_key else None
+    return _sealed_problems(folder, trusted) + _attachment_problems(folder, trusted)
+
+
+def _sealed_problems(folder: Path, trusted: Ed25519PublicKey | None, *, attachments_apart: bool = True) -> list[str]:
+    """What is wrong with one sealed folder (a record, or one of its attachments): manifest, seal,
+    signature, files and the link to the previous one."""
     problems: list[str] = []
     data = manifest = body = None
     try:
@@ -364,8 +401,253 @@ def verify(folder: Path, *, public_key: Path | None = None) -> list[str]:
         problems += _signature_problems(data, body, trusted)
     if manifest is not None:
         try:
-            problems += _file_problems(folder, _manifest_files(manifest))
+            problems += _file_problems(folder, _manifest_files(manifest), attachments_apart=attachments_apart)
         except RunbookError as exc:
             problems.append(exc.message)
         problems += _previous_problems(folder, manifest)
+    return problems
+
+
+def require_sealed(record: Path) -> str:
+    """The sha256 of a record's manifest, once it is known to be the manifest its seal vouches for: what is
+    built on a record afterwards (a diff, an attachment) must rest on what was sealed."""
+    if not record.is_dir():
+        raise _not_a_record(record)
+    if not (record / SEAL).exists():
+        raise RunbookError(
+            f"{record} is not sealed: its run is still going, or was killed before it ended",
+            fix="wait for the run to end; a killed run's record is sealed by the next `runbook records TENANT`",
+        )
+    digest = hashlib.sha256(_load(record / MANIFEST, f"{record}/{MANIFEST}")).hexdigest()
+    if _sealed_digest(record) != digest:
+        raise RunbookError(
+            f"{record}/{MANIFEST} is not the manifest that was sealed: it was edited",
+            fix=f"see what changed with `runbook verify-record {record}`",
+        )
+    return digest
+
+
+# --- attachments ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One file attached to a sealed record, as its own manifest describes it."""
+
+    folder: str
+    file: str
+    size: int
+    sha256: str
+    note: str
+    attached: str
+    local_account: str
+    key_id: str | None
+    manifest_sha256: str
+
+    def describe(self) -> str:
+        signed = f", signed by key {self.key_id}" if self.key_id else ""
+        note = f": {self.note}" if self.note else ""
+        return (
+            f"attachment {self.folder}: {self.file} ({self.size} bytes, sha256 {self.sha256[:12]}…), attached "
+            f"{self.attached} by {self.local_account}{signed}{note}"
+        )
+
+
+#: what looks like a secret in a file to attach, by what it is; a match is named, never quoted
+_SECRET_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "a signed token (JWT)",
+        re.compile(rf"eyJ[\w-]{{4,}}\.eyJ[\w-]{{4,}}\.(?!{recording.SCRUBBED_SIGNATURE})[\w-]{{16,}}"),
+    ),
+    ("a client secret value (Entra ID's Q~ shape)", re.compile(r"(?<![\w~.-])[\w.-]{3}\dQ~[\w~.-]{20,}")),
+    (
+        "a value given to a secret's field",
+        re.compile(
+            r"(?i)(?<![\w-])(?:"
+            + "|".join(sorted((recording.JSON_SECRET_FIELDS | recording.FORM_SECRET_FIELDS) - {"code"}))
+            + r")[\"']?\s*[:=]\s*[\"']?(?!scrubbed-)(?=[^\s\"'&,;]*[A-Za-z0-9])[^\s\"'&,;]{8,}"
+        ),
+    ),
+    (
+        "a secret given to a PowerShell parameter",
+        re.compile(r"(?i)-(?:ClientSecret|AccessToken|Password|CertificatePassword)\s+['\"]?(?![($])[^\s'\"]{8,}"),
+    ),
+    (
+        "a plain-text password for ConvertTo-SecureString",
+        re.compile(r"(?i)ConvertTo-SecureString\s+(?:-String\s+)?['\"]"),
+    ),
+)
+
+
+def secret_looking(text: str) -> list[str]:
+    """Where ``text`` holds something that looks like a secret: line numbers and kinds, never the value."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        found += [f"line {number}: {what}" for what, shape in _SECRET_SHAPES if shape.search(line)]
+    return found
+
+
+def _as_text(data: bytes) -> str:
+    """A file's text for the secret check: Windows PowerShell writes transcripts in UTF-16, others UTF-8."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    if data[1:2] == b"\x00":  # UTF-16 without a byte order mark
+        return data.decode("utf-16-le", errors="replace")
+    return data.decode("utf-8", errors="replace")
+
+
+def _attachable(source: Path, note: str) -> bytes:
+    """The file's bytes, refused (naming why) when it is not a regular file, empty or too big, or holds
+    anything that looks like a secret, as the note may not."""
+    try:
+        info = source.stat()
+    except OSError as exc:
+        raise RunbookError(f"cannot attach {source}: {exc.strerror}", fix="give the path of an existing file") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RunbookError(f"cannot attach {source}: it is not a regular file", fix="give a file, not a folder")
+    if len(note) > NOTE_MAX_CHARS:
+        raise RunbookError(f"the note has {len(note)} characters; at most {NOTE_MAX_CHARS}", fix="shorten --note")
+    data = _load(source, f"the file {source}") if info.st_size <= ATTACHMENT_MAX_BYTES else b""
+    if not data or len(data) > ATTACHMENT_MAX_BYTES:
+        raise RunbookError(
+            f"cannot attach {source}: it holds {info.st_size} bytes; an attachment holds 1 to "
+            f"{ATTACHMENT_MAX_BYTES} bytes",
+            fix="attach the part that matters (a transcript of step 3's script is far smaller)",
+        )
+    found = secret_looking(_as_text(data)) + [f"the note, {where}" for where in secret_looking(note)]
+    if found:
+        shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+        raise RunbookError(
+            f"{source} was not attached: it holds what looks like a secret ({shown})",
+            fix="remove the secret from the file (a record must hold none) and attach it again; then treat "
+            "that secret as exposed and replace it",
+        )
+    return data
+
+
+def _stored_name(name: str) -> str:
+    """The file's name inside the record: safe characters only, never the manifest's or the seal's."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:120] or "attachment"
+    return f"attached-{cleaned}" if cleaned in (MANIFEST, SEAL) else cleaned
+
+
+@contextmanager
+def _opened(folder: Path) -> Iterator[None]:
+    """Let the owner write into a sealed (0555) folder for a moment; read-only again afterwards, whatever
+    happens."""
+    folder.chmod(0o755)
+    try:
+        yield
+    finally:
+        _sync_read_only(folder, 0o555)
+
+
+def attach(record: Path, source: Path, *, note: str = "", signing_key: Path | None = None) -> Attachment:
+    """Attach a file to a sealed record without touching what was sealed: a new ``attachments/NNN/`` folder
+    with the file, its manifest (bound to the record's sealed manifest hash) and its seal, signed with
+    ``signing_key`` if given, then read-only like the record. Refused for a record that does not verify,
+    and for a file that is not attachable (see :func:`_attachable`)."""
+    if not record.is_dir():
+        raise _not_a_record(record)
+    if signing_key:
+        load_private(signing_key)  # a bad key is refused before anything is written
+    problems = _sealed_problems(record, None)
+    if problems:
+        raise RunbookError(
+            f"{record} does not verify, so nothing is attached to it: " + "; ".join(problems[:3]),
+            fix=f"see every problem with `runbook verify-record {record}`",
+        )
+    bound = {"record": record.name, "manifest_sha256": require_sealed(record)}
+    data = _attachable(source, note)
+    name = _stored_name(source.name)
+    base = record / ATTACHMENTS
+    try:
+        with _opened(record):
+            base.mkdir(exist_ok=True)
+            with _opened(base):
+                number = max((int(p.name) for p in base.iterdir() if p.name.isdigit()), default=0) + 1
+                folder = base / f"{number:03d}"
+                folder.mkdir()  # never an existing one: of two attaches at once, one stops here
+                try:
+                    _write_new(folder / name, data, 0o644)
+                    manifest = {
+                        "kind": "attachment",
+                        "attached_to": bound,
+                        "file": name,
+                        "size": len(data),
+                        "note": note,
+                        "attached": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "local_account": local_account(),
+                        "previous": previous_link(base, before=folder.name),
+                        "files": file_hashes(folder, attachments_apart=False),
+                    }
+                    _write_new(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode(), 0o644)
+                    seal(folder, signing_key=signing_key)
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)  # no half-made attachment is left behind
+                    raise
+    except OSError as exc:
+        raise RunbookError(
+            f"could not attach {source} to {record}: {exc.strerror}",
+            fix="attach as the account that owns the archive, one attach at a time",
+        ) from None
+    return _attachment(folder)
+
+
+def _attachment(folder: Path) -> Attachment:
+    manifest = _object(MANIFEST, _load(folder / MANIFEST))
+    body = _object(SEAL, _load(folder / SEAL))
+    name = str(manifest.get("file"))
+    return Attachment(
+        folder.name,
+        name,
+        int(manifest.get("size") or 0),
+        str((manifest.get("files") or {}).get(name, "")),
+        str(manifest.get("note") or ""),
+        str(manifest.get("attached")),
+        str(manifest.get("local_account")),
+        body.get("key_id"),
+        str(body.get("manifest_sha256")),
+    )
+
+
+def _attachment_folders(record: Path) -> list[Path]:
+    base = record / ATTACHMENTS
+    if base.is_symlink() or not base.is_dir():
+        return []  # a link or a file by that name is not set apart: the record's own check names it
+    return sorted(base.iterdir(), key=lambda p: record_order(p.name))
+
+
+def attachment_lines(record: Path) -> list[str]:
+    """Each attachment of a record in a sentence, as its manifest reads (`runbook verify-record` checks
+    them)."""
+    lines = []
+    for folder in _attachment_folders(record):
+        try:
+            lines.append(_attachment(folder).describe())
+        except (RunbookError, ValueError, TypeError, AttributeError):
+            lines.append(f"attachment {folder.name}: unreadable; check the record with `runbook verify-record`")
+    return lines
+
+
+def _attachment_problems(record: Path, trusted: Ed25519PublicKey | None) -> list[str]:
+    """Each attachment must be intact and sealed, link to the one before it, and belong to this record as it
+    was sealed."""
+    try:
+        digest: str | None = _sealed_digest(record)
+    except RunbookError:
+        digest = None  # the record's own check says why
+    problems = []
+    for folder in _attachment_folders(record):
+        label = f"attachment {folder.name}"
+        if folder.is_symlink() or not folder.is_dir():
+            problems.append(f"{label}: not an attachment's folder (added to {ATTACHMENTS}/ by hand?)")
+            continue
+        problems += [f"{label}: {p}" for p in _sealed_problems(folder, trusted, attachments_apart=False)]
+        try:
+            bound = _object(MANIFEST, _load(folder / MANIFEST)).get("attached_to")
+        except RunbookError:
+            continue  # named above
+        if bound != {"record": record.name, "manifest_sha256": digest}:
+            problems.append(f"{label}: it was attached to another record, or to this one before its manifest changed")
     return problems
