@@ -102,7 +102,7 @@ def instrument() -> None:
     runner._StepClient = TimedClient  # type: ignore[misc,assignment]
     runner.step_record = timer("read the step record", runner.step_record)
     nbformat.write = timer("nbformat.write (validates)", nbformat.write)
-    runner._summary_html = timer("summary HTML (pandas to_html)", runner._summary_html)
+    html_record.summary_html = timer("summary HTML (pandas to_html)", html_record.summary_html)
     html_record.render = timer("html_record.render", html_record.render)
     records.write_text = timer("write HTML and artifacts", records.write_text)
     preflight.require = timer("preflight", preflight.require)

@@ -43,7 +43,7 @@ import papermill
 import requests_per_scenario
 import yaml
 
-from runbook_lib import html_record, params, paths, runner, secrets
+from runbook_lib import html_record, params, paths, records, runner, secrets
 
 DEMO = paths.project_root() / "params" / "demo"
 BIN = Path(sys.executable).parent
@@ -348,12 +348,13 @@ class Bench:
                 run_wall, source = self.kit_in_process().wall, "one in-process run"
         assert self.last_record is not None
         notebooks = [(p.stem, nbformat.read(p, as_version=4)) for p in sorted(self.last_record.glob("*.ipynb"))]
-        summary = getattr(runner, "_summary_html", None)
+        header = records.header_so_far(self.last_record)
+        real = self.source.mode in records.REAL_TENANT_MODES
         pages = [
             (
                 nb,
-                f"{name} ({self.source.mode})",
-                summary(runner.step_record(nb, name), self.source.mode) if summary else "",
+                f"{self.source.mode.upper()}: {name}",
+                html_record.summary_html(runner.step_record(nb, name), header, real_tenant=real),
             )
             for name, nb in notebooks
         ]

@@ -8,7 +8,11 @@ batch record,
 rewritten as each one finishes, so an interrupted batch still has one: Ctrl-C stops starting tenants and asks
 the running ones to stop cleanly (their records are sealed ``interrupted``), a second Ctrl-C stops them at
 once. ``--only-failed`` re-runs every tenant that did not end ``ok``. Batch records hold no parameter values
-beyond the files' paths, and so no secret.
+beyond the files' paths, and so no secret. ``--reason``, ``--ticket`` and ``--no-ticket`` apply to every tenant.
+
+The summary says, per tenant, how the run ended (``ok, checklist incomplete`` when step 4's checklist was not all
+confirmed), how many days the stored client secret has left, and the diagnosis of a failure, printed whole and
+wrapped below the table, never cut.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from . import diagnose, integrity, interrupts, paths, preflight, records, runner
 from . import params as params_mod
 from .errors import ParamsError, RunbookError
+from .results import qualified, run_left_undone
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,19 +50,40 @@ class TenantOutcome:
     failing_step: str = ""
     diagnosis: str = ""
     record: str = ""
+    #: what an ok run left for a person to finish (``checklist incomplete``), said after its status
+    left_undone: str = ""
+    #: days of validity the stored client secret had left when the run read it; None when no step read it
+    secret_days_left: int | None = None
+
+
+#: how a failed step's error (:meth:`runbook_lib.step.Step.fail`) ends: whether the tenant was changed before it
+AFTERWORD = ("Already changed", "Nothing was changed")
 
 
 def _diagnosis(result: runner.RunResult) -> tuple[str, str]:
-    """The first failing step and a one-line diagnosis (the troubleshooting step's, else the error's)."""
+    """The first failing step and its diagnosis in one paragraph, whole: the troubleshooting step's finding, else
+    the error's message (every line of it, so no sentence is cut at a line break), its fix, and whether the tenant
+    was changed before it; each ends as a sentence."""
     failed = next((s for s in result.steps if s.status in ("failed", "interrupted")), None)
     if failed is None:
         return "", ""
     found = [f for s in result.steps for f in s.findings] or diagnose.diagnose(failed.error or "")
     if found:
         return failed.step, f"{found[0].code}: {found[0].fix} ({found[0].notebook})"
-    lines = (failed.error or "").splitlines()
-    fix = next((line for line in lines if line.startswith("Fix:")), "")
-    return failed.step, " ".join(filter(None, [lines[0] if lines else "", fix]))
+    lines = [line.strip() for line in (failed.error or "").splitlines() if line.strip()]
+    message = " ".join(line for line in lines if not line.startswith(("Fix:", "Step:", *AFTERWORD)))
+    fix = [line for line in lines if line.startswith("Fix:")]
+    afterword = [line for line in lines if line.startswith(AFTERWORD)]
+    parts = [part if part.endswith((".", "!", "?")) else f"{part}." for part in [message, *fix, *afterword] if part]
+    return failed.step, " ".join(parts)
+
+
+def _secret_days_left(result: runner.RunResult) -> int | None:
+    """The stored client secret's days left, from the last step that read it, counted from that step's clock."""
+    for step in reversed(result.steps):
+        if step.facts.secret and step.facts.as_of:
+            return step.facts.secret.days_left(step.facts.as_of)
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,13 @@ class Options:
     signing_key: str | None = None
     #: how long a tenant waits for another run of the same tenant (in this batch or elsewhere) to finish
     wait_lock: float = 0.0
+    #: ``--reason``, ``--ticket``, ``--no-ticket``: the ``change`` section every tenant's run gets on top of its file's
+    change: dict[str, Any] | None = None
+
+    def params(self, params_file: str) -> params_mod.Params:
+        """A tenant's parameters as this batch runs them: its file, with the batch's steps and change on top."""
+        overrides = {"steps": self.steps, "change": self.change}
+        return params_mod.override(params_mod.load(params_file), {k: v for k, v in overrides.items() if v}, params_file)
 
 
 def run_one(
@@ -76,7 +110,7 @@ def run_one(
 ) -> dict[str, Any]:
     """One tenant, start to sealed record; a plain function of plain values so Dask can ship it to a worker.
     Once the batch is stopping (``stop_file`` exists), a tenant not yet started is not started."""
-    params = params_mod.load(params_file)
+    params = options.params(params_file)
     archive = options.archive
     if stop_file and Path(stop_file).exists():
         return asdict(TenantOutcome(params_file, params.tenant, "not started", diagnosis="the batch was interrupted"))
@@ -110,17 +144,23 @@ def run_one(
             step,
             why,
             str(result.record.relative_to(Path(archive))),
+            run_left_undone(result.status, result.steps),
+            _secret_days_left(result),
         )
     )
 
 
-def validate_all(files: list[str], archive: Path) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
-    """(file, tenant) of every file that passes every offline check, and an outcome for each that does not."""
+def validate_all(
+    files: list[str], archive: Path, options: Options | None = None
+) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """(file, tenant) of every file that passes every offline check of a run as ``options`` has it (a change to a
+    real tenant needs its reason and ticket), and an outcome for each that does not."""
+    options = options or Options(str(archive))
     valid, invalid = [], []
     for path in files:
         try:
-            params = params_mod.load(path)
-            preflight.require(params, archive=archive, source=path)
+            params = options.params(path)
+            preflight.require(params, archive=archive, source=path, run=True)
             valid.append((path, params.tenant))
         except ParamsError as error:
             invalid.append(
@@ -181,13 +221,7 @@ class _BatchRecord:
 
     def seal(self, signing_key: Path | None) -> Path:
         done = list(self.outcomes.values())
-        status = (
-            "interrupted"
-            if any(o["status"] in ("interrupted", "not started") for o in done)
-            else "ok"
-            if all(o["status"] == "ok" for o in done)
-            else "failed"
-        )
+        status = overall(o["status"] for o in done)
         self.save(status)
         summary(done).to_csv(self.folder / "summary.csv", index=False)
         manifest = {
@@ -235,18 +269,20 @@ def run_batch(
     dask_scheduler: str | None = None,
     signing_key: Path | None = None,
     wait_lock: float = 0.0,
+    change: dict[str, Any] | None = None,
     progress: Callable[[str], None] = print,
 ) -> tuple[Path, pd.DataFrame]:
-    """Run every valid tenant; returns the sealed batch record's folder and the summary table."""
+    """Run every valid tenant; returns the sealed batch record's folder and the summary table. ``change``: the
+    ``change`` section (reason, ticket, no_ticket) every tenant runs with, on top of its file's."""
     archive = (archive or paths.archive_dir()).resolve()
     files = [str(Path(f).resolve()) for f in files]
-    valid, invalid = validate_all(files, archive)
+    options = Options(str(archive), steps, cell_timeout, str(signing_key) if signing_key else None, wait_lock, change)
+    valid, invalid = validate_all(files, archive, options)
     for bad in invalid:
         progress(f"invalid: {bad['params_file']}: {bad['diagnosis']}")
     outcomes = {o["params_file"]: o for o in invalid}
     outcomes.update({f: asdict(TenantOutcome(f, tenant, "not started")) for f, tenant in valid})
     batch = _BatchRecord(archive, files, outcomes)
-    options = Options(str(archive), steps, cell_timeout, str(signing_key) if signing_key else None, wait_lock)
     total = len(valid)
 
     def finished(outcome: dict[str, Any], done: int) -> None:
@@ -306,17 +342,64 @@ def _run_pool(
 
 def _report(outcome: dict[str, Any], done: int, total: int, progress: Callable[[str], None]) -> dict[str, Any]:
     progress(
-        f"[{done}/{total}] {outcome['tenant']}: {outcome['status']} in {outcome['duration_s']:.0f} s, "
+        f"[{done}/{total}] {outcome['tenant']}: {_status_text(outcome)} in {outcome['duration_s']:.0f} s, "
         f"{outcome['writes']} writes"
         + (f"; {outcome['failing_step']}: {outcome['diagnosis']}" if outcome["status"] != "ok" else "")
     )
     return outcome
 
 
+def _status_text(outcome: dict[str, Any]) -> str:
+    return qualified(outcome["status"], outcome.get("left_undone", ""))
+
+
+def overall(statuses: Iterable[str]) -> str:
+    """A batch's status from its tenants' (as batch.json or the summary has them: ``ok, checklist incomplete``,
+    see :func:`runbook_lib.results.qualified`, is ``ok`` with what a person must still finish): ``interrupted``
+    when any was stopped or never started, ``ok`` when every one ended ok, else ``failed``."""
+    ended = [status.partition(",")[0] for status in statuses]
+    if any(status in ("interrupted", "not started") for status in ended):
+        return "interrupted"
+    return "ok" if all(status == "ok" for status in ended) else "failed"
+
+
 def summary(outcomes: list[dict[str, Any]]) -> pd.DataFrame:
-    """The batch's table, by tenant (for people, and summary.csv)."""
+    """The batch's table, by tenant (for people, and summary.csv): the status as people read it, the stored client
+    secret's days left (blank when no step read it), and each diagnosis whole."""
     import pandas as pd
 
-    columns = ["tenant", "status", "duration_s", "writes", "failing_step", "diagnosis", "record"]
-    rows: list[dict[str, Any]] = sorted(outcomes, key=lambda o: str(o["tenant"]))
+    columns = ["tenant", "status", "secret_days_left", "duration_s", "writes", "failing_step", "diagnosis", "record"]
+    rows = [
+        {
+            **outcome,
+            "status": _status_text(outcome),
+            "secret_days_left": "" if outcome.get("secret_days_left") is None else outcome["secret_days_left"],
+        }
+        for outcome in sorted(outcomes, key=lambda o: str(o["tenant"]))
+    ]
     return pd.DataFrame(rows, columns=columns)
+
+
+#: the width the printed summary wraps each diagnosis to
+WRAP = 100
+
+
+def summary_text(table: pd.DataFrame, record: Path) -> str:
+    """The summary as printed: the table without its diagnoses and record folders, then each diagnosis whole,
+    wrapped (a diagnosis cut short is a fix half read); summary.csv in ``record`` holds the same."""
+    text = table.drop(columns=["diagnosis", "record"]).to_string(index=False)
+    diagnosed = [row for row in table.to_dict("records") if row["diagnosis"]]
+    if not diagnosed:
+        return text
+    paragraphs = [
+        textwrap.fill(
+            str(row["tenant"]) + (f" ({row['failing_step']})" if row["failing_step"] else "") + f": {row['diagnosis']}",
+            WRAP,
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for row in diagnosed
+    ]
+    return "\n".join([text, "", f"Diagnoses (also in {record / 'summary.csv'}):", *paragraphs])

@@ -4,6 +4,10 @@ Records are read by auditors, years later, often offline: the page loads nothing
 script, no stylesheet or font from a CDN; a Content-Security-Policy forbids it even if a notebook
 output tried), shows prose and outputs but no code, and is built directly from the notebook, which
 is several times faster than nbconvert's exporter (a run renders every notebook it executes).
+
+Each page opens with the record's header (:func:`runbook_lib.records.header`): the mode as a banner,
+red for a real tenant and blue for a replay or a sandbox, so a demo never reads as a change to a real
+tenant; then the tenant, who signed in, the reason and the ticket; then the step's outcome.
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ import nbformat
 from nbconvert.filters import strip_ansi
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+from .changes import changes_html
+from .results import StepRecord
+
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+#: what a page says where JupyterLab showed a widget: its text form is a Python repr, which is for programmers
+WIDGET_TEXT = "(A JupyterLab control was shown here: it works only in a notebook open in JupyterLab.)"
 
 # scripts (an unclosed one runs to the end of its fragment, as in a browser), links, remote CSS imports
 _REMOTE = re.compile(
@@ -36,6 +45,10 @@ th { background: #eee; }
 code, pre { font: 13px/1.4 ui-monospace, Menlo, Consolas, monospace; background: #f4f4f4; }
 pre { padding: .6em .8em; white-space: pre-wrap; overflow-wrap: anywhere; }
 .summary { border: 2px solid #444; padding: .2em 1em; margin-bottom: 2em; }
+.mode { font-weight: bold; padding: .4em .8em; color: #fff; }
+.mode.real { background: #b00020; }
+.mode.simulated { background: #0b4f8a; }
+.widget { color: #555; font-style: italic; }
 .output { margin: .5em 0 1em; }
 .error, .stderr { color: #b00020; }
 img { max-width: 100%; }
@@ -66,7 +79,7 @@ def _output(out: dict[str, Any], markdown: Callable[[str], str]) -> str:
         return _pre(f"{out.get('ename', 'Error')}: {out.get('evalue', '')}", "error")
     data = out.get("data", {})
     if WIDGET_MIME in data:
-        data = {"text/plain": data.get("text/plain", "")}
+        return f'<p class="widget">{escape(WIDGET_TEXT)}</p>'
     shown: dict[str, Callable[[str], str]] = {
         "text/html": _local,
         "text/markdown": markdown,
@@ -90,6 +103,23 @@ def _markdown_with(source: str, attachments: dict[str, Any]) -> str:
     renderer = IPythonRenderer(escape=False, exclude_anchor_links=True)
     renderer.attachments = attachments
     return _local(MarkdownWithMath(renderer=renderer).render(source))
+
+
+def summary_html(result: StepRecord, header: list[tuple[str, str]], *, real_tenant: bool) -> str:
+    """What a step's page opens with: the record's header (its first row, the mode, as a banner), then the
+    step's outcome as people read it (``ok, checklist incomplete``), its changes and its error."""
+    (_, mode), *rows = header
+    parts = [
+        f'<p class="mode {"real" if real_tenant else "simulated"}">{escape(mode)}</p>',
+        "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>",
+        f"<p><b>Record of {escape(result.step)}: {escape(result.status_text)}</b></p>",
+        changes_html(result.changes) if result.changes else "<p>No changes.</p>",
+    ]
+    if result.changes and not real_tenant:
+        parts.append("<p>No real tenant was changed: see the mode above.</p>")
+    if result.error:
+        parts.append(f"<p><b>Error:</b></p><pre>{escape(result.error)}</pre>")
+    return "\n".join(parts)
 
 
 def render(nb: nbformat.NotebookNode, *, title: str, summary_html: str) -> str:

@@ -176,6 +176,21 @@ class Verify(_Strict):
     secret_warn_days: int = Field(30, ge=1, le=365)
     mailbox_sign_in: bool = False
     probe_authorize_url: bool = False
+    #: after a successful AUTH XOAUTH2, send one short test message from the mailbox to this address
+    test_message_to: str | None = None
+
+    @field_validator("test_message_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not webex.EMAIL_RE.match(value):
+            raise ValueError(f"{quoted(value)} is not an email address")
+        return value
+
+    @model_validator(mode="after")
+    def _message_needs_sign_in(self) -> Verify:
+        if self.test_message_to and not self.mailbox_sign_in:
+            raise ValueError("test_message_to needs mailbox_sign_in: true (the message is sent as the mailbox)")
+        return self
 
 
 class Operator(_Strict):
@@ -193,6 +208,43 @@ class Operator(_Strict):
             if self.client_id == GRAPH_CLI_CLIENT_ID:
                 raise ValueError("client_credentials sign-in needs the automation application's client_id")
         return self
+
+
+#: what a change's reason or ticket must not hold: a secret written as ``word=value`` or ``word:value`` (not
+#: ``word: text``, which is prose), an Entra ID client secret's value (a digit and ``Q~`` after three characters),
+#: or a token (a JWT starts ``eyJ``)
+SECRET_LOOKING = re.compile(
+    rf"(?:{SECRET_WORDS.pattern})\w*(?:\s*=\s*|:)\S|\b\w{{3}}\dQ~|\beyJ[\w-]+\.[\w-]+", re.IGNORECASE
+)
+
+
+class ChangeRequest(_Strict):
+    """Why a run changes the tenant, named at the top of its record: the operator's reason and change ticket.
+    A run that may change a real tenant (live or record mode, applying) needs both (:mod:`runbook_lib.preflight`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    reason: str | None = Field(None, max_length=500)
+    ticket: str | None = Field(None, max_length=100)
+    #: ``--no-ticket``, for one run (refused in a parameter file): the change has no ticket, and its record says so
+    no_ticket: bool = False
+
+    @field_validator("reason", "ticket")
+    @classmethod
+    def _one_line_no_secret(cls, value: str | None) -> str | None:
+        """Said without quoting the value: it may be the very secret refused."""
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("is empty: say it in a few words, or leave it out")
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError("must be one line of text (no line break, tab or control character)")
+        if SECRET_LOOKING.search(value):
+            raise ValueError(
+                "looks like it holds a secret (a password, a client secret's value or a token): a record is "
+                "shared, so name the change, never a credential"
+            )
+        return value.strip()
 
 
 class Params(_Strict):
@@ -213,6 +265,7 @@ class Params(_Strict):
     verify: Verify = Verify()
     operator: Operator = Operator()
     network: Network = Network()
+    change: ChangeRequest = ChangeRequest()
     consent: Literal["user", "admin"] = "user"
     steps: list[Literal[tuple(STEP_NAMES)]] = list(STEP_NAMES)  # type: ignore[valid-type]
 
@@ -325,9 +378,32 @@ def validate(data: Any, source: str = "parameters") -> Params:
 
 
 def load(path: str | Path) -> Params:
-    """Read a tenant's parameter file strictly (see :mod:`runbook_lib.strict_yaml`) and validate it."""
+    """Read a tenant's parameter file strictly (see :mod:`runbook_lib.strict_yaml`) and validate it. A file may
+    not hold ``change.no_ticket``: that is the ``--no-ticket`` option of one run, never a standing exemption."""
     path = Path(path)
-    return validate(strict_yaml.load_file(path), str(path))
+    data = strict_yaml.load_file(path)
+    change = data.get("change") if isinstance(data, Mapping) else None
+    refused = (
+        {"change.no_ticket": "is set only by the --no-ticket option of one run: remove it from the file"}
+        if isinstance(change, Mapping) and "no_ticket" in change
+        else {}
+    )
+    try:
+        params = validate(data, str(path))
+    except ParamsError as error:
+        raise ParamsError(str(path), refused | error.problems) from None
+    if refused:
+        raise ParamsError(str(path), refused)
+    return params
+
+
+def override(params: Params, overrides: Mapping[str, Any], source: str) -> Params:
+    """``params`` with command-line values on top, validated again; a section given as a mapping (``change``)
+    is merged key by key, so ``--ticket`` keeps the file's ``change.reason``."""
+    data = params.public()
+    for key, value in overrides.items():
+        data[key] = {**(data.get(key) or {}), **value} if isinstance(value, Mapping) else value
+    return validate(data, source)
 
 
 def from_namespace(namespace: Mapping[str, Any], source: str = "notebook parameters") -> Params:

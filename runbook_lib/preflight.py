@@ -1,5 +1,6 @@
 """What a run needs that can be checked offline, before its first request: where its secrets are
-stored, the CA bundle, the recordings folder and the sandbox seed.
+stored, the CA bundle, the recordings folder, the sandbox seed, and the reason and ticket of a change
+to a real tenant.
 
 A run that fails at step 2 because the new client secret cannot be written has already created a
 secret in Entra ID that nobody holds; a secret written into ``archive/`` or ``params/`` ends up in a
@@ -13,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from . import paths
+from . import paths, records, registry
 from .errors import ParamsError, shorten
 from .params import Params, SecretRef
 
@@ -30,25 +31,44 @@ KIT_FOLDERS = {
 DEMO_STORES = Path("params") / "demo" / "secrets"
 
 
-def problems(params: Params, *, archive: Path) -> dict[str, str]:
+def problems(params: Params, *, archive: Path, run: bool = False) -> dict[str, str]:
     """Each field that would make the run fail or leak, with what is wrong and the fix; empty when none.
-    ``archive`` is the folder the run will write its record to."""
+    ``archive`` is the folder the run will write its record to. ``run``: an operator's run of ``params.steps``
+    (``runbook run``, ``plan``, ``batch``), whose changes to a real tenant need a reason and a ticket; not for
+    a check of the file alone (``runbook validate``) or the kit's own runs (demo recordings, tests)."""
     found = {
         "secret_store": _store(params.secret_store, archive, writes=True),
         "endpoints.ca_bundle": _ca_bundle(params.endpoints.ca_bundle),
         "recordings": _recordings(params.recordings),
         "mode": _sandbox_seed(params),
+        **(_change_request(params) if run else {}),
     }
     if params.operator.secret:
         found["operator.secret"] = _store(params.operator.secret, archive, writes=False)
     return {field: why for field, why in found.items() if why}
 
 
-def require(params: Params, *, archive: Path, source: str) -> None:
+def require(params: Params, *, archive: Path, source: str, run: bool = False) -> None:
     """Raise one :class:`ParamsError` naming every problem :func:`problems` finds."""
-    found = problems(params, archive=archive)
+    found = problems(params, archive=archive, run=run)
     if found:
         raise ParamsError(source, found)
+
+
+def _change_request(params: Params) -> dict[str, str | None]:
+    """A run that may change a real tenant (live or record mode, applying, running a step a plan runs) says why
+    and under which change ticket, so its record answers an auditor's first questions; ``--no-ticket`` says
+    there is none. Plans, replays and sandboxes change no real tenant."""
+    if params.mode not in records.REAL_TENANT_MODES or not params.apply or not registry.plan_steps(params.steps):
+        return {}
+    why = f"required when a {params.mode}-mode run applies changes (the record names it)"
+    change = params.change
+    return {
+        "change.reason": None if change.reason else f"{why}: give --reason TEXT, or reason under change: in the file",
+        "change.ticket": None
+        if change.ticket or change.no_ticket
+        else f"{why}: give --ticket ID (or ticket under change: in the file), or --no-ticket if the change has none",
+    }
 
 
 def _show(path: Path) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import integrity, journal
 from .changes import Change
 from .errors import RunbookError
-from .results import Facts, Identity, StepRecord
+from .results import Facts, Identity, StepRecord, run_status_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,18 +148,22 @@ def manifest_for(
         k: sum(int(s.counts.get(k, 0)) for s in steps) for k in ("reads", "writes", "failed_writes", "auth", "retries")
     }
     totals["changes"] = sum(len(s.changed) for s in steps)
-    return {
+    head = dict(header(run, identity))
+    return {  # what a reader needs first comes first: the mode and what it means, the tenant, who, and why
         "kind": "run",
         "mode": run.get("mode"),
+        "mode_meaning": head["mode"],
         "tenant": run.get("tenant"),
         "tenant_id": run.get("tenant_id"),
+        "operator": {"signed_in": identity.__dict__ if identity else None, "local_account": run.get("local_account")},
+        "change": {"reason": head["reason"], "ticket": head["ticket"]},
         "kit_version": run.get("kit_version"),
         "git_commit": run.get("git_commit"),
-        "operator": {"signed_in": identity.__dict__ if identity else None, "local_account": run.get("local_account")},
         "parameters": run.get("parameters"),
         "started": run.get("at"),
         "finished": finished,
         "status": status,
+        "status_text": run_status_text(status, steps),
         **({"note": note} if note else {}),
         "steps": [
             {**{k: v for k, v in s.to_json().items() if k != "artifacts"}, "files": (files or {}).get(s.step, [])}
@@ -193,7 +198,7 @@ def _operator(manifest: dict[str, Any]) -> str:
 
 
 def history(archive: Path, tenant: str) -> pd.DataFrame:
-    """Every record of a tenant, sealed or not: when, mode, who, how it ended, accepted writes."""
+    """Every record of a tenant, sealed or not: when, mode, who, under which ticket, how it ended, accepted writes."""
     import pandas as pd
 
     rows: list[dict[str, Any]] = []
@@ -205,6 +210,7 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                     "started": "",
                     "mode": "",
                     "operator": "",
+                    "ticket": "",
                     "status": "unsealed (running now, or killed: the next command for this tenant seals it)",
                     "writes": "",
                     "failed step": "",
@@ -223,12 +229,19 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                 "started": m.get("started"),
                 "mode": m.get("mode"),
                 "operator": _operator(m),
-                "status": m.get("status"),
+                "ticket": (m.get("change") or {}).get("ticket", ""),
+                "status": m.get("status_text") or m.get("status"),
                 "writes": (m.get("totals") or {}).get("writes"),
                 "failed step": ", ".join(map(str, failed)),
             }
         )
-    return pd.DataFrame(rows, columns=["record", "started", "mode", "operator", "status", "writes", "failed step"])
+    columns = ["record", "started", "mode", "operator", "ticket", "status", "writes", "failed step"]
+    table = pd.DataFrame(rows, columns=columns)
+    from .record_diff import script_status  # it reads records: imported here, not at the top
+
+    scripts = script_status(archive, tenant)
+    table["step 3 script"] = [scripts.get(name, "") for name in table["record"]]
+    return table
 
 
 #: what each mode means for the tenant, said first in every record a person reads
@@ -239,14 +252,51 @@ MODE_MEANING = {
     "sandbox": "SANDBOX: a simulated training tenant on this machine; no real tenant was touched",
 }
 
+#: the modes whose runs reach a real tenant
+REAL_TENANT_MODES = ("live", "record")
+
+
+def mode_meaning(mode: str, apply: bool = True) -> str:
+    """What a run's mode meant for the tenant, said first; a plan (``apply: false``) of a real tenant changed
+    nothing, and says so."""
+    if not apply and mode in REAL_TENANT_MODES:
+        return f"{mode.upper()} PLAN (apply: false): the real tenant was read, and nothing was changed"
+    return MODE_MEANING.get(mode, f"mode {mode}")
+
+
+def header(run: Mapping[str, Any], identity: Identity | None) -> list[tuple[str, str]]:
+    """What every record a person reads opens with, in this order: the mode and what it means for the tenant (a
+    replayed demo must never read as a change to a real tenant), the tenant, who signed in, and why: the reason
+    and ticket. ``run``: the journal's run entry or a manifest (both hold the mode, tenant and parameters)."""
+    parameters = run.get("parameters") or {}
+    change = parameters.get("change") or {}
+    return [
+        ("mode", mode_meaning(str(run.get("mode")), parameters.get("apply", True))),
+        ("tenant", f"{run.get('tenant')} (tenant ID {run.get('tenant_id')})"),
+        ("signed in", identity.describe() if identity else "nobody (no step signed in)"),
+        ("reason", change.get("reason") or "none given"),
+        ("ticket", change.get("ticket") or ("no ticket (--no-ticket)" if change.get("no_ticket") else "none given")),
+    ]
+
+
+def header_so_far(record: Path) -> list[tuple[str, str]]:
+    """The header of a record still being written (a step's page is written when the step ends): whoever has
+    signed in by then."""
+    return header(run_entry(record), signed_in(journal.read(record / journal.JOURNAL_FILE)))
+
 
 def describe(record: Path) -> str:
-    """A record in a few lines: the mode first, who, when, each step's outcome, the changes, failed checks."""
+    """A record in a few lines: its header (the mode first, the tenant, who, why), when, each step's outcome, the
+    changes, failed checks."""
     m = read_manifest(record)
     totals = m.get("totals") or {}
+    signed = (m.get("operator") or {}).get("signed_in")
+    head = header(m, Identity(**signed) if isinstance(signed, dict) else None)
     lines = [
-        MODE_MEANING.get(str(m.get("mode")), f"mode {m.get('mode')}"),
-        f"{m.get('tenant')} {record.name}: {m.get('status')} (signed in: {_operator(m)}; kit {m.get('kit_version')}, "
+        head[0][1],
+        *(f"{label}: {value}" for label, value in head[1:]),
+        f"record {record.name}: {m.get('status_text') or m.get('status')} (local account "
+        f"{(m.get('operator') or {}).get('local_account')}; kit {m.get('kit_version')}, "
         f"{m.get('started')} to {m.get('finished')})",
         f"requests: {totals.get('reads', 0)} reads, {totals.get('writes', 0)} accepted writes, "
         f"{totals.get('failed_writes', 0)} failed write attempts, {totals.get('retries', 0)} retries",
@@ -255,10 +305,12 @@ def describe(record: Path) -> str:
         lines.append(f"note: {m['note']}")
     for data in m.get("steps", []):
         step = StepRecord.from_json(data)
-        lines.append(f"  {step.step}: {step.status}" + (f": {step.error.splitlines()[0]}" if step.error else ""))
+        lines.append(f"  {step.step}: {step.status_text}" + (f": {step.error.splitlines()[0]}" if step.error else ""))
         lines += [f"      {c.action:>9} {c.resource}: {c.name} ({c.summary})" for c in step.changes]
         lines += [f"      check {c.verdict}: {c.check}: {c.detail}" for c in step.checks if c.verdict != "pass"]
-    return "\n".join(lines)
+    from .record_diff import script_lines  # it reads records: imported here, not at the top
+
+    return "\n".join([*lines, *script_lines(record), *integrity.attachment_lines(record)])
 
 
 def write_text(path: Path, text: str) -> None:

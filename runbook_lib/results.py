@@ -143,7 +143,7 @@ class StepRecord:
     @property
     def status_text(self) -> str:
         """The status as people read it: ``ok, checklist incomplete``, never a plain ``ok`` that hides it."""
-        return ", ".join(filter(None, [self.status, self.left_undone]))
+        return qualified(self.status, self.left_undone)
 
     def summary(self) -> str:
         c = self.counts
@@ -178,7 +178,16 @@ class StepRecord:
         )
 
 
+def qualified(status: str, undone: str) -> str:
+    """A status with what was left undone after it (``ok, checklist incomplete``): the one form people read."""
+    return f"{status}, {undone}" if undone else status
+
+
+def run_left_undone(status: str, steps: Iterable[StepRecord]) -> str:
+    """What an ok run's steps left for a person to finish; empty when nothing, or when the run did not end ok."""
+    return ", ".join(dict.fromkeys(s.left_undone for s in steps if s.left_undone)) if status == "ok" else ""
+
+
 def run_status_text(status: str, steps: Iterable[StepRecord]) -> str:
     """A run's status as people read it: ``ok`` qualified by what its steps left for a person to finish."""
-    undone = dict.fromkeys(s.left_undone for s in steps if s.left_undone)
-    return ", ".join([status, *undone]) if status == "ok" else status
+    return qualified(status, run_left_undone(status, steps))

@@ -16,7 +16,6 @@ second Ctrl-C or a SIGTERM stops at once. Every ending seals the record (``ok``,
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import os
 import signal
@@ -43,7 +42,6 @@ from papermill.parameterize import parameterize_notebook
 
 from . import __version__, diagnose, html_record, interrupts, journal, locks, paths, preflight, records, registry
 from . import params as params_mod
-from .changes import changes_html
 from .errors import LockHeld
 from .results import STEP_MIME, StepRecord
 
@@ -276,17 +274,6 @@ def _execute(
     return current["nb"], StepRecord(spec.name, status="failed", error=f"{problem}; retried once, giving up")
 
 
-def _summary_html(result: StepRecord, mode: str) -> str:
-    parts = [
-        f"<p><b>Record of {html.escape(result.step)}: {html.escape(result.status)}</b></p>",
-        f"<p>{html.escape(records.MODE_MEANING.get(mode, mode))}</p>",
-        changes_html(result.changes) if result.changes else "<p>No changes.</p>",
-    ]
-    if result.error:
-        parts.append(f"<p><b>Error:</b></p><pre>{html.escape(result.error)}</pre>")
-    return "\n".join(parts)
-
-
 def _write_step(record: Path, nb: nbformat.NotebookNode | None, result: StepRecord, mode: str) -> list[str]:
     """The executed notebook, its HTML for people, and the files the step kept: written once."""
     written = []
@@ -294,7 +281,13 @@ def _write_step(record: Path, nb: nbformat.NotebookNode | None, result: StepReco
         records.write_text(record / f"{result.step}.ipynb", json.dumps(nb, ensure_ascii=False) + "\n")
         records.write_text(
             record / f"{result.step}.html",
-            html_record.render(nb, title=f"{result.step} ({mode})", summary_html=_summary_html(result, mode)),
+            html_record.render(
+                nb,
+                title=f"{mode.upper()}: {result.step}",
+                summary_html=html_record.summary_html(
+                    result, records.header_so_far(record), real_tenant=mode in records.REAL_TENANT_MODES
+                ),
+            ),
         )
         written += [f"{result.step}.ipynb", f"{result.step}.html"]
     for artifact, text in result.artifacts.items():

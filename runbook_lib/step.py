@@ -136,6 +136,7 @@ class Step:
         if self.result.status != "running":
             return
         self.result.status = status  # type: ignore[assignment]
+        self.facts.as_of = self.clock.now().isoformat(timespec="seconds")
         problem: RunbookError | None = None
         try:
             self.transport.close()
@@ -173,7 +174,10 @@ def _show_error(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
 
 
 def start(name: str, namespace: Mapping[str, Any]) -> Step:
-    """Validate the notebook's parameters and switch the transport on; call from the setup cell."""
+    """Validate the notebook's parameters (the cell's, or the trainee's file its ``params_file`` names: see
+    :func:`runbook_lib.ui.notebook_params`) and switch the transport on; call from the setup cell."""
+    from .ui import notebook_params
+
     global _current
     try:
         from IPython import get_ipython
@@ -189,5 +193,8 @@ def start(name: str, namespace: Mapping[str, Any]) -> Step:
     if _current is not None:
         _current.finish()  # the setup cell was run again: close the previous step first
         _current = None
-    _current = Step(name, params_mod.from_namespace(namespace))
+    params, notes = notebook_params(namespace)
+    _current = Step(name, params)
+    for note in notes:
+        _current.facts.warn(note)
     return _current

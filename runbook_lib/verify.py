@@ -27,7 +27,7 @@ from .changes import Change
 from .errors import AuthError, StepFailed
 from .graph import odata_quote
 from .params import GUID_RE
-from .results import Check, Finding, Verdict
+from .results import Check, Finding, SecretFacts, Verdict
 
 if TYPE_CHECKING:
     from .step import Step
@@ -160,6 +160,8 @@ def secret_and_token(step: Step, checks: Checks, app: dict[str, Any] | None) -> 
     now = step.clock.now()
     match = client_secrets.match_stored(stored, client_secrets.app_secrets(app), now)
     cred = match.secret
+    if cred is not None and match.kind == "matched":
+        step.facts.secret = SecretFacts(cred.hint, cred.expires.date().isoformat(), cred.key_id, store)
     if match.kind == "empty":
         checks.add("client secret", "fail", match.explain(store), code="secret_missing")
     elif match.kind == "secret id":

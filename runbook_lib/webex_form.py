@@ -3,7 +3,9 @@
 The values are built from the application as Graph has it now (client ID), the cloud's endpoints, and
 the secret store. The client secret's value is never printed: the table says where it is; in JupyterLab
 a button reveals it on screen for a minute, in a widget whose state is not saved with the notebook
-(JupyterLab saves widget state only when "Save Widget State Automatically" is turned on).
+(JupyterLab saves widget state only when "Save Widget State Automatically" is turned on). A headless run
+(``runbook run``: the step has the run's journal) has nobody to press a button or tick a box, so it shows
+what they would do in a sentence, never a widget's Python repr in the record.
 """
 
 from __future__ import annotations
@@ -71,13 +73,25 @@ def form_values(step: Step) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value", "note"])
 
 
+def _headless(step: Step) -> bool:
+    """Run by ``runbook run``, which gives the step its run's journal file: nobody is at the notebook."""
+    return step.journal.path is not None
+
+
 def reveal_secret(step: Step) -> Any:
     """A button that shows the secret's Value on screen for a minute (JupyterLab only)."""
+    store = step.params.secret_store
+    if _headless(step):
+        from IPython.display import Markdown
+
+        return Markdown(
+            f"In JupyterLab a **Reveal client secret** button shows the Value for {REVEAL_SECONDS} seconds. "
+            f"A headless run never shows it: it is in `{store.describe()}`."
+        )
     import ipywidgets as widgets
 
     button = widgets.Button(description="Reveal client secret", icon="eye")
     shown = widgets.HTML(value="")
-    store = step.params.secret_store
     timers: list[threading.Timer] = []
 
     def hide() -> None:
@@ -103,12 +117,21 @@ def reveal_secret(step: Step) -> Any:
 
 
 def checklist(step: Step) -> Any:
-    """Check boxes for the Webex Connect actions; their state (or ``checklist`` in headless runs) is recorded."""
-    import ipywidgets as widgets
-
+    """Check boxes for the Webex Connect actions; their state (or ``checklist`` in headless runs) is recorded, and
+    a step that ends with any unconfirmed is ``ok, checklist incomplete`` (:attr:`StepRecord.status_text`)."""
     given = step.params.checklist
     state = {key: key in given.done for key in webex.CHECKLIST}
     step.facts.checklist = {"confirmed_by": given.confirmed_by, "items": state}
+    if _headless(step):
+        from IPython.display import Markdown
+
+        return Markdown(
+            "In JupyterLab these are check boxes. In a headless run the parameters `checklist.done` and "
+            f"`checklist.confirmed_by` say what was confirmed: {sum(state.values())} of {len(state)} actions "
+            "(the table below)."
+        )
+    import ipywidgets as widgets
+
     boxes = []
     for key, text in webex.CHECKLIST.items():
         box = widgets.Checkbox(value=state[key], description=text, indent=False, layout=widgets.Layout(width="auto"))

@@ -57,13 +57,15 @@ def sandbox(seed: dict[str, Any]) -> Iterator[Sandbox]:
 
 @pytest.fixture
 def live_raw(demo_raw: dict[str, Any], sandbox: Sandbox, tmp_path: Path) -> dict[str, Any]:
-    """The demo tenant's parameters in live mode against the sandbox, with private stores."""
+    """The demo tenant's parameters in live mode against the sandbox, with private stores, and the reason and
+    ticket a live run that applies changes must give."""
     raw = copy.deepcopy(demo_raw)
     raw.update(
         mode="live",
         endpoints=sandbox.endpoints(),
         recordings=str(tmp_path / "recordings"),
         secret_store={"file": str(tmp_path / "secrets" / "client.secret")},
+        change={"reason": "a test of the kit", "ticket": "TEST-1"},
     )
     return raw
 

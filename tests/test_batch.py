@@ -1,15 +1,25 @@
-"""Batches, locks, retries of a dead kernel or a hung cell, and record inspection."""
+"""Batches, locks, retries of a dead kernel or a hung cell, record inspection: what a record and a batch summary
+say first (the mode, the tenant, who, the reason and ticket), and that a change to a real tenant needs them."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import json
+import pkgutil
 import re
+from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from runbook_lib import batch, cli, integrity, locks, params, records, runner
 from runbook_lib.errors import LockHeld
+from runbook_lib.results import SecretFacts, StepRecord
 
 from conftest import DEMO, ROOT
 
@@ -163,3 +173,188 @@ def test_batch_options_must_be_positive(option, capsys, tmp_path):
         cli.main(["batch", str(DEMO), option, "0", "--archive", str(tmp_path)])
     assert stopped.value.code == 2 and f"argument {option}: 0 must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "contoso").exists()
+
+
+# --- what a record and a batch summary open with and say --------------------------------------------------------
+
+
+def kit_classes() -> set[str]:
+    """Every dataclass and parameter model of the kit: their default reprs are for programmers, never for people."""
+    import runbook_lib
+
+    names = set()
+    for info in pkgutil.walk_packages(runbook_lib.__path__, "runbook_lib."):
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and (dataclasses.is_dataclass(cls) or issubclass(cls, BaseModel)):
+                names.add(name)
+    return names
+
+
+REPR = re.compile(rf"\b(?:{'|'.join(sorted(kit_classes()))})\(\w+=")
+
+
+def outputs_text(notebook: Path) -> str:
+    """Every text a person reads in a notebook's outputs: streams, errors, and text, HTML and Markdown results."""
+    nb = nbformat.read(notebook, as_version=4)
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            texts += [out.get("text", ""), out.get("ename", ""), out.get("evalue", "")]
+            texts += [str(out.get("data", {}).get(mime, "")) for mime in ("text/plain", "text/html", "text/markdown")]
+    return "\n".join(texts)
+
+
+@pytest.fixture(scope="module")
+def demo_batch(tmp_path_factory):
+    """One replayed batch, every tenant with its own secret store and the batch's reason and ticket: contoso (every
+    step), contoso-form (steps 1 to 4: it ends with step 4's checklist not confirmed) and proseware (fails at step 2,
+    with a long diagnosis)."""
+    folder = tmp_path_factory.mktemp("demo-batch")
+    files = []
+    for name, tenant, steps in (
+        ("contoso", "contoso", None),
+        ("contoso-form", "contoso", 4),
+        ("proseware", "proseware", None),
+    ):
+        raw = yaml.safe_load((ROOT / "params" / "demo" / f"{tenant}.yaml").read_text())
+        raw.update(
+            tenant=name, recordings=f"recordings/{tenant}", secret_store={"file": str(folder / f"{name}.secret")}
+        )
+        raw.update({"steps": list(params.STEP_NAMES[:steps])} if steps else {})
+        files.append(folder / f"{name}.yaml")
+        files[-1].write_text(yaml.safe_dump(raw))
+    record, table = batch.run_batch(
+        [str(f) for f in files],
+        jobs=2,
+        archive=folder / "archive",
+        change={"reason": "training: the demo tenants", "ticket": "TRAIN-7"},
+        wait_lock=120,  # contoso and contoso-form are one tenant: one runs after the other
+        progress=lambda _: None,
+    )
+    return folder / "archive", record, table.set_index("tenant", drop=False)
+
+
+def test_a_replayed_record_names_the_mode_first_in_show_and_html(demo_batch, capsys):
+    archive, _, table = demo_batch
+    record = archive / table.loc["contoso", "record"]
+    assert cli.main(["show", str(record)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == records.MODE_MEANING["replay"]
+    assert shown[1:5] == [
+        "tenant: contoso (tenant ID 3c8a5f3e-2b1d-4f4a-9c6e-8d2f7a1b5e90)",
+        "signed in: admin@contoso.onmicrosoft.com (user, object 0e4f7a86-a7f7-5818-9d9a-f6859803153a, "
+        "tenant 3c8a5f3e-2b1d-4f4a-9c6e-8d2f7a1b5e90)",
+        "reason: training: the demo tenants",
+        "ticket: TRAIN-7",
+    ]
+    html = (record / "02_azure_app_registration.html").read_text()
+    body = html[html.index("<body>") :]
+    banner = '<p class="mode simulated">REPLAY of recorded answers: nothing was sent to any tenant</p>'
+    assert body.index(banner) < body.index("TRAIN-7") < body.index("Record of 02_azure_app_registration")
+    assert "<title>REPLAY: 02_azure_app_registration</title>" in html and "No real tenant was changed" in html
+    manifest = records.read_manifest(record)
+    assert manifest["mode_meaning"] == records.MODE_MEANING["replay"] and manifest["change"]["ticket"] == "TRAIN-7"
+
+
+def test_no_output_a_person_reads_shows_a_python_repr(demo_batch):
+    assert REPR.search(repr(SecretFacts("abc", "2027-01-01", "k", "file:x")))  # the pattern finds a default repr
+    archive, _, table = demo_batch
+    folders = [archive / record for record in table["record"]]
+    pages = [page for folder in folders for page in sorted(folder.glob("*.ipynb")) + sorted(folder.glob("*.html"))]
+    assert len(pages) > 8
+    found = {
+        page.name: REPR.findall(outputs_text(page) if page.suffix == ".ipynb" else page.read_text()) for page in pages
+    }
+    assert not {name: reprs for name, reprs in found.items() if reprs}
+    assert not [page.name for page in pages if page.suffix == ".html" and "VBox(" in page.read_text()]
+
+
+def test_an_unconfirmed_checklist_says_so_in_every_status(demo_batch, capsys):
+    archive, record, table = demo_batch
+    run = archive / table.loc["contoso-form", "record"]
+    step4 = next(s for s in records.read_manifest(run)["steps"] if s["step"] == "04_webex_connect_email_app")
+    assert step4["status"] == "ok" and step4["status_text"] == "ok, checklist incomplete"
+    assert (
+        "Record of 04_webex_connect_email_app: ok, checklist incomplete" in (run / f"{step4['step']}.html").read_text()
+    )
+    cli.main(["show", str(run)])
+    assert "  04_webex_connect_email_app: ok, checklist incomplete" in capsys.readouterr().out.splitlines()
+    assert records.read_manifest(run)["status"] == "ok" and records.history(archive, "contoso-form").loc[
+        0, "status"
+    ] == ("ok, checklist incomplete")
+    assert table.loc["contoso-form", "status"] == "ok, checklist incomplete"
+    saved = {t["tenant"]: t for t in json.loads((record / "batch.json").read_text())["tenants"]}
+    assert saved["contoso-form"]["status"] == "ok" and saved["contoso-form"]["left_undone"] == "checklist incomplete"
+
+
+def test_the_batch_summary_has_the_secrets_days_left_and_every_diagnosis_whole(demo_batch):
+    _, record, table = demo_batch
+    lifetime = yaml.safe_load(DEMO.read_text())["application"]["secret_lifetime_days"]
+    assert table.loc["contoso", "secret_days_left"] == lifetime  # a secret made by this run
+    assert table.loc["proseware", "secret_days_left"] == ""  # step 2 failed before any secret was read
+    diagnosis = table.loc["proseware", "diagnosis"]
+    assert len(diagnosis) > batch.WRAP and diagnosis.endswith(
+        "then run step 2 again. Nothing was changed in the tenant."
+    )
+    text = batch.summary_text(table.reset_index(drop=True), record)
+    assert all(len(line) <= batch.WRAP for line in text.split("Diagnoses")[1].splitlines())
+    assert f"proseware (02_azure_app_registration): {diagnosis}" in " ".join(text.split())
+    assert "secret_days_left" in text.splitlines()[0] and str(record / "summary.csv") in text
+    csv = pd.read_csv(record / "summary.csv", keep_default_na=False).set_index("tenant")
+    assert csv.loc["proseware", "diagnosis"] == diagnosis and csv.loc["contoso", "secret_days_left"] == str(lifetime)
+
+
+def test_a_diagnosis_keeps_every_line_of_the_message_and_its_fix():
+    error = (
+        "the token endpoint refused\nthe secret: it expired\nFix: run step 2\nStep: 02\nAlready changed: app (created)."
+    )
+    result = runner.RunResult(Path("r"), [StepRecord("05_verify", status="failed", error=error)], "failed", "")
+    assert batch._diagnosis(result) == (
+        "05_verify",
+        "the token endpoint refused the secret: it expired. Fix: run step 2. Already changed: app (created).",
+    )
+
+
+def test_a_batch_is_ok_when_every_tenant_is_and_a_checklist_left_to_a_person_is_ok():
+    assert batch.overall(["ok", "ok, checklist incomplete"]) == "ok"
+    assert batch.overall(["ok", "failed", "invalid"]) == "failed"
+    assert batch.overall(["ok, checklist incomplete", "not started"]) == "interrupted"
+
+
+# --- a change to a real tenant needs its reason and ticket -------------------------------------------------------
+
+
+def test_a_live_run_without_a_ticket_is_refused_before_any_request_or_file(tmp_path, live_raw, sandbox, capsys):
+    del live_raw["change"]
+    params_file = tmp_path / "tenant.yaml"
+    params_file.write_text(yaml.safe_dump(live_raw))
+    archive = tmp_path / "archive"
+    assert cli.main(["run", str(params_file), "--archive", str(archive), "--reason", "new mailbox"]) == 2
+    err = capsys.readouterr().err
+    assert "change.ticket: required when a live-mode run applies changes" in err and "change.reason" not in err
+    assert cli.main(["batch", str(params_file), "--archive", str(archive)]) == 1
+    assert "change.ticket" in capsys.readouterr().out
+    assert sandbox.tenant.requests == [] and not (archive / "contoso").exists()
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_no_ticket_lets_a_live_run_go_and_its_record_says_so(tmp_path, live_raw, sandbox, capsys):
+    del live_raw["change"]
+    params_file = tmp_path / "tenant.yaml"
+    params_file.write_text(yaml.safe_dump(live_raw))
+    archive = tmp_path / "archive"
+    command = ["run", str(params_file), "--archive", str(archive), "--steps", STEP1, "--reason", "urgent: mail down"]
+    assert cli.main([*command, "--no-ticket"]) == 0
+    assert records.MODE_MEANING["live"] in capsys.readouterr().out
+    [record] = records.record_dirs(archive, "contoso")
+    assert cli.main(["show", str(record)]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == records.MODE_MEANING["live"] and "ticket: no ticket (--no-ticket)" in shown[1:5]
+    assert "reason: urgent: mail down" in shown[1:5]
+    html = (record / f"{STEP1}.html").read_text()
+    assert '<p class="mode real">LIVE' in html and "no ticket (--no-ticket)" in html
+    assert records.read_manifest(record)["change"] == {
+        "reason": "urgent: mail down",
+        "ticket": "no ticket (--no-ticket)",
+    }

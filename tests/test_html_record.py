@@ -10,6 +10,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from runbook_lib import html_record, paths
+from runbook_lib.changes import Change
+from runbook_lib.results import Facts, StepRecord
 
 pytestmark = pytest.mark.unit
 
@@ -101,7 +103,7 @@ def test_outputs_are_shown_as_a_reader_needs_them():
     html = html_record.render(nb, title="Step <2>", summary_html="<p>Record of step 2: failed</p>")
     assert_self_contained(html)
     assert "<title>Step &lt;2&gt;</title>" in html and "<h2>Prose</h2>" in html and "<em>text</em>" in html
-    assert "VBox(children=(Text(value=&#x27;contoso&#x27;),))" in html and "model_id" not in html
+    assert escape(html_record.WIDGET_TEXT) in html and "VBox(" not in html and "model_id" not in html
     assert '<pre class="error">GraphError: HTTP 403 Authorization_RequestDenied</pre>' in html
     assert "\x1b" not in html and "[31m" not in html and "Traceback" not in html
     assert '<pre class="stderr">retrying\n</pre>' in html
@@ -110,3 +112,29 @@ def test_outputs_are_shown_as_a_reader_needs_them():
     assert f'<img src="data:image/png;base64,{PNG}"' in html
     assert "3 &lt; 4" in html
     assert "parameters_form" not in html and "graph.get" not in html
+
+
+HEADER = [
+    ("mode", "LIVE: these changes were made to the real tenant"),
+    ("tenant", "contoso (tenant ID 3c8a5f3e-2b1d-4f4a-9c6e-8d2f7a1b5e90)"),
+    ("signed in", "admin@contoso.onmicrosoft.com (user, object o, tenant t)"),
+    ("reason", "Webex Connect <mail> for support"),
+    ("ticket", "CHG0042"),
+]
+
+
+@pytest.mark.parametrize("real_tenant", [True, False])
+def test_a_page_opens_with_the_mode_as_a_banner_then_the_header_then_the_outcome(real_tenant):
+    step = StepRecord(
+        "04_webex_connect_email_app",
+        status="ok",
+        changes=[Change("application", "Webex Connect Email", "created", "create")],
+        facts=Facts(checklist={"confirmed_by": "", "items": {"saved": True, "registered": False}}),
+    )
+    summary = html_record.summary_html(step, HEADER, real_tenant=real_tenant)
+    html = html_record.render(new_notebook(cells=[new_markdown_cell("# Step 4")]), title="t", summary_html=summary)
+    banner = f'<p class="mode {"real" if real_tenant else "simulated"}">LIVE: these changes'
+    order = [banner, "CHG0042", "Record of 04_webex_connect_email_app: ok, checklist incomplete", "<td>created</td>"]
+    assert [html.index(text) for text in order] == sorted(html.index(text) for text in order)
+    assert html.index(order[-1]) < html.index("<h1>") and "Webex Connect &lt;mail&gt; for support" in html
+    assert ("No real tenant was changed" in html) is not real_tenant
