@@ -75,6 +75,31 @@ def security_defaults(step: Step, checks: Checks) -> None:
         checks.add("security defaults", "pass", "off: they do not block SMTP AUTH")
 
 
+# --- assignment ----------------------------------------------------------------------------------------------
+
+
+def assignment(step: Step, checks: Checks, sp: dict[str, Any] | None) -> None:
+    """An application that requires assignment refuses every user not assigned to it (AADSTS50105), the
+    mailbox user at Generate Token included."""
+    user_id = (step.facts.mailbox_user or {}).get("id")
+    if sp is None or not user_id:
+        return
+    if not sp.get("appRoleAssignmentRequired"):
+        checks.add("user assignment", "pass", "the application does not require users to be assigned")
+        return
+    assigned = any(a.get("resourceId") == sp["id"] for a in step.graph.get_all(f"/users/{user_id}/appRoleAssignments"))
+    if assigned:
+        checks.add("user assignment", "pass", "the application requires assignment, and the mailbox user is assigned")
+    else:
+        checks.add(
+            "user assignment",
+            "fail",
+            "the application requires assignment and the mailbox user is not assigned: Generate Token is "
+            "refused with AADSTS50105",
+            code="AADSTS50105",
+        )
+
+
 # --- Conditional Access ----------------------------------------------------------------------------------------
 
 

@@ -30,15 +30,22 @@ def _signing_key(args: argparse.Namespace) -> Path | None:
     return Path(key) if key else None
 
 
-def _load(path: str, overrides: dict[str, Any], archive: Path) -> params_mod.Params:
-    """The validated file, with command-line overrides on top, and every offline check passed."""
+def _load(path: str, overrides: dict[str, Any], archive: Path, *, run: bool = False) -> params_mod.Params:
+    """The validated file, with command-line overrides on top, and every offline check passed (``run``: those
+    of a run too, such as the reason and ticket of a change to a real tenant)."""
     from . import preflight
 
     params = params_mod.load(path)
     if overrides:
-        params = params_mod.validate({**params.public(), **overrides}, path)
-    preflight.require(params, archive=archive, source=path)
+        params = params_mod.override(params, overrides, path)
+    preflight.require(params, archive=archive, source=path, run=run)
     return params
+
+
+def _change(args: argparse.Namespace) -> dict[str, Any]:
+    """``--reason``, ``--ticket`` and ``--no-ticket`` as overrides of the ``change`` section; empty when none given."""
+    given = {"reason": args.reason, "ticket": args.ticket, "no_ticket": args.no_ticket or None}
+    return {"change": {k: v for k, v in given.items() if v is not None}} if any(given.values()) else {}
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -56,20 +63,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int:
     from . import runner
     from .changes import changes_text
+    from .records import mode_meaning
+    from .results import qualified, run_left_undone
 
     if args.mode:
         overrides["mode"] = args.mode
-    params = _load(args.params, overrides, _archive(args))
+    if args.steps:  # the run's parameters name the steps it runs (a reason and ticket depend on them)
+        overrides["steps"] = args.steps
+    params = _load(args.params, {**overrides, **_change(args)}, _archive(args), run=True)
     steps = args.steps or (registry.plan_steps(params.steps) if plan else None)
     result = runner.run(
         params, archive=_archive(args), steps=steps, signing_key=_signing_key(args), wait_lock=args.wait
     )
     changes = [c for step in result.steps for c in step.changes]
+    print(f"\n{mode_meaning(params.mode, params.apply)}")
     print("\nChanges:")
     print(changes_text(changes) if changes else "  (none)")
     failed = sum(int(s.counts.get("failed_writes", 0)) for s in result.steps)
     print(f"\nRecord: {result.record} (manifest sha256 {result.manifest_sha256})")
-    print(f"Accepted writes: {result.writes}; failed write attempts: {failed}; status: {result.status.upper()}")
+    status = qualified(result.status.upper(), run_left_undone(result.status, result.steps))
+    print(f"Accepted writes: {result.writes}; failed write attempts: {failed}; status: {status}")
     for step in result.steps:
         if step.error and step.status in ("failed", "interrupted"):
             print(f"\n{step.step} {step.status}:\n{step.error}", file=sys.stderr)
@@ -102,12 +115,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         dask_scheduler=args.dask_scheduler,
         signing_key=_signing_key(args),
         wait_lock=args.wait,
+        change=_change(args).get("change"),
     )
-    print("\n" + table.drop(columns=["record"]).to_string(index=False))
+    print("\n" + batch.summary_text(table, record))
     print(f"\nBatch record: {record}")
-    if (table["status"] == "interrupted").any() or (table["status"] == "not started").any():
-        return EXIT_INTERRUPTED
-    return 0 if (table["status"] == "ok").all() else 1
+    return {"ok": 0, "interrupted": EXIT_INTERRUPTED}.get(batch.overall(table["status"]), 1)
 
 
 def _seal_abandoned(archive: Path, tenant: str) -> None:
@@ -139,8 +151,36 @@ def cmd_verify_record(args: argparse.Namespace) -> int:
 
     problems = integrity.verify(Path(args.record), public_key=Path(args.public_key) if args.public_key else None)
     signed = " and its signature" if args.public_key else ""
-    print("\n".join(problems) if problems else f"{args.record}: seal, chain, files{signed} all match")
+    attached = len(integrity.attachment_lines(Path(args.record)))
+    files = f"files and {attached} attachment(s)" if attached else "files"
+    print("\n".join(problems) if problems else f"{args.record}: seal, chain, {files}{signed} all match")
     return 1 if problems else 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from . import record_diff
+
+    if bool(args.tenant) == bool(args.records) or len(args.records) not in (0, 2):
+        print("give two records (runbook diff RECORD_A RECORD_B) or a tenant (--tenant T), not both", file=sys.stderr)
+        return 2
+    if args.tenant:
+        _seal_abandoned(_archive(args), args.tenant)
+        a, b = record_diff.last_two(_archive(args), args.tenant)
+    else:
+        a, b = (Path(r) for r in args.records)
+    print(record_diff.diff_records(a, b, any_tenant=args.any_tenant).text())
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from . import integrity
+
+    done = integrity.attach(Path(args.record), Path(args.file), note=args.note, signing_key=_signing_key(args))
+    print(
+        f"{done.describe()}\nThe record's own seal is unchanged. The attachment's manifest sha256 is "
+        f"{done.manifest_sha256}: keep it elsewhere if that matters (nothing later vouches for the newest attachment)"
+    )
+    return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -154,23 +194,44 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+#: a kernel's TCP ports on loopback can be reached from every account on the machine, and what the kernel outputs
+#: (a revealed client secret too) read by anyone who subscribes, unencrypted: kernels use Unix sockets instead
+KERNELS_OVER_IPC = ["--KernelManager.transport=ipc"] if os.name == "posix" else []
+
+
 def lab_command(extra: list[str], folder: Path | None = None) -> list[str]:
-    """JupyterLab on the kit's notebooks (or ``folder``), from this environment so the kit's kernel is there."""
+    """JupyterLab on the kit's notebooks (or ``folder``), from this environment so the kit's kernel is there. Its
+    kernels talk over IPC (Unix sockets beside their connection files, in the runtime folder :func:`cmd_lab` makes
+    private), never TCP."""
     as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers, CI
     folder = folder or paths.project_root() / "notebooks"
-    return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", *as_root, *extra]
+    return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", *KERNELS_OVER_IPC, *as_root, *extra]
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    """JupyterLab with its connection files and kernel sockets in a new folder only this account can enter (mode
+    0700, removed afterwards), under /tmp: a Unix socket's path must stay under about 100 bytes."""
     import subprocess
+    import tempfile
 
-    return subprocess.call(lab_command(args.jupyter_args))
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    with tempfile.TemporaryDirectory(prefix="runbook-lab-", dir=base) as runtime:
+        return subprocess.call(lab_command(args.jupyter_args), env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime})
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    """A trainee acts on the tenant their own parameter file names (a sandbox-mode file), nothing else."""
-    from .sandbox import state
+    """A trainee acts on the tenant their own parameter file names (a sandbox-mode file), nothing else; the
+    trainer's ``status`` reads every trainee's sandbox, and ``break --list`` describes the faults."""
+    from .sandbox import mistakes, state
 
+    if args.action == "status":
+        return _sandbox_status(args)
+    if args.action == "break" and args.list:
+        print(mistakes.listing())
+        return 0
+    if args.action == "break" and not (args.params and args.fault):
+        print("runbook sandbox break: give the trainee's parameter file and a fault, or --list", file=sys.stderr)
+        return 2
     params = params_mod.load(args.params)
     if params.mode != "sandbox":
         print(
@@ -187,8 +248,20 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
                 else "had no sandbox; nothing to reset"
             )
         )
-    else:
+    elif args.action == "break":
         print(f"{params.tenant}: {state.break_tenant(params.tenant, args.fault)}")
+    else:
+        print(f"{params.tenant}: {state.repair_tenant(params.tenant, args.fault)}")
+    return 0
+
+
+def _sandbox_status(args: argparse.Namespace) -> int:
+    """The trainer's view: every trainee's sandbox on this machine (or those of the files given)."""
+    from .sandbox import classroom
+
+    folders = [Path(d) for d in args.state_dir] if args.state_dir else None
+    statuses = classroom.classroom(classroom.state_files(folders, args.params), _archive(args))
+    print(classroom.as_json(statuses) if args.json else classroom.text(statuses))
     return 0
 
 
@@ -212,8 +285,9 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         text = args.text
     table = diagnose.table(diagnose.diagnose(text))
-    for row in table.itertuples(index=False):
-        print(f"{row.code}: {row.meaning}\n  fix: {row.fix}\n  notebook: {row.notebook}\n")
+    for row in table.to_dict("records"):
+        source = f"  source: {row['source']}\n" if row["source"] else ""
+        print(f"{row['code']}: {row['meaning']}\n  fix: {row['fix']}\n  notebook: {row['notebook']}\n{source}")
     return 0
 
 
@@ -245,7 +319,16 @@ def _seconds(text: str) -> float:
 
 
 def _record_options(p: argparse.ArgumentParser) -> None:
-    """Where records go, how they are signed, and how long a run waits for the tenant's lock."""
+    """Where records go, how they are signed, how long a run waits for the tenant's lock, and why the change is
+    made (the reason and ticket every record opens with)."""
+    p.add_argument("--reason", metavar="TEXT", help="why this change is made (overrides change.reason)")
+    p.add_argument("--ticket", metavar="ID", help="the change ticket it is made under (overrides change.ticket)")
+    p.add_argument(
+        "--no-ticket",
+        action="store_true",
+        help="the change has no ticket: a live or record run that applies changes then runs without one, and "
+        "its record says so",
+    )
     p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
     p.add_argument("--sign-key", help=f"Ed25519 private key to sign records with (or ${SIGNING_KEY_ENV})")
     p.add_argument(
@@ -302,20 +385,48 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("record")
     p.add_argument("--public-key", help="the organisation's public key: the record must be signed with its pair")
     p.set_defaults(func=cmd_verify_record)
+    p = sub.add_parser("diff", help="what changed in a tenant between two of its records, item by item")
+    p.add_argument("records", nargs="*", metavar="RECORD", help="two records of one tenant (or give --tenant)")
+    p.add_argument("--tenant", help="compare the tenant's last two sealed records")
+    p.add_argument("--archive", help="archive folder for --tenant (default: archive/ in the kit)")
+    p.add_argument("--any-tenant", action="store_true", help="compare records of two different tenants anyway")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("attach", help="attach a file (step 3's script transcript) to a sealed record, sealed apart")
+    p.add_argument("record")
+    p.add_argument("file")
+    p.add_argument("--note", default="", help="what the file is, e.g. who ran the script and when")
+    p.add_argument("--sign-key", help=f"Ed25519 private key to sign the attachment with (or ${SIGNING_KEY_ENV})")
+    p.set_defaults(func=cmd_attach)
     p = sub.add_parser("keygen", help="create an Ed25519 key pair for signing records")
     p.add_argument("private")
     p.add_argument("public")
     p.set_defaults(func=cmd_keygen)
-    p = sub.add_parser("lab", help="open JupyterLab on the notebooks with the kit's kernel")
-    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed to JupyterLab, e.g. --no-browser --port 8899")
+    # every argument goes to JupyterLab as it is (argparse's REMAINDER would refuse one starting with "-")
+    p = sub.add_parser("lab", help="open JupyterLab on the notebooks with the kit's kernel", prefix_chars="+")
+    p.add_argument("jupyter_args", nargs="*", help="passed to JupyterLab, e.g. --no-browser --port 8899")
     p.set_defaults(func=cmd_lab)
-    p = sub.add_parser("sandbox", help="training: reset a trainee's simulated tenant, or break it on purpose")
+    p = sub.add_parser("sandbox", help="training: trainees' simulated tenants: status, reset, break, repair")
     actions = p.add_subparsers(dest="action", required=True)
+    status = actions.add_parser("status", help="the trainer's view: each trainee's steps done, faults, last verify")
+    status.add_argument("params", nargs="*", help="trainees' parameter files (default: every sandbox found)")
+    status.add_argument(
+        "--state-dir",
+        action="append",
+        metavar="DIR",
+        help="a kit's state folder holding sandbox/ (its .runbook, or RUNBOOK_STATE); repeat for each trainee's "
+        "(default: this kit's)",
+    )
+    status.add_argument("--archive", help="archive folder of the trainees' records (default: archive/ in the kit)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     reset = actions.add_parser("reset", help="start the tenant of a trainee's parameter file over from its seed")
     reset.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
-    broken = actions.add_parser("break", help="inject a classic mistake for an exercise")
-    broken.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
-    broken.add_argument("fault", choices=FAULT_NAMES)
+    broken = actions.add_parser("break", help="inject a classic mistake for an exercise (--list describes them)")
+    broken.add_argument("params", nargs="?", help="the trainee's parameter file (mode: sandbox)")
+    broken.add_argument("fault", nargs="?", choices=FAULT_NAMES)
+    broken.add_argument("--list", action="store_true", help="describe every fault: what it breaks, what it shows")
+    repair = actions.add_parser("repair", help="make the fix of a fault an administrator makes in a portal")
+    repair.add_argument("params", help="the trainee's parameter file (mode: sandbox)")
+    repair.add_argument("fault", choices=FAULT_NAMES)
     p.set_defaults(func=cmd_sandbox)
     p = sub.add_parser("diagnose", help="explain every known error code in a text, a file, standard input or a record")
     p.add_argument("text", nargs="?", help="the error text ('-' or nothing: standard input)")

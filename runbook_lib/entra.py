@@ -382,7 +382,7 @@ def find_service_principal(step: Step, app: dict[str, Any] | None, app_change: C
         return None
     return step.graph.get(
         f"/servicePrincipals(appId={key_segment(app['appId'])})",
-        params={"$select": "id,appId,displayName"},
+        params={"$select": "id,appId,displayName,appRoleAssignmentRequired"},
         missing_ok=True,
     )
 

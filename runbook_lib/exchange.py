@@ -112,7 +112,8 @@ def check_mailbox_user(step: Step) -> pd.DataFrame:
         )
     if not user.get("accountEnabled", True) and kind.usable:
         raise StepFailed(
-            f"the account {upn} is disabled: it could not sign in at Generate Token",
+            f"the account {upn} is disabled: its sign-in at Generate Token, and every token refresh Webex Connect "
+            "makes, would be refused (AADSTS50057)",
             fix="unblock sign-in for the account in Microsoft 365 admin center",
             step=STEP,
         )

@@ -335,6 +335,7 @@ def run_checks(step: Step) -> pd.DataFrame:
     exchange.check_mailbox_user(step)
     app, sp, exo = application_drift(step, checks)
     consent(step, checks, smtp_send_grants(step, sp, exo))
+    blockers.assignment(step, checks, sp)
     blockers.security_defaults(step, checks)
     blockers.conditional_access(step, checks, app)
     mailbox_drift(step, checks)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msal
 import pytest
 import yaml
 
-from runbook_lib import auth, entra, exchange, params, verify, webex, webex_form
+from runbook_lib import auth, diagnose, entra, exchange, params, registry, verify, webex, webex_form
 from runbook_lib.errors import AuthError, GraphError, StepFailed
+from runbook_lib.results import StepRecord
+from runbook_lib.sandbox import mistakes
 from runbook_lib.sandbox.server import serve
+from runbook_lib.sandbox.state import TraineeTenant
 from runbook_lib.sandbox.tenant import SimulatedTenant
 from runbook_lib.step import Step
 
@@ -24,7 +28,7 @@ def seed_of(tenant: str) -> dict:
     return yaml.safe_load((ROOT / "recordings" / tenant / "tenant.yaml").read_text())
 
 
-def step_for(tenant: str, sandbox, tmp_path: Path, **overrides) -> Step:
+def step_for(tenant: str, sandbox, tmp_path: Path, step: str = registry.APP_REGISTRATION, **overrides) -> Step:
     raw = params.load(ROOT / "params" / "demo" / f"{tenant}.yaml").public()
     raw.update(
         mode="live",
@@ -39,7 +43,7 @@ def step_for(tenant: str, sandbox, tmp_path: Path, **overrides) -> Step:
             raw[key] = value
     validated = params.validate(raw)
     auth.clear_cache(validated)  # as `runbook run` does: each simulated tenant signs its own tokens
-    return Step("02_azure_app_registration", validated)
+    return Step(step, validated)
 
 
 def test_expired_secrets_are_removed_only_when_asked(tmp_path):
@@ -217,3 +221,149 @@ def test_secret_expiry_verdicts(tmp_path, days, verdict):
     assert token.verdict == ("fail" if days < 0 else "pass")
     if days < 0:
         assert "AADSTS7000222" in token.detail and token.notebook == "02_azure_app_registration"
+
+
+# --- the trainer's faults, as a trainee meets them -----------------------------------------------------------
+
+SECRET = "Cfg8Q~" + "v" * 34
+FORWARDING = "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io"
+
+
+def configured_seed() -> dict:
+    """The contoso tenant as steps 2 and 3 leave it, its application allowing public client flows so that
+    verify signs the mailbox in through it (verify.mailbox_sign_in), as Generate Token does."""
+    seed = seed_of("contoso")
+    seed["users"][0].update(smtp_auth_disabled=False, forwarding=f"smtp:{FORWARDING}", keep_copy=True)
+    policy = "Webex Connect forwarding"
+    seed["outbound_policies"] = [{"Name": policy, "AutoForwardingMode": "On"}]
+    rule = {"Name": policy, "HostedOutboundSpamFilterPolicy": policy, "State": "Enabled", "Priority": 0}
+    seed["outbound_rules"] = [{**rule, "From": [seed["users"][0]["upn"]]}]
+    seed["applications"] = [
+        {
+            "display_name": "Webex Connect Email",
+            "public_client": True,
+            "service_principal": True,
+            "redirect_uris": ["https://contoso.us.webexconnect.io/callback"],
+            "implicit_access_token": True,
+            "exchange_roles": ["Mail.Send"],
+            "exchange_scopes": ["SMTP.Send"],
+            "granted_roles": ["Mail.Send"],
+            "granted_scopes": ["SMTP.Send"],
+            "secrets": [{"expires_in_days": 100, "value": SECRET}],
+        }
+    ]
+    return seed
+
+
+def verify_step(sandbox, tmp_path: Path) -> Step:
+    """Step 5 with the secret store step 2 left (the application's secret, until step 2 replaces it)."""
+    store = tmp_path / "store.secret"
+    if not store.exists():
+        store.write_text(SECRET)
+        store.chmod(0o600)
+    overrides = {"verify": {"mailbox_sign_in": True}, "mailbox": {"apply_with": "adminapi"}}
+    return step_for("contoso", sandbox, tmp_path, registry.VERIFY, secret_store={"file": str(store)}, **overrides)
+
+
+def what_verify_shows(sandbox, tmp_path: Path) -> tuple[list, str, str]:
+    """Verify's checks (none if it stopped), the error it stopped with, and the answer to the mailbox's own
+    sign-in through the application (as at Generate Token): what troubleshooting is given."""
+    step = verify_step(sandbox, tmp_path)
+    try:
+        verify.run_checks(step)
+        stopped = ""
+    except StepFailed as error:
+        stopped = error.explain()
+    _, refused = verify.mailbox_token(step, entra.find_application(step))
+    step.finish()
+    return step.result.checks, stopped, refused
+
+
+#: fault -> what verify shows for it: the check that must not pass, or the error it stops with
+PORTAL_FAULTS = {
+    "mailbox-user-disabled": ("", "is disabled"),
+    "user-not-assigned": ("user assignment", ""),
+    "security-defaults-on": ("security defaults", ""),
+}
+
+
+def test_a_configured_sandbox_verifies_clean(tmp_path):
+    with serve(TraineeTenant(configured_seed(), salt="")) as sandbox:
+        checks, stopped, refused = what_verify_shows(sandbox, tmp_path)
+    assert not stopped and not refused
+    assert {c.check: c.verdict for c in checks}["SMTP AUTH XOAUTH2"] == "pass"
+    assert [c.check for c in checks if c.verdict not in ("pass", "not tested")] == []
+
+
+@pytest.mark.parametrize("fault", PORTAL_FAULTS)
+def test_a_portal_fault_shows_its_error_troubleshooting_explains_it_and_its_repair_clears_it(tmp_path, fault):
+    tenant = TraineeTenant(configured_seed(), salt="")
+    mistake = mistakes.FAULTS[fault]
+    mistake.inject(tenant)
+    assert mistake.in_effect(tenant) is True
+    check, error = PORTAL_FAULTS[fault]
+    with serve(tenant) as sandbox:
+        checks, stopped, refused = what_verify_shows(sandbox, tmp_path)
+        shown = [f"[{c.code}] {c.check}: {c.detail}" for c in checks if c.verdict != "pass"]
+        if check:
+            assert {c.check: c.verdict for c in checks}[check] != "pass", shown
+        assert error in stopped
+        findings = {f.code: f for f in diagnose.diagnose("\n".join([*shown, stopped, refused]))}
+        for code in mistake.describe.codes:  # every code the fault's description promises, each explained
+            assert code in findings and findings[code].notebook != registry.TROUBLESHOOT, (code, shown, refused)
+        if fault != "security-defaults-on":  # the identity platform's own answer, as msal reports it
+            assert f"invalid_grant: {mistake.describe.codes[0]}:" in refused
+
+        assert mistake.repair is not None
+        mistake.repair(tenant)  # as the administrator's click in the portal would
+        assert mistake.in_effect(tenant) is False
+        checks, stopped, refused = what_verify_shows(sandbox, tmp_path)
+    assert not stopped and not refused
+    assert {c.check: c.verdict for c in checks}["SMTP AUTH XOAUTH2"] == "pass"
+    assert [c.check for c in checks if c.verdict == "fail"] == []
+
+
+def test_webex_connects_token_refresh_is_refused_while_the_mailbox_account_is_disabled(tmp_path):
+    tenant = TraineeTenant(configured_seed(), salt="")
+    disabled = mistakes.FAULTS["mailbox-user-disabled"]
+    with serve(tenant) as sandbox:
+        step = verify_step(sandbox, tmp_path)
+        app_id = entra.find_application(step)["appId"]
+        scope = [step.endpoints.smtp_scope]
+
+        def client() -> msal.PublicClientApplication:  # a new one each time: msal keeps a refusal for a minute
+            return msal.PublicClientApplication(
+                app_id, authority=step.endpoints.authority, http_client=step.transport.session, instance_discovery=False
+            )
+
+        refresh = auth.device_flow(client(), scope, step.transport, lambda _: None)["refresh_token"]
+        disabled.inject(tenant)
+        refused = client().acquire_token_by_refresh_token(refresh, scope)
+        assert refused["error"] == "invalid_grant" and refused["error_codes"] == [50057]
+        assert "AADSTS50057: The user account is disabled." in refused["error_description"]
+        assert disabled.repair is not None
+        disabled.repair(tenant)
+        assert "access_token" in client().acquire_token_by_refresh_token(refresh, scope)  # the same token again
+        step.finish()
+
+
+def test_a_deleted_secret_is_found_explained_and_replaced_by_step_2(tmp_path):
+    tenant = TraineeTenant(configured_seed(), salt="")
+    tenant.store = {"file": str(tmp_path / "store.secret")}  # as sandbox mode keeps it
+    deleted = mistakes.FAULTS["secret-deleted"]
+    with serve(tenant) as sandbox:
+        checks, stopped, _ = what_verify_shows(sandbox, tmp_path)
+        assert [c.check for c in checks if c.verdict == "fail"] == [] and not stopped
+        deleted.inject(tenant)
+        assert deleted.in_effect(tenant) is True
+        checks, stopped, _ = what_verify_shows(sandbox, tmp_path)
+        assert {c.check for c in checks if c.verdict == "fail"} == {"client secret", "app-only token"}
+        given = diagnose.failure_lines([StepRecord(registry.VERIFY, "failed", checks=checks)])  # as 06 gets them
+        assert set(deleted.describe.codes) <= {f.code for f in diagnose.diagnose("\n".join(given))}
+
+        step = step_for("contoso", sandbox, tmp_path, secret_store=tenant.store)
+        assert entra.ensure_secret(step, entra.find_application(step)).action == "created"  # step 2's repair
+        step.finish()
+        assert deleted.in_effect(tenant) is False
+        checks, stopped, _ = what_verify_shows(sandbox, tmp_path)
+    assert [c.check for c in checks if c.verdict == "fail"] == [] and not stopped

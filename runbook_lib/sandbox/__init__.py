@@ -9,14 +9,8 @@ network (through that proxy, or on each service's own loopback port), and the ba
 sandbox.
 """
 
-#: the classic mistakes a trainer can inject (``runbook sandbox break``), named here so the command line
-#: lists them without loading the simulated tenant; :data:`runbook_lib.sandbox.state.FAULTS` implements them
-FAULT_NAMES = (
-    "consent-missing",
-    "forwarding-blocked",
-    "redirect-uri-typo",
-    "secret-expired",
-    "secret-id-pasted",
-    "smtp-auth-disabled",
-    "user-consent-disabled",
-)
+from .mistakes import catalogue
+
+#: the classic mistakes a trainer can inject (``runbook sandbox break``), described in ``data/faults.yaml`` and
+#: listed without loading the simulated tenant; :data:`runbook_lib.sandbox.mistakes.FAULTS` implements them
+FAULT_NAMES = tuple(catalogue())

@@ -66,6 +66,8 @@ class ExchangeAdmin:
             "Get-HostedOutboundSpamFilterRule": self._get_rules,
             "New-HostedOutboundSpamFilterRule": self._new_rule,
             "Set-HostedOutboundSpamFilterRule": self._set_rule,
+            "Get-RemoteDomain": self._get_remote_domains,
+            "Get-TransportRule": self._get_transport_rules,
         }
 
     def handle(self, request: Request) -> Response:
@@ -188,3 +190,16 @@ class ExchangeAdmin:
             return self._missing(p.get("Identity", ""))
         rule["From"] = list(p.get("From") or rule["From"])
         return _values([])
+
+    # --- remote domains and mail flow rules (read only: the kit never changes them) --------------------
+
+    def _get_remote_domains(self, p: dict[str, Any]) -> Response:
+        if "Identity" in p:
+            domain = next(
+                (d for d in self.t.remote_domains if str(d["Identity"]).lower() == str(p["Identity"]).lower()), None
+            )
+            return _values([dict(domain)]) if domain else self._missing(str(p["Identity"]))
+        return _values([dict(d) for d in self.t.remote_domains])
+
+    def _get_transport_rules(self, p: dict[str, Any]) -> Response:
+        return _values([dict(r) for r in sorted(self.t.transport_rules, key=lambda r: r.get("Priority", 0))])

@@ -138,8 +138,10 @@ class Graph:
                 ("Policy.Read.All",),
                 self._security_defaults,
             ),
+            ("GET", r"/identity/conditionalAccess/policies", ("Policy.Read.All",), self._conditional_access),
             ("GET", r"/users", ("User.Read.All",), self._list_users),
             ("GET", r"/users/([^/]+)", ("User.Read.All",), self._get_user),
+            ("GET", r"/users/([^/]+)/appRoleAssignments", ("User.Read.All",), self._user_assignments),
             (
                 "GET",
                 r"/users/([^/]+)/mailboxSettings",
@@ -389,6 +391,37 @@ class Graph:
             },
         )
 
+    def _conditional_access(self, call: Call) -> Response:
+        """The tenant's Conditional Access policies, in Graph's shape (a seed gives the parts that matter)."""
+        policies = [
+            {
+                "id": policy["id"],
+                "displayName": policy["displayName"],
+                "state": policy.get("state", "enabled"),
+                "conditions": {
+                    "users": {
+                        "includeUsers": [],
+                        "excludeUsers": [],
+                        "includeGroups": [],
+                        "excludeGroups": [],
+                        "includeRoles": [],
+                        "excludeRoles": [],
+                        **policy.get("users", {}),
+                    },
+                    "applications": {
+                        "includeApplications": [],
+                        "excludeApplications": [],
+                        **policy.get("applications", {}),
+                    },
+                    "clientAppTypes": policy.get("clientAppTypes", ["all"]),
+                    "clientApplications": policy.get("clientApplications"),
+                },
+                "grantControls": {"operator": "OR", "builtInControls": policy.get("grant", ["mfa"])},
+            }
+            for policy in self.t.conditional_access
+        ]
+        return _collection("identity/conditionalAccess/policies", policies, call.query)
+
     # --- users --------------------------------------------------------------------------------
 
     @staticmethod
@@ -417,6 +450,13 @@ class Graph:
     def _get_user(self, call: Call, key: str) -> Response:
         user = self.t.user(key)
         return Response(200, _select(self._view(user), call.query, USER_DEFAULT)) if user else _not_found(key)
+
+    def _user_assignments(self, call: Call, key: str) -> Response:
+        user = self.t.user(key)
+        if user is None:
+            return _not_found(key)
+        mine = [a for a in self.t.assignments if a["principalId"] == user["id"]]
+        return _collection(f"users('{user['id']}')/appRoleAssignments", mine, call.query)
 
     @staticmethod
     def _signed_in(claims: dict[str, Any], user: dict[str, Any]) -> bool:

@@ -2,7 +2,13 @@
 
 ``mode: sandbox`` makes the transport serve the trainee's tenant on loopback for the length of a step
 and save its state afterwards, so the notebooks can be run in any order, re-run, and undone with
-``runbook sandbox reset TENANT``. ``runbook sandbox break TENANT FAULT`` injects the classic mistakes.
+``runbook sandbox reset``. ``runbook sandbox break`` injects the classic mistakes (:mod:`.mistakes`); the
+tenant remembers which, and when, so the trainer's ``runbook sandbox status`` can say which are still
+unrepaired; ``runbook sandbox repair`` makes the fixes an administrator makes in a portal.
+
+A trainee's state lives in ``<state folder>/sandbox/<tenant>.json`` (the state folder is ``.runbook/``
+in the kit, or what ``RUNBOOK_STATE`` names), readable by its owner only: it holds the tenant's client
+secret values and its token-signing key.
 """
 
 from __future__ import annotations
@@ -12,8 +18,6 @@ import os
 import re
 import secrets as pysecrets
 import tempfile
-from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,9 @@ import yaml
 from .. import paths
 from ..endpoints import EXCHANGE_APP_ID
 from ..errors import RunbookError
+from .identity import mailbox_upn
 from .messages import iso
+from .mistakes import FAULTS
 from .tenant import SimulatedTenant
 
 #: attributes of a SimulatedTenant that make up its state (``salt`` varies its secret values from other trainees')
@@ -43,8 +49,46 @@ STATE = (
 )
 #: its random sources, whose positions are kept too
 RANDOM = ("rng", "secret_rng")
+#: what the trainer did to it: kept too, absent from the state an older kit wrote
+HISTORY = ("started", "injected")
 #: a tenant name is one file name, never a path
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+class TraineeTenant(SimulatedTenant):
+    """A trainee's simulated tenant: ``started`` when it was seeded (None: unknown, an older kit's state),
+    ``injected`` the faults the trainer injected, oldest first (``{"fault": name, "at": ISO time}``)."""
+
+    def __init__(self, seed: dict[str, Any], *, salt: str) -> None:
+        super().__init__(seed, pending_polls=0, salt=salt)
+        self.started: str | None = iso(self.now())
+        self.injected: list[dict[str, str]] = []
+
+    @property
+    def trainee_app(self) -> dict[str, Any] | None:
+        """The application the trainee's step 2 made (or, in a seed that has one, the latest made by hand)."""
+        apps = [a for a in self.applications if a["appId"] != EXCHANGE_APP_ID]
+        return next((a for a in reversed(apps) if a.get("uniqueName")), apps[-1] if apps else None)
+
+    @property
+    def trainee_sp(self) -> dict[str, Any] | None:
+        """The application's service principal, once step 2 made it."""
+        app = self.trainee_app
+        return self.service_principal(app["appId"]) if app else None
+
+    @property
+    def mailbox_user(self) -> dict[str, Any]:
+        """The user who signs in as the mailbox (:func:`.identity.mailbox_upn`)."""
+        if not self.users:
+            raise RunbookError(
+                "the trainee's tenant has no mailbox user", fix="seed it from a demo tenant with users (contoso)"
+            )
+        return self.users[mailbox_upn(self).lower()]
+
+
+def sandbox_dir(state: Path | None = None) -> Path:
+    """Where the trainees' sandboxes are kept, under ``state`` (a kit's state folder) or this kit's."""
+    return (state or paths.state_dir()) / "sandbox"
 
 
 def state_file(tenant: str) -> Path:
@@ -53,36 +97,43 @@ def state_file(tenant: str) -> Path:
             f"{tenant!r} is not a tenant name for the sandbox",
             fix="use lower-case letters, digits and inner hyphens (at most 64)",
         )
-    return paths.state_dir() / "sandbox" / f"{tenant}.json"
+    return sandbox_dir() / f"{tenant}.json"
 
 
-def load(tenant: str, seed_path: Path) -> SimulatedTenant:
-    """The trainee's tenant as it was left, or a new one from the seed with secrets of its own."""
-    path = state_file(tenant)
-    if not path.exists():
-        seed = yaml.safe_load(seed_path.read_text(encoding="utf-8"))
-        return SimulatedTenant(seed, pending_polls=0, salt=pysecrets.token_hex(16))
+def read(path: Path) -> TraineeTenant:
+    """The tenant a state file holds; an older kit's file that lacks part of the state is refused."""
     data = json.loads(path.read_text(encoding="utf-8"))
     missing = [name for name in (*STATE, *RANDOM) if name not in data]
     if missing:
         raise RunbookError(
-            f"the sandbox state of {tenant} lacks {', '.join(missing)}: an older kit wrote it",
-            fix=f"runbook sandbox reset {tenant}",
+            f"the sandbox state of {path.stem} lacks {', '.join(missing)}: an older kit wrote it",
+            fix=f"runbook sandbox reset with {path.stem}'s parameter file",
         )
-    simulated = SimulatedTenant(data["seed"], pending_polls=0, salt=data["salt"])
+    simulated = TraineeTenant(data["seed"], salt=data["salt"])
     for name in STATE:
         setattr(simulated, name, data[name])
     for name in RANDOM:
         version, internal, gauss = data[name]
         getattr(simulated, name).setstate((version, tuple(internal), gauss))
+    simulated.started = data.get("started")
+    simulated.injected = data.get("injected", [])
     simulated.store = data.get("store")
     return simulated
 
 
-def save(tenant: str, simulated: SimulatedTenant, store: dict[str, Any] | None = None) -> None:
+def load(tenant: str, seed_path: Path) -> TraineeTenant:
+    """The trainee's tenant as it was left, or a new one from the seed with secrets of its own."""
+    path = state_file(tenant)
+    if not path.exists():
+        seed = yaml.safe_load(seed_path.read_text(encoding="utf-8"))
+        return TraineeTenant(seed, salt=pysecrets.token_hex(16))
+    return read(path)
+
+
+def save(tenant: str, simulated: TraineeTenant, store: dict[str, Any] | None = None) -> None:
     """Keep the trainee's tenant: readable by its owner only (it holds client secrets and the token-signing
     key), replaced whole so a crash never leaves half a file."""
-    data = {name: getattr(simulated, name) for name in STATE}
+    data = {name: getattr(simulated, name) for name in (*STATE, *HISTORY)}
     data.update({name: list(getattr(simulated, name).getstate()) for name in RANDOM})
     data["store"] = store or simulated.store
     path = state_file(tenant)
@@ -99,92 +150,37 @@ def save(tenant: str, simulated: SimulatedTenant, store: dict[str, Any] | None =
 
 
 def reset(tenant: str) -> bool:
-    """Start the trainee's tenant over; True if there was one."""
+    """Start the trainee's tenant over (every fault injected goes with it); True if there was one."""
     path = state_file(tenant)
     existed = path.exists()
     path.unlink(missing_ok=True)
     return existed
 
 
-# --- the classic mistakes, for exercises ----------------------------------------------------------
-
-
-def _our_app(t: SimulatedTenant) -> dict[str, Any]:
-    apps = [a for a in t.applications if a["appId"] != EXCHANGE_APP_ID]
-    if not apps:
-        raise RunbookError("the trainee's tenant has no application yet", fix="run notebook 02 first")
-    return apps[-1]
-
-
-def _redirect_uri_typo(t: SimulatedTenant) -> str:
-    app = _our_app(t)
-    uris = app["web"]["redirectUris"]
-    good = next(u for u in uris if u.endswith("/callback"))
-    bad = good[:-1] + "k" if not good.endswith("k") else good[:-1] + "c"  # one character off
-    app["web"]["redirectUris"] = [bad if u == good else u for u in uris]
-    return f"redirect URI {good} is now {bad}"
-
-
-def _consent_missing(t: SimulatedTenant) -> str:
-    app = _our_app(t)
-    sps = {sp["id"] for sp in t.service_principals if sp["appId"] == app["appId"]}
-    t.assignments = [a for a in t.assignments if a["principalId"] not in sps]
-    return "admin consent for Mail.Send revoked"
-
-
-def _secret_expired(t: SimulatedTenant) -> str:
-    yesterday = iso(t.now() - timedelta(days=1))
-    for cred in _our_app(t)["passwordCredentials"]:
-        cred["endDateTime"] = yesterday
-    return "every client secret expired yesterday"
-
-
-def _secret_id_pasted(t: SimulatedTenant) -> str:
-    from .. import secrets
-    from ..params import SecretRef
-
-    creds = _our_app(t)["passwordCredentials"]
-    if not creds or not t.store:
-        raise RunbookError("the application has no secret in a known store yet", fix="run notebook 02 first")
-    secrets.write(SecretRef(**t.store), creds[-1]["keyId"])
-    return f"the secret store now holds the Secret ID {creds[-1]['keyId']} instead of the Value"
-
-
-def _smtp_auth_disabled(t: SimulatedTenant) -> str:
-    for user in t.users.values():
-        user["SmtpClientAuthenticationDisabled"] = True
-    return "authenticated SMTP turned off for the mailbox"
-
-
-def _forwarding_blocked(t: SimulatedTenant) -> str:
-    t.outbound_rules = []
-    t.outbound_policies = [p for p in t.outbound_policies if p.get("IsDefault")]
-    for policy in t.outbound_policies:
-        policy["AutoForwardingMode"] = "Automatic"
-    return "external forwarding blocked again (dedicated policy and rule removed)"
-
-
-def _user_consent_disabled(t: SimulatedTenant) -> str:
-    t.seed["user_consent"] = "off"
-    return "user consent turned off in the tenant"
-
-
-FAULTS: dict[str, Callable[[SimulatedTenant], str]] = {  # the same names as FAULT_NAMES (a test checks)
-    "redirect-uri-typo": _redirect_uri_typo,
-    "consent-missing": _consent_missing,
-    "secret-expired": _secret_expired,
-    "secret-id-pasted": _secret_id_pasted,
-    "smtp-auth-disabled": _smtp_auth_disabled,
-    "forwarding-blocked": _forwarding_blocked,
-    "user-consent-disabled": _user_consent_disabled,
-}
+def _existing(tenant: str) -> TraineeTenant:
+    if not state_file(tenant).exists():
+        raise RunbookError(f"tenant {tenant} has no sandbox yet", fix="run its notebooks in sandbox mode first")
+    return read(state_file(tenant))
 
 
 def break_tenant(tenant: str, fault: str) -> str:
-    """Inject one classic mistake into the trainee's tenant; returns what was done."""
-    if not state_file(tenant).exists():
-        raise RunbookError(f"tenant {tenant} has no sandbox yet", fix="run its notebooks in sandbox mode first")
-    simulated = load(tenant, Path())
-    done = FAULTS[fault](simulated)
+    """Inject one classic mistake into the trainee's tenant, remembering which and when; returns what was done."""
+    simulated = _existing(tenant)
+    done = FAULTS[fault].inject(simulated)
+    simulated.injected.append({"fault": fault, "at": iso(simulated.now())})
+    save(tenant, simulated)
+    return done
+
+
+def repair_tenant(tenant: str, fault: str) -> str:
+    """Make the fix of a fault that an administrator makes in a portal (the kit does not); returns what was done."""
+    repair = FAULTS[fault].repair
+    if repair is None:
+        raise RunbookError(
+            f"the kit repairs {fault} itself: no portal fix to make",
+            fix=f"run notebook {FAULTS[fault].describe.notebook} again (`runbook sandbox break --list` says how)",
+        )
+    simulated = _existing(tenant)
+    done = repair(simulated)
     save(tenant, simulated)
     return done

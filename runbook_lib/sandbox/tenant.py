@@ -299,6 +299,7 @@ class SimulatedTenant:
             "id": self.new_id(),
             "appId": app["appId"],
             "displayName": app["displayName"],
+            "appRoleAssignmentRequired": False,
             "appRoles": [],
             "oauth2PermissionScopes": [],
         }
