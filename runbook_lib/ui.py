@@ -1,28 +1,48 @@
-"""JupyterLab helpers for training: a form for a notebook's parameters, validated by the same schema as
-the parameter files, and short checks of understanding. In a headless run (``runbook run``, which starts the
-kernel with a journal) nobody can use them, so they are shown as static HTML instead: the record reads the same
-and no widget library is loaded or messaged."""
+"""JupyterLab helpers for training: the parameters a notebook's step runs with, a form for them, short checks of
+understanding, and the diagram of the whole flow.
+
+A trainee sets their parameters once, in a parameter file of their own: ``params_file`` in a notebook's
+``parameters`` cell (or the form's field) names it, and the file then replaces the cell's values whole, so
+nothing of the demo tenant is mixed into a trainee's run. Outside ``replay`` the notebook also makes the offline
+checks ``runbook run`` makes (:mod:`runbook_lib.preflight`), and refuses the demo tenants' shared secret stores,
+which only replays may write.
+
+In a headless run (``runbook run``, which starts the kernel with a journal) nobody can use the widgets, so they
+are shown as static HTML instead: the record reads the same and no widget library is loaded or messaged. Such a
+run injects the parameters it read from its file once; a ``params_file`` a notebook names is ignored there.
+"""
 
 from __future__ import annotations
 
 import html
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, get_args
 
 import yaml
 
 from . import params as params_mod
-from .errors import ParamsError
+from . import paths, preflight
+from .errors import ParamsError, shorten
 from .journal import JOURNAL_ENV
 
-#: the fields the form offers: (section or "", field); the rest keep the notebook's values
+#: the variable of a notebook's parameters cell that names a trainee's parameter file ('' for the cell's values)
+PARAMS_FILE = "params_file"
+#: how the kit's messages show a trainee's parameter file
+EXAMPLE_FILE = "params/training/trainee-07.yaml"
+#: the file the flow diagram is drawn in (static SVG: it loads nothing, so it shows offline and in records)
+FLOW_DIAGRAM = Path("docs") / "flow.svg"
+
+#: the fields the form offers: (section or "", field); the rest keep the values of the file or the cell
 FORM_FIELDS = [
     ("", "tenant"),
     ("", "tenant_id"),
     ("", "mode"),
+    ("", "recordings"),
+    ("", "secret_store"),
     ("", "apply"),
     ("", "consent"),
     ("webex", "asset_name"),
@@ -32,7 +52,84 @@ FORM_FIELDS = [
     ("application", "display_name"),
     ("application", "secret_lifetime_days"),
     ("mailbox", "apply_with"),
+    ("mailbox", "keep_copy"),
+    ("verify", "mailbox_sign_in"),
+    ("verify", "probe_authorize_url"),
 ]
+#: how the form writes a secret store: ``kind:value``, as :meth:`SecretRef.describe` shows it
+STORE_KINDS = ("file", "env", "keyring")
+
+
+def _in_run() -> bool:
+    return bool(os.environ.get(JOURNAL_ENV))
+
+
+def _own_store(tenant: str) -> str:
+    return f"{{file: .runbook/secrets/{tenant}.secret}} (in the form: file:.runbook/secrets/{tenant}.secret)"
+
+
+def _load_file(name: str) -> params_mod.Params:
+    """A trainee's parameter file, read and validated as ``runbook run`` reads it; relative to the kit, like every
+    path of a parameter file. A file that cannot be read is a problem of the ``params_file`` field."""
+    try:
+        return params_mod.load(paths.resolve(name))
+    except ParamsError as error:
+        if "(file)" in error.problems:
+            raise ParamsError(
+                "the notebook's parameters",
+                {
+                    PARAMS_FILE: f"{shorten(name)} {error.problems['(file)']}. Set params_file in the parameters "
+                    f"cell (or the form's params_file field) to your parameter file, such as {EXAMPLE_FILE}, or "
+                    "to '' to use the cell's values"
+                },
+            ) from None
+        if error.problems.get("secret_store") != "required but missing":
+            raise
+        hint = "required but missing: give this trainee a store of their own, " + _own_store("TENANT")
+        raise ParamsError(error.source, error.problems | {"secret_store": hint}) from None
+
+
+def _shared_demo_store(params: params_mod.Params) -> str | None:
+    """The demo tenants' stores hold placeholders their replays write back; any other mode would write a real
+    secret there (a trainee's sandbox secret, or a customer's) and break the demos for everyone."""
+    if params.mode == "replay" or not params.secret_store.file:
+        return None
+    store = Path(os.path.realpath(paths.resolve(params.secret_store.file)))
+    if not store.is_relative_to(os.path.realpath(paths.project_root() / preflight.DEMO_STORES)):
+        return None
+    return (
+        f"{shorten(params.secret_store.file)} is a demo tenant's shared store, which only replays may use: a "
+        f"{params.mode}-mode run would write its new client secret into it. Give this tenant a store of its own, "
+        + _own_store(params.tenant)
+    )
+
+
+def _check(params: params_mod.Params, source: str) -> params_mod.Params:
+    """Outside ``replay``, the offline checks of ``runbook run`` (a missing sandbox seed, a store others can
+    read ...) and the demo stores refused, so a notebook fails here, naming the field, before any request."""
+    if params.mode == "replay":
+        return params
+    found = preflight.problems(params, archive=paths.archive_dir())
+    shared = _shared_demo_store(params)
+    if shared:
+        found["secret_store"] = shared
+    if found:
+        raise ParamsError(source, found)
+    return params
+
+
+def notebook_params(namespace: Mapping[str, Any]) -> tuple[params_mod.Params, list[str]]:
+    """The parameters a notebook's step runs with, and what it should be told about them: the trainee's file when
+    ``params_file`` names one, else the cell's (or the form's) values."""
+    name = str(namespace.get(PARAMS_FILE) or "")
+    if _in_run():
+        notes = (
+            [f"params_file {shorten(name)} ignored: this run's parameters are the ones it was given"] if name else []
+        )
+        return params_mod.from_namespace(namespace), notes
+    if name:
+        return _check(_load_file(name), f"params_file {shorten(name)}"), []
+    return _check(params_mod.from_namespace(namespace), "notebook parameters"), []
 
 
 def _model_field(section: str, name: str) -> Any:
@@ -40,10 +137,26 @@ def _model_field(section: str, name: str) -> Any:
     return model.model_fields[name]
 
 
+def _label(section: str, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def _value(values: Mapping[str, Any], section: str, name: str) -> Any:
+    value = (values.get(section) or {}).get(name) if section else values.get(name)
+    if name == "secret_store" and isinstance(value, Mapping):
+        return next((f"{kind}:{value[kind]}" for kind in STORE_KINDS if value.get(kind)), "")
+    return value
+
+
+def _store_ref(text: str) -> dict[str, str] | None:
+    kind, _, value = text.strip().partition(":")
+    return {kind: value.strip()} if kind in STORE_KINDS and value.strip() else None
+
+
 def _widget(section: str, name: str, value: Any) -> Any:
     import ipywidgets as widgets
 
-    label = f"{section}.{name}" if section else name
+    label = _label(section, name)
     annotation = _model_field(section, name).annotation
     style = {"description_width": "14em"}
     layout = widgets.Layout(width="44em")
@@ -54,11 +167,8 @@ def _widget(section: str, name: str, value: Any) -> Any:
     choices = get_args(annotation)
     if choices and all(isinstance(c, str) for c in choices):
         return widgets.Dropdown(options=list(choices), value=value, description=label, style=style, layout=layout)
-    return widgets.Text(value=str(value or ""), description=label, style=style, layout=layout)
-
-
-def _headless() -> bool:
-    return bool(os.environ.get(JOURNAL_ENV))
+    placeholder = "file:.runbook/secrets/TENANT.secret" if name == "secret_store" else ""
+    return widgets.Text(value=str(value or ""), description=label, placeholder=placeholder, style=style, layout=layout)
 
 
 def _static(title: str, rows: list[tuple[str, Any]]) -> Any:
@@ -68,39 +178,155 @@ def _static(title: str, rows: list[tuple[str, Any]]) -> Any:
     return HTML(f"<p><b>{html.escape(title)}</b></p><table>{body}</table>")
 
 
+def _problems_html(error: ParamsError, lead: str) -> str:
+    rows = "".join(f"<li><b>{html.escape(field)}</b>: {html.escape(why)}</li>" for field, why in error.problems.items())
+    return f"<p style='color:#b00'>{html.escape(lead)}</p><ul>{rows}</ul>"
+
+
+def _save_params(params: params_mod.Params, name: str) -> Path:
+    """Write a trainee's parameter file: only what differs from the defaults, so it reads like a hand-written one.
+    Never into ``params/demo/`` (the demo tenants, committed and shared)."""
+    path = paths.resolve(name)
+    demo = os.path.realpath(paths.project_root() / "params" / "demo")
+    if path.suffix not in (".yaml", ".yml"):
+        raise ParamsError("the form", {PARAMS_FILE: f"{shorten(name)} must be a .yaml file"})
+    if Path(os.path.realpath(path)).is_relative_to(demo):
+        raise ParamsError(
+            "the form",
+            {
+                PARAMS_FILE: "params/demo/ holds the demo tenants, shared by everyone: save yours under "
+                f"params/training/, such as params/training/{params.tenant}.yaml"
+            },
+        )
+    data = params.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+    text = (
+        "# A trainee's parameters, saved by a notebook's form. Every notebook whose params_file names this file\n"
+        "# runs with it; `runbook run` and `runbook sandbox` take it as it is.\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ParamsError(
+            "the form", {PARAMS_FILE: f"{shorten(name)} cannot be written ({error.strerror or type(error).__name__})"}
+        ) from None
+    return path
+
+
 def parameters_form(namespace: MutableMapping[str, Any]) -> Any:
-    """The notebook's parameters as a form; "Use these parameters" validates them and, when they are valid,
-    puts them into the notebook so the cells below run with them."""
-    current = params_mod.from_namespace(namespace).public()
-    if _headless():
-        values = [
-            (f"{s}.{n}" if s else n, (current.get(s) or {}).get(n) if s else current.get(n)) for s, n in FORM_FIELDS
-        ]
-        return _static("Parameters of this run (a form in JupyterLab)", values)
+    """The notebook's parameters as a form, checked exactly as a parameter file is. *Use these parameters* sets
+    them for this notebook; *Save to the file* also writes them to the trainee's parameter file (``params_file``),
+    which every notebook can then load; *Load the file* fills the form from it."""
+    name = str(namespace.get(PARAMS_FILE) or "")
+    if _in_run():
+        current = params_mod.from_namespace(namespace).public()
+        rows = [(_label(s, n), _value(current, s, n)) for s, n in FORM_FIELDS]
+        return _static("Parameters of this run (a form in JupyterLab)", rows)
     import ipywidgets as widgets
 
-    fields = {(s, n): _widget(s, n, (current.get(s) or {}).get(n) if s else current.get(n)) for s, n in FORM_FIELDS}
     result = widgets.HTML()
-    button = widgets.Button(description="Use these parameters", button_style="primary")
+    try:
+        current = _load_file(name).public() if name else params_mod.from_namespace(namespace).public()
+    except ParamsError as error:  # e.g. a file the trainee is about to create with Save
+        current = params_mod.from_namespace(namespace).public()
+        result.value = _problems_html(error, "The cell's values are shown, not the file's:")
+    fields = {(s, n): _widget(s, n, _value(current, s, n)) for s, n in FORM_FIELDS}
+    file_field = widgets.Text(
+        value=name,
+        description=PARAMS_FILE,
+        placeholder=EXAMPLE_FILE,
+        style={"description_width": "14em"},
+        layout=widgets.Layout(width="44em"),
+    )
+    load, use = widgets.Button(description="Load the file"), widgets.Button(description="Use these parameters")
+    save = widgets.Button(description="Save to the file", button_style="primary")
 
-    def use(_: Any) -> None:
+    def validated() -> params_mod.Params:
         data = dict(current)
-        for (section, name), widget in fields.items():
+        bad = {}
+        for (section, field), widget in fields.items():
+            value = widget.value
+            if field == "secret_store":
+                value = _store_ref(value)
+                if value is None:
+                    bad[field] = "write file:PATH, env:NAME or keyring:SERVICE/USER, such as " + _own_store("TENANT")
+                    continue
             if section:
-                data[section] = {**(data.get(section) or {}), name: widget.value}
+                data[section] = {**(data.get(section) or {}), field: value}
             else:
-                data[name] = widget.value
+                data[field] = value
         try:
-            validated = params_mod.validate(data, "the form")
+            params = params_mod.validate(data, "the form")
         except ParamsError as error:
-            rows = "".join(f"<li><b>{field}</b>: {why}</li>" for field, why in error.problems.items())
-            result.value = f"<p style='color:#b00'>Not used; fix these fields:</p><ul>{rows}</ul>"
-            return
-        namespace.update(validated.public())
-        result.value = "<p>Parameters set. Run the cells below (the setup cell starts the step with them).</p>"
+            raise ParamsError("the form", bad | error.problems) from None
+        if bad:
+            raise ParamsError("the form", bad)
+        return _check(params, "the form")
 
-    button.on_click(use)
-    return widgets.VBox([*fields.values(), button, result])
+    def show(params: params_mod.Params) -> None:
+        """The form (and the values it does not show) become ``params``'s."""
+        current.clear()
+        current.update(params.public())
+        for (section, field), widget in fields.items():
+            widget.value = _value(current, section, field)
+
+    def apply(params: params_mod.Params, file: str) -> None:
+        show(params)
+        namespace.update(current)
+        namespace[PARAMS_FILE] = file
+
+    def on_use(_: Any) -> None:
+        try:
+            params = validated()
+        except ParamsError as error:
+            result.value = _problems_html(error, "Not used; fix these fields:")
+            return
+        apply(params, "")
+        result.value = (
+            "<p>Parameters set for this notebook (not saved: <i>Save to the file</i> keeps them for every "
+            "notebook). Run the cells below.</p>"
+        )
+
+    def on_save(_: Any) -> None:
+        file = file_field.value.strip()
+        try:
+            if not file:
+                raise ParamsError("the form", {PARAMS_FILE: "name the file to save to, such as " + EXAMPLE_FILE})
+            params = validated()
+            _save_params(params, file)
+        except ParamsError as error:
+            result.value = _problems_html(error, "Not saved; fix these fields:")
+            return
+        apply(params, file)
+        result.value = (
+            f"<p>Saved to <code>{html.escape(file)}</code> and set for this notebook. In every other notebook, "
+            f"set <code>params_file = {html.escape(repr(file))}</code> in the parameters cell (or load it "
+            "here).</p>"
+        )
+
+    def on_load(_: Any) -> None:
+        file = file_field.value.strip()
+        try:
+            if not file:
+                raise ParamsError("the form", {PARAMS_FILE: "name the file to load, such as " + EXAMPLE_FILE})
+            params = _load_file(file)
+        except ParamsError as error:
+            result.value = _problems_html(error, "Not loaded:")
+            return
+        show(params)
+        try:
+            _check(params, f"params_file {shorten(file)}")
+        except ParamsError as error:
+            result.value = _problems_html(error, "Loaded into the form, not used yet; fix these fields, then Save:")
+            return
+        apply(params, file)
+        result.value = f"<p>Loaded <code>{html.escape(file)}</code> and set for this notebook.</p>"
+
+    load.on_click(on_load)
+    use.on_click(on_use)
+    save.on_click(on_save)
+    return widgets.VBox([widgets.HBox([file_field, load]), *fields.values(), widgets.HBox([use, save]), result])
 
 
 @cache
@@ -111,7 +337,7 @@ def quizzes() -> dict[str, Any]:
 def check_understanding(key: str) -> Any:
     """A multiple-choice question with feedback, for the points trainees most often get wrong."""
     quiz = quizzes()[key]
-    if _headless():
+    if _in_run():
         return _static(
             f"Check your understanding (in JupyterLab): {quiz['question']}",
             [(chr(ord("a") + i), choice) for i, choice in enumerate(quiz["choices"])],
@@ -134,3 +360,11 @@ def check_understanding(key: str) -> Any:
     return widgets.VBox(
         [widgets.HTML(f"<b>Check your understanding:</b> {quiz['question']}"), choice, button, feedback]
     )
+
+
+def flow_diagram() -> Any:
+    """The whole flow in one picture: which sign-in gets which token for whom, and the path of mail both ways.
+    Drawn as static SVG (``docs/flow.svg``), shown inline: it loads nothing, offline or in a record."""
+    from IPython.display import HTML
+
+    return HTML((paths.project_root() / FLOW_DIAGRAM).read_text(encoding="utf-8"))

@@ -1,31 +1,174 @@
-"""The training widgets, driven as a person would: set values, click."""
+"""The training helpers, driven as a person would: set values, click; the parameters a notebook runs with; the flow
+diagram; JupyterLab as `runbook lab` starts it."""
 
 from __future__ import annotations
 
-import pytest
+import html
+import json
+import os
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
-from runbook_lib import ui
+import nbformat
+import pytest
+import yaml
+
+from runbook_lib import cli, params, ui
+from runbook_lib.errors import ParamsError
+from runbook_lib.journal import JOURNAL_ENV
+
+from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
+
+TRAINEE = ROOT / "params" / "training" / "trainee.yaml"
+
+
+def form_parts(form):
+    """The form's file field and Load button, its fields by label, its Use and Save buttons, and its message."""
+    file_row, *fields, buttons, result = form.children
+    file_field, load = file_row.children
+    use, save = buttons.children
+    return file_field, load, {f.description: f for f in fields}, use, save, result
+
+
+def trainee_raw(tmp_path: Path) -> dict:
+    raw = yaml.safe_load(TRAINEE.read_text())
+    raw["secret_store"] = {"file": str(tmp_path / "secrets" / "trainee.secret")}
+    return raw
 
 
 def test_form_uses_valid_parameters_and_refuses_bad_ones(demo_raw):
     namespace = dict(demo_raw)
-    form = ui.parameters_form(namespace)
-    *fields, button, result = form.children
-    by_label = {f.description: f for f in fields}
+    _, _, by_label, use, _, result = form_parts(ui.parameters_form(namespace))
     by_label["webex.callback_url"].value = "https://contoso.us.webexconnect.io/callbak"
-    button.click()
+    use.click()
     assert "webex.callback_url" in result.value and namespace["webex"] == demo_raw["webex"]
     by_label["webex.callback_url"].value = "https://contoso.eu.webexconnect.io/callback"
     by_label["apply"].value = False
-    button.click()
+    use.click()
     assert "Parameters set" in result.value
     assert (
         namespace["webex"]["callback_url"] == "https://contoso.eu.webexconnect.io/callback"
         and namespace["apply"] is False
+        and namespace["params_file"] == ""
     )
     assert by_label["mode"].options == ("replay", "live", "record", "sandbox")
+    assert {"secret_store", "recordings", "mode", "verify.mailbox_sign_in"} <= set(by_label)
+
+
+def test_the_form_refuses_a_trainee_run_that_would_write_the_demo_store(demo_raw):
+    namespace = dict(demo_raw)
+    _, _, by_label, use, _, result = form_parts(ui.parameters_form(namespace))
+    by_label["mode"].value = "sandbox"
+    by_label["tenant"].value = "trainee-07"
+    by_label["recordings"].value = "recordings/contoso"
+    use.click()
+    assert "secret_store" in result.value and "demo tenant" in result.value and namespace["mode"] == "replay"
+    assert "file:.runbook/secrets/trainee-07.secret" in result.value  # the fix names a store of the trainee's own
+    by_label["secret_store"].value = "the secret itself"
+    use.click()
+    assert "write file:PATH, env:NAME or keyring:SERVICE/USER" in result.value and namespace["mode"] == "replay"
+    by_label["recordings"].value = ""
+    by_label["secret_store"].value = "file:.runbook/secrets/trainee-07.secret"
+    use.click()  # the seed of recordings/trainee-07 does not exist: named before any request
+    assert "sandbox mode needs the seed" in result.value and namespace["mode"] == "replay"
+
+
+def test_a_trainee_saves_the_form_to_a_file_every_notebook_then_loads(demo_raw, tmp_path):
+    raw = trainee_raw(tmp_path)
+    target = tmp_path / "trainee-07.yaml"
+    first: dict = {**demo_raw, "params_file": str(target)}  # the file does not exist yet
+    file_field, _, by_label, _, save, result = form_parts(ui.parameters_form(first))
+    assert "does not exist" in result.value and by_label["tenant"].value == "contoso"  # the cell's values shown
+    for label, value in {
+        "tenant": "trainee-07",
+        "mode": "sandbox",
+        "recordings": "recordings/contoso",
+        "secret_store": f"file:{raw['secret_store']['file']}",
+        "mailbox.apply_with": "adminapi",
+        "verify.probe_authorize_url": True,
+    }.items():
+        by_label[label].value = value
+    save.click()
+    assert "Saved to" in result.value, result.value
+    saved = params.load(target)
+    assert saved.tenant == "trainee-07" and saved.mode == "sandbox" and saved.verify.probe_authorize_url
+    assert first["params_file"] == str(target) and first["tenant"] == "trainee-07"
+    assert "network" not in yaml.safe_load(target.read_text())  # defaults are left out: it reads like a person's
+
+    second = {**demo_raw, "params_file": ""}  # another notebook: its cell still holds the demo values
+    file_field, load, by_label, _, save, result = form_parts(ui.parameters_form(second))
+    load.click()
+    assert "name the file to load" in result.value and second["tenant"] == "contoso"
+    file_field.value = str(target)
+    load.click()
+    assert "Loaded" in result.value and by_label["tenant"].value == "trainee-07"
+    assert ui.notebook_params(second) == (saved, [])
+
+    file_field.value = "params/demo/mine.yaml"
+    save.click()
+    assert "params/demo/ holds the demo tenants" in result.value and not (ROOT / "params/demo/mine.yaml").exists()
+
+
+def test_a_file_with_a_problem_loads_into_the_form_to_be_fixed_and_saved(demo_raw, tmp_path):
+    raw = trainee_raw(tmp_path)
+    raw["secret_store"] = {"file": "params/demo/secrets/contoso.secret"}  # a sandbox must not write it
+    target = tmp_path / "trainee-01.yaml"
+    target.write_text(yaml.safe_dump(raw))
+    namespace = {**demo_raw, "params_file": ""}
+    file_field, load, by_label, _, save, result = form_parts(ui.parameters_form(namespace))
+    file_field.value = str(target)
+    load.click()
+    assert "not used yet" in result.value and "demo tenant" in result.value and namespace["tenant"] == "contoso"
+    by_label["secret_store"].value = f"file:{tmp_path / 'own.secret'}"
+    save.click()
+    saved = params.load(target)  # the values the form does not show are the file's, not the cell's
+    assert saved.checklist.confirmed_by == "trainee-01" and saved.secret_store.file == str(tmp_path / "own.secret")
+    assert namespace["tenant"] == "trainee-01" and namespace["params_file"] == str(target)
+
+
+def test_a_params_file_replaces_the_cells_values_whole(demo_raw, tmp_path):
+    raw = trainee_raw(tmp_path)
+    del raw["mailbox"]  # left out of the file: the default, never the cell's value
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    cell = {**demo_raw, "mailbox": {"apply_with": "adminapi", "keep_copy": False}, "params_file": ""}
+    assert ui.notebook_params(cell)[0] == params.from_namespace(cell)
+    cell["params_file"] = str(tmp_path / "t.yaml")
+    got, notes = ui.notebook_params(cell)
+    assert got == params.validate(raw) and got.mailbox == params.Mailbox() and notes == []
+
+
+def test_a_missing_or_incomplete_params_file_is_named_never_a_raw_error(demo_raw, tmp_path):
+    with pytest.raises(ParamsError) as missing:
+        ui.notebook_params({**demo_raw, "params_file": "params/training/nobody.yaml"})
+    assert set(missing.value.problems) == {"params_file"}
+    assert (
+        "does not exist" in missing.value.explain() and "params_file in the parameters cell" in missing.value.explain()
+    )
+    raw = trainee_raw(tmp_path)
+    del raw["secret_store"]
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as incomplete:
+        ui.notebook_params({**demo_raw, "params_file": str(tmp_path / "t.yaml")})
+    assert "a store of their own, {file: .runbook/secrets/TENANT.secret}" in incomplete.value.problems["secret_store"]
+
+
+def test_a_run_uses_its_own_parameters_and_says_it_ignored_the_notebooks_file(demo_raw, monkeypatch):
+    """`runbook run` read its file once and injected it; a file a saved notebook names must not replace it."""
+    monkeypatch.setenv(JOURNAL_ENV, "journal.jsonl")
+    got, notes = ui.notebook_params({**demo_raw, "params_file": "params/training/trainee.yaml"})
+    assert got.tenant == "contoso" and notes == [
+        "params_file params/training/trainee.yaml ignored: " + ("this run's parameters are the ones it was given")
+    ]
+    html = ui.parameters_form({**demo_raw}).data  # headless: a table, no widget
+    assert "Parameters of this run" in html and "file:params/demo/secrets/contoso.secret" in html
 
 
 @pytest.mark.parametrize("key", sorted(ui.quizzes()))
@@ -42,41 +185,95 @@ def test_each_check_of_understanding_gives_feedback(key):
     assert "Right" in feedback.value and quiz["explanation"] in feedback.value
 
 
-def test_runbook_lab_serves_the_notebooks(tmp_path):
-    """`runbook lab` starts JupyterLab on the notebooks: it answers on loopback and lists them."""
-    import json
-    import socket
-    import subprocess
-    import time
-    import urllib.request
+def test_every_notebook_checks_understanding_and_every_check_is_asked(monkeypatch):
+    asked: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "notebooks").glob("0[1-6]_*.ipynb")):
+        cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        asked[path.stem] = [key for src in cells for key in ui.quizzes() if f'check_understanding("{key}")' in src]
+    assert all(asked.values()), asked
+    assert sorted(k for keys in asked.values() for k in keys) == sorted(ui.quizzes())
+    monkeypatch.setenv(JOURNAL_ENV, "journal.jsonl")  # headless: static HTML that reads the same
+    assert html.escape(ui.quizzes()["callback_exact"]["question"]) in ui.check_understanding("callback_exact").data
 
-    from runbook_lib import cli
+
+def test_the_flow_diagram_is_static_and_names_every_token():
+    svg = ui.flow_diagram().data
+    root = ET.fromstring(svg)  # well-formed, one picture
+    text = " ".join("".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    for said in (
+        "the operator's Graph token",
+        "app-only token",
+        "delegated SMTP.Send access token",
+        "refresh token",
+        "@mail-<region>.imiconnect.io",
+        "AADSTS50011",
+    ):
+        assert said in text, said
+    assert "<script" not in svg and "http://" not in svg.replace("http://www.w3.org/2000/svg", "")
+    assert "https://" not in svg and "href" not in svg  # loads nothing: offline, in JupyterLab and in records
+    assert any(
+        "flow_diagram()" in c.source for c in nbformat.read(ROOT / "notebooks/01_webex_connect_app.ipynb", 4).cells
+    )
+
+
+def test_runbook_lab_runs_kernels_over_ipc_in_a_private_folder(monkeypatch):
+    assert "--KernelManager.transport=ipc" in cli.lab_command([])
+    seen = {}
+
+    def call(command, env):
+        runtime = Path(env["JUPYTER_RUNTIME_DIR"])
+        seen.update(command=command, runtime=runtime, mode=stat.S_IMODE(runtime.stat().st_mode))
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", call)
+    assert cli.main(["lab", "--no-browser"]) == 0
+    assert seen["command"] == cli.lab_command(["--no-browser"]) and seen["mode"] & 0o077 == 0
+    assert not seen["runtime"].exists()  # connection files and sockets go with the session
+
+
+def test_runbook_lab_serves_the_notebooks_and_its_kernels_listen_on_no_port():
+    """`runbook lab` starts JupyterLab on the notebooks: it answers on loopback and lists them; a kernel it starts
+    talks over Unix sockets in the private runtime folder, and answers there."""
+    from jupyter_client import BlockingKernelClient
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = [
-        "--no-browser",
-        f"--port={port}",
-        "--ip=127.0.0.1",
-        "--IdentityProvider.token=",
-        f"--ServerApp.runtime_dir={tmp_path}",
-    ]
-    server = subprocess.Popen(cli.lab_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(120):
+    token = "test-token"
+    headers = {"Authorization": f"token {token}"}
+    args = ["--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}"]
+    with tempfile.TemporaryDirectory(prefix="runbook-lab-", dir="/tmp") as runtime:  # as `runbook lab` makes it
+        env = {**os.environ, "JUPYTER_RUNTIME_DIR": runtime}
+        server = subprocess.Popen(cli.lab_command(args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(120):
+                try:
+                    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/contents", headers=headers)
+                    with urllib.request.urlopen(request, timeout=2) as answer:
+                        listing = json.load(answer)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            else:
+                raise AssertionError("JupyterLab did not answer within a minute")
+            assert "05_verify.ipynb" in {item["name"] for item in listing["content"]}
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/kernels", data=b'{"name": "runbook-kit"}', headers=headers
+            )
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                kernel = json.load(answer)
+            connection = Path(runtime) / f"kernel-{kernel['id']}.json"
+            info = json.loads(connection.read_text())
+            assert info["transport"] == "ipc" and info["ip"].startswith(runtime)
+            client = BlockingKernelClient(connection_file=str(connection))
+            client.load_connection_file()
+            client.start_channels()
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=2) as answer:
-                    listing = json.load(answer)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError("JupyterLab did not answer within a minute")
-        names = {item["name"] for item in listing["content"]}
-        assert "05_verify.ipynb" in names
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs", timeout=5) as answer:
-            assert "runbook-kit" in json.load(answer)["kernelspecs"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+                client.wait_for_ready(timeout=60)
+                reply = client.execute_interactive("6 * 7", timeout=60)
+                assert reply["content"]["status"] == "ok"
+            finally:
+                client.stop_channels()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
