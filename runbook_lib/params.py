@@ -385,7 +385,7 @@ def load(path: str | Path) -> Params:
     change = data.get("change") if isinstance(data, Mapping) else None
     refused = (
         {"change.no_ticket": "is set only by the --no-ticket option of one run: remove it from the file"}
-        if isinstance(change, Mapping) and "no_ticket" in change
+        if isinstance(change, Mapping) and change.get("no_ticket") not in (None, False)
         else {}
     )
     try:

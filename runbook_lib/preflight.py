@@ -37,7 +37,7 @@ def problems(params: Params, *, archive: Path, run: bool = False) -> dict[str, s
     (``runbook run``, ``plan``, ``batch``), whose changes to a real tenant need a reason and a ticket; not for
     a check of the file alone (``runbook validate``) or the kit's own runs (demo recordings, tests)."""
     found = {
-        "secret_store": _store(params.secret_store, archive, writes=True),
+        "secret_store": _shared_demo_store(params) or _store(params.secret_store, archive, writes=True),
         "endpoints.ca_bundle": _ca_bundle(params.endpoints.ca_bundle),
         "recordings": _recordings(params.recordings),
         "mode": _sandbox_seed(params),
@@ -111,6 +111,21 @@ def _keyring() -> str | None:
             "Manager): use a file store instead, e.g. {file: .runbook/secrets/TENANT.secret}"
         )
     return None
+
+
+def _shared_demo_store(params: Params) -> str | None:
+    """The demo tenants' stores hold placeholders their replays write back; any other mode would write a real
+    secret there (a trainee's sandbox secret, or a customer's) and break the demos for everyone."""
+    if params.mode == "replay" or not params.secret_store.file:
+        return None
+    store = _real(paths.resolve(params.secret_store.file))
+    if not store.is_relative_to(_real(paths.project_root() / DEMO_STORES)):
+        return None
+    return (
+        f"{shorten(params.secret_store.file)} is a demo tenant's shared store, which only replays may use: "
+        f"a {params.mode}-mode run would write its new client secret into it; give this tenant a store of its own, "
+        f"e.g. {{file: .runbook/secrets/{params.tenant}.secret}}"
+    )
 
 
 def _placement(path: Path, archive: Path) -> str | None:

@@ -136,7 +136,8 @@ class Step:
         if self.result.status != "running":
             return
         self.result.status = status  # type: ignore[assignment]
-        self.facts.as_of = self.clock.now().isoformat(timespec="seconds")
+        if self.facts.secret:  # when the secret's days left were counted (a replay's clock is the recording's)
+            self.facts.as_of = self.clock.now().isoformat(timespec="seconds")
         problem: RunbookError | None = None
         try:
             self.transport.close()

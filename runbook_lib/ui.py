@@ -89,30 +89,12 @@ def _load_file(name: str) -> params_mod.Params:
         raise ParamsError(error.source, error.problems | {"secret_store": hint}) from None
 
 
-def _shared_demo_store(params: params_mod.Params) -> str | None:
-    """The demo tenants' stores hold placeholders their replays write back; any other mode would write a real
-    secret there (a trainee's sandbox secret, or a customer's) and break the demos for everyone."""
-    if params.mode == "replay" or not params.secret_store.file:
-        return None
-    store = Path(os.path.realpath(paths.resolve(params.secret_store.file)))
-    if not store.is_relative_to(os.path.realpath(paths.project_root() / preflight.DEMO_STORES)):
-        return None
-    return (
-        f"{shorten(params.secret_store.file)} is a demo tenant's shared store, which only replays may use: a "
-        f"{params.mode}-mode run would write its new client secret into it. Give this tenant a store of its own, "
-        + _own_store(params.tenant)
-    )
-
-
 def _check(params: params_mod.Params, source: str) -> params_mod.Params:
     """Outside ``replay``, the offline checks of ``runbook run`` (a missing sandbox seed, a store others can
-    read ...) and the demo stores refused, so a notebook fails here, naming the field, before any request."""
+    read, a demo tenant's shared store ...), so a notebook fails here, naming the field, before any request."""
     if params.mode == "replay":
         return params
     found = preflight.problems(params, archive=paths.archive_dir())
-    shared = _shared_demo_store(params)
-    if shared:
-        found["secret_store"] = shared
     if found:
         raise ParamsError(source, found)
     return params

@@ -54,8 +54,18 @@ def test_every_section_reads_before_it_writes():
 
 def test_only_differing_sections_are_written():
     text = script(sections={"forwarding"})
-    assert "Set-CASMailbox" not in text and "HostedOutboundSpamFilter" not in text
+    assert "Set-CASMailbox" not in text and "Set-HostedOutboundSpamFilter" not in text
+    assert "New-HostedOutboundSpamFilter" not in text
     assert "Set-Mailbox" in text and text.count("already as desired") == 2
+
+
+def test_the_checks_of_what_else_stops_mail_only_read():
+    text = script(sections=set())
+    checks = text[text.index("# 4. Read only") : text.index("Disconnect-ExchangeOnline")]
+    for cmdlet in ("Get-RemoteDomain", "Get-TransportRule", "Get-HostedOutboundSpamFilterRule", "Get-TransportConfig"):
+        assert cmdlet in checks
+    assert "Set-" not in checks and "New-" not in checks and "Remove-" not in checks
+    assert "$forward = 'smtp:" in text  # set for the checks even when section 2 is left out
 
 
 def test_default_policy_only_when_asked():

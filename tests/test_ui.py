@@ -71,7 +71,7 @@ def test_the_form_refuses_a_trainee_run_that_would_write_the_demo_store(demo_raw
     by_label["recordings"].value = "recordings/contoso"
     use.click()
     assert "secret_store" in result.value and "demo tenant" in result.value and namespace["mode"] == "replay"
-    assert "file:.runbook/secrets/trainee-07.secret" in result.value  # the fix names a store of the trainee's own
+    assert "{file: .runbook/secrets/trainee-07.secret}" in result.value  # the fix names a store of the trainee's own
     by_label["secret_store"].value = "the secret itself"
     use.click()
     assert "write file:PATH, env:NAME or keyring:SERVICE/USER" in result.value and namespace["mode"] == "replay"
