@@ -9,6 +9,8 @@ rewritten as each one finishes, so an interrupted batch still has one: Ctrl-C st
 the running ones to stop cleanly (their records are sealed ``interrupted``), a second Ctrl-C stops them at
 once. ``--only-failed`` re-runs every tenant that did not end ``ok``. Batch records hold no parameter values
 beyond the files' paths, and so no secret. ``--reason``, ``--ticket`` and ``--no-ticket`` apply to every tenant.
+``--rotate-within DAYS`` runs phase 1 of the secret rotation (``08_rotate_secret``) only: each tenant's run reads
+its stored secret's expiry first and changes nothing unless it expires within DAYS (``skipped``, with the reason).
 
 The summary says, per tenant, how the run ended (``ok, checklist incomplete`` when step 4's checklist was not all
 confirmed), how many days the stored client secret has left, and the diagnosis of a failure, printed whole and
@@ -25,11 +27,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import diagnose, integrity, interrupts, paths, preflight, records, runner
+from . import diagnose, integrity, interrupts, paths, preflight, records, registry, runner
 from . import params as params_mod
 from .errors import ParamsError, RunbookError
 from .results import qualified, run_left_undone
@@ -38,13 +41,19 @@ if TYPE_CHECKING:
     import pandas as pd
 
 BATCHES = "_batches"
+#: how a tenant's run ended when nothing is left to do: ok, or skipped (a rotation not due)
+DONE = ("ok", "skipped")
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 
 @dataclass
 class TenantOutcome:
     params_file: str
     tenant: str
-    status: str  # ok | failed | invalid | interrupted | not started: all but ok are run again by --only-failed
+    #: ok | skipped (``--rotate-within``: not due) | failed | invalid | interrupted | not started: all but ok and
+    #: skipped are run again by --only-failed
+    status: str
     duration_s: float = 0.0
     writes: int = 0
     failing_step: str = ""
@@ -98,10 +107,15 @@ class Options:
     wait_lock: float = 0.0
     #: ``--reason``, ``--ticket``, ``--no-ticket``: the ``change`` section every tenant's run gets on top of its file's
     change: dict[str, Any] | None = None
+    #: ``--rotate-within DAYS``: phase 1 of the secret rotation, for the tenants whose stored secret expires within
+    #: that many days (each run reads the expiry first and changes nothing for the others)
+    rotate_within: int | None = None
 
     def params(self, params_file: str) -> params_mod.Params:
         """A tenant's parameters as this batch runs them: its file, with the batch's steps and change on top."""
-        overrides = {"steps": self.steps, "change": self.change}
+        overrides: dict[str, Any] = {"steps": self.steps, "change": self.change}
+        if self.rotate_within is not None:
+            overrides["rotation"] = {"phase": 1, "within_days": self.rotate_within}
         return params_mod.override(params_mod.load(params_file), {k: v for k, v in overrides.items() if v}, params_file)
 
 
@@ -134,11 +148,17 @@ def run_one(
             )
         )
     step, why = _diagnosis(result)
+    status = result.status
+    if options.rotate_within is not None and result.ok:
+        from .rotation import not_due
+
+        skipped = not_due(result.steps)
+        status, why = ("skipped", skipped) if skipped else (status, why)
     return asdict(
         TenantOutcome(
             params_file,
             params.tenant,
-            result.status,
+            status,
             round(time.monotonic() - started, 1),
             result.writes,
             step,
@@ -186,7 +206,7 @@ def failed_files(batch_record: Path) -> list[str]:
             f"{batch_record} is not a batch record: it has no readable batch.json",
             fix="give a folder such as archive/_batches/<UTC time>/",
         ) from None
-    return [t["params_file"] for t in tenants if t.get("status") != "ok"]
+    return [t["params_file"] for t in tenants if t.get("status") not in DONE]
 
 
 class _BatchRecord:
@@ -270,13 +290,18 @@ def run_batch(
     signing_key: Path | None = None,
     wait_lock: float = 0.0,
     change: dict[str, Any] | None = None,
+    rotate_within: int | None = None,
     progress: Callable[[str], None] = print,
 ) -> tuple[Path, pd.DataFrame]:
     """Run every valid tenant; returns the sealed batch record's folder and the summary table. ``change``: the
-    ``change`` section (reason, ticket, no_ticket) every tenant runs with, on top of its file's."""
+    ``change`` section (reason, ticket, no_ticket) every tenant runs with, on top of its file's. ``rotate_within``:
+    only phase 1 of the secret rotation, for the tenants whose stored secret expires within that many days; the
+    others end ``skipped``, with the reason."""
     archive = (archive or paths.archive_dir()).resolve()
     files = [str(Path(f).resolve()) for f in files]
-    options = Options(str(archive), steps, cell_timeout, str(signing_key) if signing_key else None, wait_lock, change)
+    steps = [registry.ROTATE_SECRET] if rotate_within is not None else steps
+    signing = str(signing_key) if signing_key else None
+    options = Options(str(archive), steps, cell_timeout, signing, wait_lock, change, rotate_within)
     valid, invalid = validate_all(files, archive, options)
     for bad in invalid:
         progress(f"invalid: {bad['params_file']}: {bad['diagnosis']}")
@@ -328,23 +353,40 @@ def _run_pool(
         return run_one(params_file, options, str(stop_file), local.kernel)
 
     try:
-        with (
-            ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2, thread_name_prefix="tenant") as pool,
-            _Interrupts(progress, stop_file),
-        ):
-            futures = [pool.submit(tenant, f) for f, _ in valid]
-            for done, future in enumerate(as_completed(futures), start=1):
-                finished(future.result(), done)
+        in_pool(tenant, [f for f, _ in valid], jobs, finished, _Interrupts(progress, stop_file))
     finally:
         for kernel in kernels:
             kernel.__exit__()
+
+
+def in_pool(
+    work: Callable[[_Item], _Result],
+    items: list[_Item],
+    jobs: int | None,
+    finished: Callable[[_Result, int], None],
+    guard: AbstractContextManager[Any] | None = None,
+) -> None:
+    """``work`` on each item in a bounded pool of threads (``jobs``, default the number of cores); ``finished``
+    hears each result, and how many are done, in the calling thread as each ends. ``guard`` is held while the
+    pool runs (the batch's Ctrl-C handling); ``runbook fleet`` reads its tenants in the same pool."""
+    with (
+        ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2, thread_name_prefix="tenant") as pool,
+        guard or nullcontext(),
+    ):
+        futures = [pool.submit(work, item) for item in items]
+        for done, future in enumerate(as_completed(futures), start=1):
+            finished(future.result(), done)
 
 
 def _report(outcome: dict[str, Any], done: int, total: int, progress: Callable[[str], None]) -> dict[str, Any]:
     progress(
         f"[{done}/{total}] {outcome['tenant']}: {_status_text(outcome)} in {outcome['duration_s']:.0f} s, "
         f"{outcome['writes']} writes"
-        + (f"; {outcome['failing_step']}: {outcome['diagnosis']}" if outcome["status"] != "ok" else "")
+        + (
+            "; " + ": ".join(filter(None, [outcome["failing_step"], outcome["diagnosis"]]))
+            if outcome["status"] != "ok"
+            else ""
+        )
     )
     return outcome
 
@@ -356,11 +398,11 @@ def _status_text(outcome: dict[str, Any]) -> str:
 def overall(statuses: Iterable[str]) -> str:
     """A batch's status from its tenants' (as batch.json or the summary has them: ``ok, checklist incomplete``,
     see :func:`runbook_lib.results.qualified`, is ``ok`` with what a person must still finish): ``interrupted``
-    when any was stopped or never started, ``ok`` when every one ended ok, else ``failed``."""
+    when any was stopped or never started, ``ok`` when every one ended ok or skipped, else ``failed``."""
     ended = [status.partition(",")[0] for status in statuses]
     if any(status in ("interrupted", "not started") for status in ended):
         return "interrupted"
-    return "ok" if all(status == "ok" for status in ended) else "failed"
+    return "ok" if all(status in DONE for status in ended) else "failed"
 
 
 def summary(outcomes: list[dict[str, Any]]) -> pd.DataFrame:

@@ -19,8 +19,8 @@ import papermill
 import yaml
 from nbclient import NotebookClient
 
+from . import fleet, paths, runner, secrets, strict_yaml
 from . import params as params_mod
-from . import paths, runner, secrets, strict_yaml
 from .sandbox.server import serve
 from .sandbox.tenant import SimulatedTenant
 
@@ -61,6 +61,24 @@ def record(
         return runner.run(
             params_mod.validate(raw, str(params_file)), archive=archive or Path(tmp) / "archive", wait_lock=LOCK_WAIT
         )
+
+
+def record_fleet(params_file: Path, recordings: Path | None = None, *, canary: str = "") -> fleet.Health:
+    """Record what fleet health reads of a demo tenant (``07_fleet_health.yaml``) against its simulated tenant as
+    its seed describes it: the state the tenant demonstrates, before any run. ``recordings``: where to write
+    (default: the tenant's own recordings). Returns what was read; a read the tenant refuses (duplicate names,
+    no licence) is part of what is recorded."""
+    raw = strict_yaml.load_file(params_file)
+    params = params_mod.validate(raw, str(params_file))
+    seed = yaml.safe_load(seed_file(params).read_text(encoding="utf-8"))
+    with serve(SimulatedTenant(seed, canary=canary, pending_polls=0)) as sandbox, tempfile.TemporaryDirectory() as tmp:
+        raw.update(
+            mode="record",
+            recordings=str(recordings.resolve() if recordings else paths.resolve(params.recordings)),
+            endpoints={**raw.get("endpoints", {}), **sandbox.endpoints()},
+            secret_store=secrets.private_copy(params.secret_store, Path(tmp) / "store").model_dump(exclude_none=True),
+        )
+        return fleet.read_tenant(params_mod.validate(raw, str(params_file)), str(params_file), Path(tmp) / "archive")
 
 
 #: demo scenarios of one tenant (tailspin, tailspin-pick) share its lock: the second waits for the first
@@ -111,6 +129,7 @@ def _record_and_check(params_file: Path) -> bool:
     """Record one tenant; right when it ends as its seed expects and every step that sent a request has its
     recording."""
     result = record(params_file)
+    record_fleet(params_file)
     params = params_mod.load(params_file)
     expected = yaml.safe_load(seed_file(params).read_text()).get("expect", "ok")
     outcome = "ok" if result.ok else "failed"

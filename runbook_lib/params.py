@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import registry, strict_yaml, webex
 from .endpoints import CLOUDS
@@ -30,8 +30,8 @@ SECRET_WORDS = re.compile(r"secret|password|passwd|token|credential", re.IGNOREC
 GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 
 Mode = Literal["replay", "live", "record", "sandbox"]
-#: the procedure's notebooks, in order
-STEP_NAMES = registry.NAMES
+#: the procedure's notebooks, in order: what a run includes unless ``steps`` names others
+STEP_NAMES = registry.PROCEDURE
 
 
 class _Strict(BaseModel):
@@ -131,6 +131,10 @@ class Application(_Strict):
     #: it by it in every later step and run (no name search, which lags behind a create); derived from
     #: ``display_name`` unless given
     unique_name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}[a-z0-9]$")
+    #: the Exchange Online application permission Mail.Send: ``tenant`` (the support document's way: the
+    #: application may send as any mailbox), ``scoped`` (limited to this mailbox with Exchange RBAC for
+    #: Applications), ``none`` (only the delegated SMTP.Send that Webex Connect's token uses)
+    mail_send: Literal["tenant", "scoped", "none"] = "tenant"
 
     @property
     def key(self) -> str:
@@ -138,6 +142,26 @@ class Application(_Strict):
         return self.unique_name or (
             "-".join(re.findall(r"[a-z0-9]+", self.display_name.lower()))[:64].strip("-") or "webex-connect-email"
         )
+
+
+class Rotation(_Strict):
+    """The two-phase rotation of the client secret (``08_rotate_secret``, run only when named)."""
+
+    #: 1: add a new secret beside the old one and store it; 2: remove the old one, once Webex Connect uses the new
+    phase: Literal[1, 2] = 1
+    #: phase 2 only: who confirmed that Webex Connect now uses the new secret (Generate Token, then Save)
+    confirmed_by: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[^\r\n]+$", validate_default=True)
+    #: phase 1 only when the stored secret expires within this many days (``runbook batch --rotate-within``);
+    #: unset: rotate now
+    within_days: int | None = Field(None, ge=0, le=730)
+
+    @field_validator("confirmed_by")
+    @classmethod
+    def _phase_two_is_confirmed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Named on the field itself, so the error says ``rotation.confirmed_by``."""
+        if info.data.get("phase") == 2 and not value:
+            raise ValueError("phase 2 removes the old secret: say who confirmed Webex Connect uses the new one")
+        return value
 
 
 class Mailbox(_Strict):
@@ -267,7 +291,8 @@ class Params(_Strict):
     network: Network = Network()
     change: ChangeRequest = ChangeRequest()
     consent: Literal["user", "admin"] = "user"
-    steps: list[Literal[tuple(STEP_NAMES)]] = list(STEP_NAMES)  # type: ignore[valid-type]
+    rotation: Rotation = Rotation()
+    steps: list[Literal[tuple(registry.NAMES)]] = list(STEP_NAMES)  # type: ignore[valid-type]
 
     @field_validator("tenant_id")
     @classmethod

@@ -5,12 +5,16 @@
 * ``file``: a file with mode 0600 (created so, parents 0700); relative to the project root.
 * ``keyring``: ``SERVICE/USERNAME`` in the operating system's keyring.
 
+While a rotation of the client secret is half done (:mod:`runbook_lib.rotation`), the value it replaced stays
+retrievable beside the store, under the same rules, until phase 2 removes it: :func:`previous` names where.
+
 Notebooks show a secret's hint (its first three characters, as Entra ID does) and a fingerprint,
 never its value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -92,6 +96,35 @@ def write(ref: SecretRef, value: str) -> str:
     service, username = (ref.keyring or "").split("/", 1)
     keyring.set_password(service, username, value)
     return f"stored in the keyring as {ref.keyring}"
+
+
+def previous(ref: SecretRef) -> SecretRef:
+    """Where the value a rotation replaced is kept until its phase 2: ``<file>.previous`` (mode 0600, like the
+    store), the keyring entry ``SERVICE/USERNAME.previous``, or the environment variable ``NAME_PREVIOUS`` (which,
+    like every environment store, the kit can set for its own process only)."""
+    if ref.env:
+        return SecretRef(env=f"{ref.env}_PREVIOUS")
+    if ref.file:
+        return SecretRef(file=f"{ref.file}.previous")
+    return SecretRef(keyring=f"{ref.keyring}.previous")
+
+
+def delete(ref: SecretRef) -> str:
+    """Remove a stored secret (a rotation's previous value, once phase 2 removed it from the application);
+    returns a sentence for the operator saying where from. Nothing to remove is not an error."""
+    if ref.env:
+        os.environ.pop(ref.env, None)
+        return f"removed environment variable {ref.env} from this process: unset it where you define it too"
+    if ref.file:
+        _file(ref).unlink(missing_ok=True)
+        return f"deleted file {ref.file}"
+    import keyring
+    from keyring.errors import PasswordDeleteError
+
+    service, username = (ref.keyring or "").split("/", 1)
+    with contextlib.suppress(PasswordDeleteError):  # not there: already deleted
+        keyring.delete_password(service, username)
+    return f"deleted the keyring entry {ref.keyring}"
 
 
 def private_copy(ref: SecretRef, folder: Path, name: str = "store.secret") -> SecretRef:

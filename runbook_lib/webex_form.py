@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 STEP = "04_webex_connect_email_app"
 VALUES_FILE = "webex_connect_values.json"
 REVEAL_SECONDS = 60
+CLIENT_SECRET_NOTE = "the secret's Value, never its Secret ID"
+
+
+def client_secret(store: str, hint: str, expires: str) -> str:
+    """The Client Secret field's value: where the Value is, and how to tell it (its hint), never the value."""
+    return f"the Value in {store}: hint {hint}..., expires {expires}"
 
 
 def form_values(step: Step) -> pd.DataFrame:
@@ -54,10 +60,10 @@ def form_values(step: Step) -> pd.DataFrame:
         ("Client ID", app["appId"], "Application (client) ID from step 2"),
         (
             "Client Secret",
-            f"the Value in {store}: hint {cred.hint}..., expires {cred.expires.date().isoformat()}"
+            client_secret(store, cred.hint, cred.expires.date().isoformat())
             if cred is not None
             else f"no valid secret in the store: {match.explain(store)}; run step 2",
-            "the secret's Value, never its Secret ID",
+            CLIENT_SECRET_NOTE,
         ),
         ("Call Back URL", w.callback_url, "shown by Webex Connect; registered in step 2"),
         ("Authorization URL", e.webex_authorize_url, "tenant-specific, not /common"),

@@ -107,8 +107,11 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
             page.get_by_text("well formed").first.wait_for(timeout=left())
             page.get_by_role("button", name="Use these parameters").wait_for(timeout=left())
             page.get_by_text("Step 01_webex_connect_app: ok").wait_for(timeout=left())
-            table = page.locator(".jp-OutputArea-output table").filter(has_text="forwarding_address").last
-            assert "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io" in table.inner_text()
+            # the validated values table shows the forwarding address (a visible cell, not a widget's hidden text)
+            address = "a41a0ba3566ed2091155f13e48e6d4f8@mail-us.imiconnect.io"
+            page.locator(".jp-OutputArea-output table td").filter(has_text=address).first.wait_for(
+                state="visible", timeout=left()
+            )
             assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
             ARTIFACTS.mkdir(exist_ok=True)
             page.get_by_role("heading", name="The values, checked").scroll_into_view_if_needed()

@@ -52,7 +52,7 @@ def northwind(kernel: runner.Kernel, tmp_path_factory: pytest.TempPathFactory) -
     same run again."""
     folder = tmp_path_factory.mktemp("northwind")
     raw = demo("northwind", folder)
-    steps = registry.plan_steps(list(registry.NAMES))
+    steps = registry.plan_steps(list(registry.PROCEDURE))
     plan = run(kernel, folder / "archive", raw | {"apply": False}, steps)
     first, again = (run(kernel, folder / "archive", raw, steps) for _ in range(2))
     assert plan.ok and first.ok and again.ok

@@ -80,10 +80,10 @@ def classroom(tmp_path, monkeypatch):
         def sandbox(*args):
             assert cli.main(["sandbox", *args]) == 0
 
-        assert run("trainee-a", list(registry.NAMES)) == ["ok"] * 6
+        assert run("trainee-a", list(registry.PROCEDURE)) == ["ok"] * 6
         sandbox("break", str(files["trainee-a"]), "secret-expired")
         assert run("trainee-a", [registry.VERIFY]) == ["failed"]
-        assert run("trainee-b", list(registry.NAMES[:2])) == ["ok"] * 2
+        assert run("trainee-b", list(registry.PROCEDURE[:2])) == ["ok"] * 2
         sandbox("break", str(files["trainee-b"]), "consent-missing")
         assert run("trainee-b", [registry.APP_REGISTRATION]) == ["ok"]
         sandbox("break", str(files["trainee-b"]), "security-defaults-on")
@@ -121,7 +121,7 @@ def test_status_shows_each_trainee_steps_faults_and_last_verify_and_never_a_secr
     assert "no record of a verify" in rows["trainee-b"]
 
     a, b = listed["trainee-a"], listed["trainee-b"]
-    assert a["steps_done"] == list(registry.NAMES) and b["steps_done"] == list(registry.NAMES[:2])
+    assert a["steps_done"] == list(registry.PROCEDURE) and b["steps_done"] == list(registry.PROCEDURE[:2])
     assert [(f["fault"], f["state"]) for f in b["faults"]] == [
         ("consent-missing", "repaired"),
         ("security-defaults-on", "still broken"),

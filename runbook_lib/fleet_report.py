@@ -1,0 +1,240 @@
+"""The fleet health report: a picture read at a glance, then the table; as HTML, CSV and JSON.
+
+The picture is a timeline of each tenant's client secret: one row per tenant, most urgent first, a bar from
+today to the day the stored secret expires (to the left of today when it has expired), coloured by the
+tenant's status; the warning window (``verify.secret_warn_days`` after today) shaded on each row, today a
+line. The application's other secrets are small grey ticks. "Today" is the day each tenant was read: for a
+replay, the moment its recording was made, so a demo reads the same on any day.
+
+The page follows the records' conventions (:mod:`runbook_lib.html_record`): self-contained, inline CSS and
+inline SVG, no script, nothing loaded from anywhere, and a Content-Security-Policy that forbids it; each
+tenant's mode is said on its row and the page opens with what the modes mean, so a replayed demo never reads
+as a real tenant. No secret is in any of it: the stored secret is named by its hint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import records
+from .html_record import _CSP, _CSS  # the records' page conventions: the same policy and base style
+
+if TYPE_CHECKING:
+    from .fleet import Fleet, Row
+
+COLOURS = {"fail": "#b00020", "warn": "#b26a00", "ok": "#1e7d32"}
+#: the chart's size and margins, in SVG units
+WIDTH, LABEL, RIGHT, TOP, ROW = 960, 230, 20, 34, 26
+#: how far the axis reaches at least (days before and after today), and at most
+MIN_PAST, MIN_FUTURE, MAX_PAST, MAX_FUTURE = 30, 120, 365, 730
+TICK_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Days from today mapped to x: pure, so its geometry is tested on its own."""
+
+    first: int
+    last: int
+    left: float = LABEL
+    right: float = WIDTH - RIGHT
+
+    def x(self, days: float) -> float:
+        """Where ``days`` from today falls, clamped to the axis."""
+        days = min(max(days, self.first), self.last)
+        return round(self.left + (days - self.first) * (self.right - self.left) / (self.last - self.first), 1)
+
+    def ticks(self) -> list[int]:
+        start = math.ceil(self.first / TICK_DAYS) * TICK_DAYS
+        return list(range(start, self.last + 1, TICK_DAYS))
+
+
+def axis_for(days: list[int], warn_days: list[int]) -> Axis:
+    """An axis that shows today, every warning window and every expiry (beyond a year ago or two years ahead,
+    the bar is clamped at the edge), in whole months of 30 days."""
+    past = min([-MIN_PAST, *days])
+    future = max([MIN_FUTURE, *(w * 2 for w in warn_days), *days])
+    first = -min(math.ceil(-past / TICK_DAYS) * TICK_DAYS, MAX_PAST)
+    last = min(math.ceil(future / TICK_DAYS) * TICK_DAYS, MAX_FUTURE)
+    return Axis(first, last)
+
+
+def _days_text(days: int | None) -> str:
+    if days is None:
+        return "no valid stored secret"
+    return f"expired {-days} days ago" if days <= 0 else f"{days} days left"
+
+
+def timeline_svg(rows: list[Row]) -> str:
+    """The secret expiry timeline as an inline SVG element."""
+    axis = axis_for(
+        [d for r in rows for d in [r.health.days_left, *r.health.other_days_left] if d is not None],
+        [r.health.warn_days for r in rows],
+    )
+    height = TOP + ROW * max(len(rows), 1) + 10
+    bottom = height - 10
+    today = axis.x(0)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{height}" role="img" aria-labelledby="timeline-title">',
+        '<title id="timeline-title">Client secret expiry per tenant: today, the warning window, each expiry</title>',
+    ]
+    for tick in axis.ticks():
+        x = axis.x(tick)
+        parts.append(f'<line class="tick" x1="{x}" y1="{TOP - 6}" x2="{x}" y2="{bottom}" stroke="#ddd"/>')
+        label = "today" if tick == 0 else f"{tick:+d} d"
+        parts.append(f'<text x="{x}" y="{TOP - 12}" text-anchor="middle" font-size="11" fill="#555">{label}</text>')
+    for i, row in enumerate(rows):
+        h, status = row.health, row.judgement.status
+        y = TOP + i * ROW
+        middle = y + ROW / 2
+        colour = COLOURS[status]
+        window = axis.x(h.warn_days) - today
+        parts += [
+            f'<rect class="warning-window" x="{today}" y="{y + 2}" width="{window}" height="{ROW - 4}" '
+            f'fill="#fbe3b4"><title>warning window: {h.warn_days} days</title></rect>',
+            f'<text x="{LABEL - 8}" y="{middle + 4}" text-anchor="end" font-size="12" fill="{colour}">'
+            f"{escape(h.tenant)} ({escape(h.mode)})</text>",
+        ]
+        for other in h.other_days_left:
+            x = axis.x(other)
+            parts.append(
+                f'<line class="other-secret" x1="{x}" y1="{y + 5}" x2="{x}" y2="{y + ROW - 5}" stroke="#888" '
+                f'stroke-width="2"><title>another secret on the application: {_days_text(other)}</title></line>'
+            )
+        title = escape(f"{h.tenant}: {status}, {_days_text(h.days_left)}" + (f", on {h.expires}" if h.expires else ""))
+        if h.days_left is None:
+            why = "not read" if h.error else "not configured" if h.configured is False else _days_text(None)
+            parts.append(
+                f'<text class="no-secret" x="{today + 6}" y="{middle + 4}" font-size="11" fill="{colour}">'
+                f"{escape(why)}<title>{title}</title></text>"
+            )
+            continue
+        end = axis.x(h.days_left)
+        parts += [
+            f'<rect class="secret" x="{min(today, end)}" y="{middle - 4}" width="{abs(end - today)}" height="8" '
+            f'fill="{colour}" fill-opacity="0.35"><title>{title}</title></rect>',
+            f'<circle class="expiry" cx="{end}" cy="{middle}" r="5" fill="{colour}"><title>{title}</title></circle>',
+        ]
+    parts.append(
+        f'<line class="today" x1="{today}" y1="{TOP - 6}" x2="{today}" y2="{bottom}" stroke="#1b1b1b" '
+        'stroke-width="2" stroke-dasharray="4 3"><title>today (a replay: when its recording was made)</title></line>'
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+COLUMNS = ["tenant", "mode", "status", "days_left", "expires", "stored_secret", "other_secrets", "application"]
+COLUMNS += ["consent", "mailbox", "last_verify", "reason", "next_action"]
+
+
+def _modes(fleet: Fleet) -> str:
+    """What the tenants' modes mean, red when any tenant is real."""
+    modes = sorted({r.health.mode for r in fleet.rows})
+    real = any(r.health.real_tenant for r in fleet.rows)
+    lines = "<br>".join(
+        f"{sum(r.health.mode == m for r in fleet.rows)} tenant(s): {escape(records.mode_meaning(m))}" for m in modes
+    )
+    return f'<p class="mode {"real" if real else "simulated"}">{lines}</p>'
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else escape(str(value))
+
+
+def report_body(fleet: Fleet) -> str:
+    """The report without its page: the modes, the counts, the timeline, the key, the table (what the notebook
+    shows inline)."""
+    counts = fleet.counts()
+    cells = "".join(
+        "<tr>" + "".join(f'<td class="{record["status"]}">{_cell(record[c])}</td>' for c in COLUMNS) + "</tr>"
+        for record in fleet.records()
+    )
+    key = " ".join(f'<span style="color:{colour}">&#9679; {status}</span>' for status, colour in COLOURS.items())
+    return "\n".join(
+        [
+            _modes(fleet),
+            f"<p><b>{counts['fail']} fail, {counts['warn']} warn, {counts['ok']} ok</b> of {len(fleet.rows)} "
+            "tenant(s), most urgent first. Nothing was written to any tenant.</p>",
+            timeline_svg(fleet.rows),
+            f'<p class="key">{key} <span class="window">&#9632; warning window (verify.secret_warn_days)</span> '
+            "&#9474; today &#9474; grey: the application's other secrets</p>",
+            "<table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in COLUMNS) + f"</tr>{cells}</table>",
+        ]
+    )
+
+
+_FLEET_CSS = """
+body { max-width: 96em; }
+td.fail { color: #b00020; } td.warn { color: #8a5200; }
+.window { color: #e9b860; }
+svg.timeline { max-width: 100%; height: auto; font-family: system-ui, sans-serif; }
+"""
+
+
+def html_page(fleet: Fleet, generated: str) -> str:
+    """The whole page: self-contained, no script."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Fleet health</title>
+<style>{_CSS}{_FLEET_CSS}</style>
+</head>
+<body>
+<h1>Fleet health</h1>
+<p>Read on {escape(generated)}: each tenant's client secret, drift of the application, consents and mailbox,
+and its last successful verify.</p>
+{report_body(fleet)}
+</body>
+</html>
+"""
+
+
+def csv_text(fleet: Fleet) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fleet.records()[0]) if fleet.rows else COLUMNS)
+    writer.writeheader()
+    writer.writerows(fleet.records())
+    return out.getvalue()
+
+
+def json_text(fleet: Fleet, generated: str) -> str:
+    data = {"generated": generated, "counts": fleet.counts(), "tenants": fleet.records()}
+    return json.dumps(data, indent=2) + "\n"
+
+
+def write(fleet: Fleet, generated: str, *, html: Path | None, csv_file: Path | None, json_file: Path | None) -> None:
+    """Each report asked for."""
+    wanted = (
+        (html, lambda: html_page(fleet, generated)),
+        (csv_file, lambda: csv_text(fleet)),
+        (json_file, lambda: json_text(fleet, generated)),
+    )
+    for path, text in wanted:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text(), encoding="utf-8")
+
+
+def text(fleet: Fleet) -> str:
+    """The report as the command prints it: the counts, then a line per tenant, most urgent first, with its next
+    action (the files hold every column)."""
+    counts = fleet.counts()
+    width = max((len(r.health.tenant) + len(r.health.mode) for r in fleet.rows), default=0) + 3
+    lines = [f"{counts['fail']} fail, {counts['warn']} warn, {counts['ok']} ok"]
+    for row in fleet.rows:
+        h = row.health
+        days = "" if h.days_left is None else f"{h.days_left} d"
+        name = f"{h.tenant} ({h.mode})"
+        lines.append(f"{row.judgement.status:<4}  {name:<{width}} {days:>7}  {row.judgement.next_action}")
+    return "\n".join(lines)
