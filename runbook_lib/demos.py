@@ -19,7 +19,7 @@ import papermill
 import yaml
 from nbclient import NotebookClient
 
-from . import fleet, paths, runner, secrets, strict_yaml
+from . import fleet, paths, registry, runner, secrets, strict_yaml
 from . import params as params_mod
 from .sandbox.server import serve
 from .sandbox.tenant import SimulatedTenant
@@ -79,6 +79,32 @@ def record_fleet(params_file: Path, recordings: Path | None = None, *, canary: s
             secret_store=secrets.private_copy(params.secret_store, Path(tmp) / "store").model_dump(exclude_none=True),
         )
         return fleet.read_tenant(params_mod.validate(raw, str(params_file)), str(params_file), Path(tmp) / "archive")
+
+
+#: the demo tenant the notebooks' own parameters name: nbval replays every notebook on it
+DEFAULT_TENANT = "contoso"
+
+
+def record_rotation_plan(params_file: Path) -> runner.RunResult:
+    """Record what notebook 08 replays on its defaults, a plan of the rotation: the tenant is configured by the six
+    steps first (their recordings thrown away), then 08 reads it. Teardown needs no recording: in a replay it reads
+    nothing, since a replay's records prove nothing was made."""
+    raw = strict_yaml.load_file(params_file)
+    params = params_mod.validate(raw, str(params_file))
+    seed = yaml.safe_load(seed_file(params).read_text(encoding="utf-8"))
+    with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox, tempfile.TemporaryDirectory() as tmp:
+        store = secrets.private_copy(params.secret_store, Path(tmp) / "store")
+        base = {
+            **raw,
+            "mode": "record",
+            "endpoints": {**raw.get("endpoints", {}), **sandbox.endpoints()},
+            "secret_store": store.model_dump(exclude_none=True),
+        }
+        archive = Path(tmp) / "archive"
+        setup = params_mod.validate({**base, "recordings": str(Path(tmp) / "setup")}, str(params_file))
+        runner.run(setup, archive=archive, wait_lock=LOCK_WAIT)
+        plan = params_mod.validate({**base, "apply": False, "steps": [registry.ROTATE_SECRET]}, str(params_file))
+        return runner.run(plan, archive=archive, wait_lock=LOCK_WAIT)
 
 
 #: demo scenarios of one tenant (tailspin, tailspin-pick) share its lock: the second waits for the first
@@ -155,5 +181,10 @@ def regenerate(tenants: list[str] | None = None, workers: int = PARALLEL) -> boo
     files = [f for f in demo_files() if not tenants or f.stem in tenants]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         ok = all(list(pool.map(_record_and_check, files)))
+    default = [f for f in files if f.stem == DEFAULT_TENANT]
+    if default:
+        rotation = record_rotation_plan(default[0])
+        print(f"{DEFAULT_TENANT}: rotation plan recorded ({'ok' if rotation.ok else 'failed'})", flush=True)
+        ok = ok and rotation.ok
     refresh_outputs()
     return ok

@@ -402,6 +402,108 @@ def test_a_service_principal_upsert_creates_once_then_updates(seed, clock):
         assert [s["appId"] for s in sandbox.tenant.service_principals].count(app["appId"]) == 1
 
 
+# --- deletion -------------------------------------------------------------------------------------------
+
+
+def _not_found(response: requests.Response) -> bool:
+    return (response.status_code, response.json()["error"]["code"]) == (404, "Request_ResourceNotFound")
+
+
+@pytest.mark.parametrize("address", ["id", "appId", "uniqueName"])
+def test_deleting_an_application_takes_its_service_principal_along(seed, address):
+    """DELETE answers 204 with no body; the application deleted in its home tenant takes its service principal
+    (its enterprise application) with it, as Microsoft documents; a second DELETE is 404."""
+    with served(seed) as sandbox:
+        client = Client(sandbox, "direct")
+        token = client.token(GRAPH_CLI, f"{GRAPH}/Application.ReadWrite.All")
+        key = "/applications(uniqueName='webex-connect-email')"
+        app = client.graph(
+            "PATCH", key, token, json={"displayName": "Webex Connect Email"}, headers={"Prefer": "create-if-missing"}
+        ).json()
+        sp = client.graph("POST", "/servicePrincipals", token, json={"appId": app["appId"]}).json()
+        path = {
+            "id": f"/applications/{app['id']}",
+            "appId": f"/applications(appId='{app['appId']}')",
+            "uniqueName": key,
+        }
+        deleted = client.graph("DELETE", path[address], token)
+        assert (deleted.status_code, deleted.content) == (204, b"")
+        assert _not_found(client.graph("GET", key, token))
+        assert _not_found(client.graph("GET", f"/servicePrincipals(appId='{app['appId']}')", token))
+        assert _not_found(client.graph("DELETE", path[address], token))
+        assert _not_found(client.graph("DELETE", f"/servicePrincipals/{sp['id']}", token))
+
+
+def test_consents_and_service_principals_are_deleted_by_id(seed):
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        token = client.token(GRAPH_CLI, f"{GRAPH}/.default")
+        app = client.graph("POST", "/applications", token, json={"displayName": "Webex Connect Email"}).json()
+        sp = client.graph("POST", "/servicePrincipals", token, json={"appId": app["appId"]}).json()
+        exchange = sandbox.tenant.exchange_sp
+        mail_send = next(r["id"] for r in exchange["appRoles"] if r["value"] == "Mail.Send")
+        wanted = {"principalId": sp["id"], "resourceId": exchange["id"], "appRoleId": mail_send}
+        assignment = client.graph("POST", f"/servicePrincipals/{exchange['id']}/appRoleAssignedTo", token, json=wanted)
+        grant = client.graph(
+            "POST",
+            "/oauth2PermissionGrants",
+            token,
+            json={
+                "clientId": sp["id"],
+                "consentType": "AllPrincipals",
+                "resourceId": exchange["id"],
+                "scope": "SMTP.Send",
+            },
+        )
+        for path in (
+            f"/servicePrincipals/{sp['id']}/appRoleAssignments/{assignment.json()['id']}",
+            f"/oauth2PermissionGrants/{grant.json()['id']}",
+            f"/servicePrincipals/{sp['id']}",
+        ):
+            assert client.graph("DELETE", path, token).status_code == 204, path
+            assert _not_found(client.graph("DELETE", path, token)), path
+        assert _not_found(client.graph("GET", f"/servicePrincipals/{sp['id']}/appRoleAssignments", token))
+        assert client.graph("GET", f"/applications/{app['id']}", token).status_code == 200  # the application stays
+    seed["operator"]["scopes"] = ["Application.Read.All"]
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        reader = client.token(GRAPH_CLI, f"{GRAPH}/Application.Read.All")
+        app = sandbox.tenant.add_application({"displayName": "Webex Connect Email"})
+        refused = client.graph("DELETE", f"/applications/{app['id']}", reader)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "Authorization_RequestDenied")
+
+
+def test_exchange_removes_a_rule_and_a_policy_but_never_the_default_policy(seed):
+    """As Exchange documents it: removing a policy leaves its rules (by design), the Default policy cannot be
+    removed, and removing what is gone is Exchange's not-found error."""
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        token = client.token(EXO_POWERSHELL, f"{EXCHANGE}/.default")
+        client.cmdlet(token, "New-HostedOutboundSpamFilterPolicy", Name="Webex", AutoForwardingMode="On")
+        client.cmdlet(
+            token,
+            "New-HostedOutboundSpamFilterRule",
+            Name="Webex",
+            HostedOutboundSpamFilterPolicy="Webex",
+            From=["a@b"],
+        )
+        assert client.cmdlet(token, "Remove-HostedOutboundSpamFilterPolicy", Identity="webex").status_code == 200
+        assert [p["Name"] for p in client.cmdlet(token, "Get-HostedOutboundSpamFilterPolicy").json()["value"]] == [
+            "Default"
+        ]
+        assert [r["Name"] for r in client.cmdlet(token, "Get-HostedOutboundSpamFilterRule").json()["value"]] == [
+            "Webex"
+        ]
+        assert client.cmdlet(token, "Remove-HostedOutboundSpamFilterRule", Identity="Webex").status_code == 200
+        assert client.cmdlet(token, "Get-HostedOutboundSpamFilterRule").json()["value"] == []
+        for cmdlet in ("Remove-HostedOutboundSpamFilterRule", "Remove-HostedOutboundSpamFilterPolicy"):
+            gone = client.cmdlet(token, cmdlet, Identity="Webex")
+            assert gone.status_code == 404 and "couldn't be found on" in gone.json()["error"]["details"][0]["message"]
+        default = client.cmdlet(token, "Remove-HostedOutboundSpamFilterPolicy", Identity="Default")
+        assert default.status_code == 400 and default.json()["error"]["message"] == "Invalid Operation"
+        assert [p["Name"] for p in sandbox.tenant.outbound_policies] == ["Default"]
+
+
 # --- failures a live run meets ---------------------------------------------------------------------
 
 
@@ -558,3 +660,127 @@ def test_exchange_accepts_a_message_only_from_the_authenticated_mailbox(seed):
         assert sandbox.tenant.sent == [
             {"from": "support@contoso.onmicrosoft.com", "to": ["someone@example.com"], "subject": "a test"}
         ]
+
+
+# --- RBAC for Applications in Exchange Online ------------------------------------------------------------------
+
+
+def test_rbac_for_applications_objects_have_exchanges_shapes_and_scope_one_mailbox(seed):
+    """New-ServicePrincipal (a pointer to the Entra service principal), New-ManagementScope (a recipient filter),
+    New-ManagementRoleAssignment -App (application roles only), Test-ServicePrincipalAuthorization (InScope per
+    role; Entra ID's grants are not part of it), as Microsoft documents them."""
+    seed["users"].append({"upn": "other@contoso.onmicrosoft.com"})
+    app_id, object_id = "7bfb4608-5f50-456d-acce-a87338ac0c57", "b30b8215-49ba-4804-a8d6-67c23d4934f2"
+    scope = "Webex Connect mailbox support@contoso.onmicrosoft.com"
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        token = client.token(EXO_POWERSHELL, f"{EXCHANGE}/.default")
+        pointer = client.cmdlet(token, "New-ServicePrincipal", AppId=app_id, ObjectId=object_id, DisplayName="Webex")
+        assert pointer.status_code == 200
+        [shown] = client.cmdlet(token, "Get-ServicePrincipal", Identity=app_id).json()["value"]
+        assert (shown["AppId"], shown["ObjectId"], shown["DisplayName"]) == (app_id, object_id, "Webex")
+        made = client.cmdlet(
+            token,
+            "New-ManagementScope",
+            Name=scope,
+            RecipientRestrictionFilter="PrimarySmtpAddress -eq 'support@contoso.onmicrosoft.com'",
+        )
+        assert made.json()["value"][0]["ScopeRestrictionType"] == "RecipientScope"
+        admin_role = client.cmdlet(token, "New-ManagementRoleAssignment", App=object_id, Role="Mail Recipients")
+        assert (
+            admin_role.status_code == 400 and "application roles" in admin_role.json()["error"]["details"][0]["message"]
+        )
+        assigned = client.cmdlet(
+            token,
+            "New-ManagementRoleAssignment",
+            Name="Webex Mail.Send",
+            App=object_id,
+            Role="Application Mail.Send",
+            CustomResourceScope=scope,
+        ).json()["value"][0]
+        assert (assigned["RoleAssigneeType"], assigned["RecipientWriteScope"]) == (
+            "ServicePrincipal",
+            "CustomRecipientScope",
+        )
+        assert [a["Name"] for a in client.cmdlet(token, "Get-ManagementRoleAssignment").json()["value"]] == [
+            "Webex Mail.Send"
+        ]
+
+        def tested(**resource: str) -> dict[str, Any]:
+            [row] = client.cmdlet(token, "Test-ServicePrincipalAuthorization", Identity=app_id, **resource).json()[
+                "value"
+            ]
+            return row
+
+        row = tested(Resource="support@contoso.onmicrosoft.com")
+        assert (row["RoleName"], row["GrantedPermissions"], row["AllowedResourceScope"]) == (
+            "Application Mail.Send",
+            "Mail.Send",
+            scope,
+        )
+        assert row["ScopeType"] == "CustomRecipientScope" and row["InScope"] is True
+        assert tested(Resource="other@contoso.onmicrosoft.com")["InScope"] is False
+        assert tested()["InScope"] == "Not Run"
+        assert sandbox.tenant.assignments == []  # Exchange's grants are its own: nothing in Entra ID
+
+
+def test_rbac_duplicates_are_refused_and_removing_what_is_gone_or_in_use_is_an_error(seed):
+    app_id, object_id = "7bfb4608-5f50-456d-acce-a87338ac0c57", "b30b8215-49ba-4804-a8d6-67c23d4934f2"
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        token = client.token(EXO_POWERSHELL, f"{EXCHANGE}/.default")
+
+        def run(cmdlet: str, **parameters: Any) -> tuple[int, str]:
+            answer = client.cmdlet(token, cmdlet, **parameters)
+            error = answer.json().get("error") if answer.status_code >= 400 else None
+            return answer.status_code, error["details"][0]["message"] if error else ""
+
+        pointer = {"AppId": app_id, "ObjectId": object_id}
+        scope = {"Name": "S", "RecipientRestrictionFilter": "PrimarySmtpAddress -eq 'support@contoso.onmicrosoft.com'"}
+        assignment = {"Name": "A", "App": app_id, "Role": "Application Mail.Send", "CustomResourceScope": "S"}
+        for cmdlet, parameters in [
+            ("New-ServicePrincipal", pointer),
+            ("New-ManagementScope", scope),
+            ("New-ManagementRoleAssignment", assignment),
+        ]:
+            assert run(cmdlet, **parameters)[0] == 200
+            status, message = run(cmdlet, **parameters)
+            assert status == 400 and "already exists" in message
+        status, message = run("Remove-ManagementScope", Identity="S")
+        assert status == 400 and "associated with the management role assignment" in message
+        assert run("New-ManagementScope", Name="T", RecipientRestrictionFilter="not a filter")[0] == 400
+        assert run("New-ManagementRoleAssignment", Name="x" * 65, App=app_id, Role="Application Mail.Send")[0] == 400
+        for cmdlet, identity in [
+            ("Remove-ManagementRoleAssignment", "A"),
+            ("Remove-ManagementScope", "S"),
+            ("Remove-ServicePrincipal", app_id),
+        ]:
+            assert run(cmdlet, Identity=identity) == (200, "")
+            status, message = run(cmdlet, Identity=identity)
+            assert status == 404 and "couldn't be found on" in message
+        for cmdlet in ("Get-ServicePrincipal", "Get-ManagementScope", "Get-ManagementRoleAssignment"):
+            assert run(cmdlet, Identity="gone")[0] == 404
+        assert run("Test-ServicePrincipalAuthorization", Identity=app_id)[0] == 404
+
+
+def test_an_app_only_token_carries_only_the_roles_entra_id_granted(seed):
+    """RBAC for Applications is Exchange's alone: an application Exchange lets send as one mailbox gets no
+    Mail.Send role in its token; admin consent in Entra ID puts it there."""
+    secret = "Ab8Q~" + "s" * 35
+    _webex_app(seed, service_principal=True, secrets=[{"expires_in_days": 30, "value": secret}])
+    with served(seed) as sandbox:
+        client = Client(sandbox, "proxy")
+        tenant = sandbox.tenant
+        app = tenant.applications[0]
+        sp = tenant.service_principal(app["appId"])
+        admin = client.token(EXO_POWERSHELL, f"{EXCHANGE}/.default")
+        client.cmdlet(admin, "New-ServicePrincipal", AppId=app["appId"], ObjectId=sp["id"])
+        client.cmdlet(admin, "New-ManagementRoleAssignment", Name="A", App=sp["id"], Role="Application Mail.Send")
+
+        def roles() -> list[str]:
+            answer = client.app_token(app["appId"], secret, f"{EXCHANGE}/.default")
+            return list(claims(answer.json()["access_token"]).get("roles", []))
+
+        assert roles() == []
+        tenant.assignments.append(tenant.assignment(sp["id"], tenant.permission_id("Mail.Send", "Role")))
+        assert roles() == ["Mail.Send"]

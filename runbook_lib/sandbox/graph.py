@@ -112,6 +112,7 @@ class Graph:
             ("GET", rf"/servicePrincipals\(appId={KEY}\)", READ_APPS, self._get_sp),
             ("PATCH", rf"/servicePrincipals\(appId={KEY}\)", WRITE_APPS, self._upsert_sp),
             ("POST", r"/servicePrincipals", WRITE_APPS, self._post_sp),
+            ("DELETE", r"/servicePrincipals/([^/]+)", WRITE_APPS, self._delete_sp),
             ("GET", r"/servicePrincipals/([^/]+)/appRoleAssignments", READ_APPS, self._get_assignments),
             (
                 "POST",
@@ -119,11 +120,20 @@ class Graph:
                 ("AppRoleAssignment.ReadWrite.All",),
                 self._post_assignment,
             ),
+            (
+                "DELETE",
+                r"/servicePrincipals/([^/]+)/appRoleAssignments/([^/]+)",
+                ("AppRoleAssignment.ReadWrite.All",),
+                self._delete_assignment,
+            ),
             ("GET", r"/applications", READ_APPS, self._list_apps),
             ("POST", r"/applications", WRITE_APPS, self._post_app),
             ("GET", rf"/applications\(appId={KEY}\)", READ_APPS, self._get_app_by("appId")),
             ("GET", rf"/applications\(uniqueName={KEY}\)", READ_APPS, self._get_app_by("uniqueName")),
             ("PATCH", rf"/applications\(uniqueName={KEY}\)", WRITE_APPS, self._upsert_app),
+            ("DELETE", rf"/applications\(appId={KEY}\)", WRITE_APPS, self._delete_app_by("appId")),
+            ("DELETE", rf"/applications\(uniqueName={KEY}\)", WRITE_APPS, self._delete_app_by("uniqueName")),
+            ("DELETE", r"/applications/([^/]+)", WRITE_APPS, self._delete_app_by("id")),
             ("GET", r"/applications/([^/]+)", READ_APPS, self._get_app_by("id")),
             ("PATCH", r"/applications/([^/]+)", WRITE_APPS, self._patch_app),
             ("POST", r"/applications/([^/]+)/addPassword", WRITE_APPS, self._add_password),
@@ -131,6 +141,7 @@ class Graph:
             ("GET", r"/oauth2PermissionGrants", GRANTS, self._list_grants),
             ("POST", r"/oauth2PermissionGrants", GRANTS, self._post_grant),
             ("PATCH", r"/oauth2PermissionGrants/([^/]+)", GRANTS, self._patch_grant),
+            ("DELETE", r"/oauth2PermissionGrants/([^/]+)", GRANTS, self._delete_grant),
             ("GET", r"/policies/authorizationPolicy", ("Policy.Read.All",), self._policy),
             (
                 "GET",
@@ -234,6 +245,28 @@ class Graph:
         self.t.assignments.append(assignment)
         return Response(201, assignment)
 
+    def _delete_assignment(self, call: Call, sp_id: str, assignment_id: str) -> Response:
+        """``DELETE /servicePrincipals/{id}/appRoleAssignments/{id}``: 204, or 404 for either one missing."""
+        found = next((a for a in self.t.assignments if a["id"] == assignment_id and a["principalId"] == sp_id), None)
+        if found is None:
+            return _not_found(assignment_id)
+        self.t.assignments.remove(found)
+        return Response(204)
+
+    def _drop_sp(self, sp: dict[str, Any]) -> None:
+        """A service principal goes to deleted items with what hangs on it: its app role assignments and the
+        consent grants it is the client of (restoring it within 30 days brings them back; not simulated)."""
+        self.t.service_principals.remove(sp)
+        self.t.assignments = [a for a in self.t.assignments if sp["id"] not in (a["principalId"], a["resourceId"])]
+        self.t.grants = [g for g in self.t.grants if g["clientId"] != sp["id"]]
+
+    def _delete_sp(self, call: Call, sp_id: str) -> Response:
+        sp = next((s for s in self.t.service_principals if s["id"] == sp_id), None)
+        if sp is None:
+            return _not_found(sp_id)
+        self._drop_sp(sp)
+        return Response(204)
+
     # --- applications -------------------------------------------------------------------------
 
     def _readable(self, app: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -331,6 +364,25 @@ class Graph:
         self.t.secret_values.pop(key_id, None)
         return Response(204)
 
+    def _delete_app_by(self, key: str) -> Callable[[Call, str], Response]:
+        """``DELETE /applications/{id}`` (or by ``appId`` / ``uniqueName``): 204. As Microsoft documents it, an
+        application deleted in its home tenant takes its service principal (the enterprise application) with
+        it, and both wait 30 days in deleted items (not simulated: nothing the kit reads sees them)."""
+
+        def delete(call: Call, value: str) -> Response:
+            app = self.t.application(key, _key(value))
+            if app is None:
+                return _not_found(value if key == "id" else f"applications({key}='{value}')")
+            self.t.applications.remove(app)
+            for cred in app["passwordCredentials"]:
+                self.t.secret_values.pop(cred["keyId"], None)
+            sp = self.t.service_principal(app["appId"])
+            if sp is not None:
+                self._drop_sp(sp)
+            return Response(204)
+
+        return delete
+
     # --- delegated permission grants ----------------------------------------------------------
 
     def _list_grants(self, call: Call) -> Response:
@@ -359,6 +411,13 @@ class Graph:
         if grant is None:
             return _not_found(grant_id)
         grant["scope"] = call.data.get("scope", grant["scope"])
+        return Response(204)
+
+    def _delete_grant(self, call: Call, grant_id: str) -> Response:
+        grant = next((g for g in self.t.grants if g["id"] == grant_id), None)
+        if grant is None:
+            return _not_found(grant_id)
+        self.t.grants.remove(grant)
         return Response(204)
 
     # --- policies -----------------------------------------------------------------------------
