@@ -106,6 +106,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not files:
         print("no parameter files given", file=sys.stderr)
         return 2
+    if args.rotate_within is not None and args.steps:
+        print("--rotate-within runs the rotation's phase 1 only: give it without --steps", file=sys.stderr)
+        return 2
     record, table = batch.run_batch(
         files,
         jobs=args.jobs,
@@ -116,6 +119,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         signing_key=_signing_key(args),
         wait_lock=args.wait,
         change=_change(args).get("change"),
+        rotate_within=args.rotate_within,
     )
     print("\n" + batch.summary_text(table, record))
     print(f"\nBatch record: {record}")
@@ -291,6 +295,27 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Every tenant read (never written) and judged, most urgent first; 1 when any is at fail (cron, CI)."""
+    from datetime import UTC, datetime
+
+    from . import fleet, fleet_report
+
+    def progress(health: fleet.Health, done: int, total: int) -> None:
+        status = fleet.judge(health).status
+        print(f"[{done}/{total}] {health.tenant} ({health.mode}): {status}", file=sys.stderr, flush=True)
+
+    result = fleet.read_fleet(args.params, jobs=args.jobs, archive=_archive(args), progress=progress)
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
+    given = {"html": args.html, "csv_file": args.csv, "json_file": args.json}
+    fleet_report.write(result, generated, **{k: Path(v) if v else None for k, v in given.items()})
+    print(fleet_report.text(result))
+    for kind, path in given.items():
+        if path:
+            print(f"{kind.removesuffix('_file')} report: {path}")
+    return result.exit_code
+
+
 def cmd_record_demos(args: argparse.Namespace) -> int:
     from . import demos
 
@@ -372,6 +397,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cell-timeout", type=_positive, default=600, help="seconds a notebook cell may run (default 600)")
     p.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the tenants on a Dask cluster (extra 'dask')")
+    p.add_argument(
+        "--rotate-within",
+        metavar="DAYS",
+        type=_positive,
+        help="phase 1 of the client secret rotation (08_rotate_secret) for every tenant whose stored secret expires "
+        "within DAYS; the others are skipped, with the reason",
+    )
     _record_options(p)
     p.set_defaults(func=cmd_batch)
     p = sub.add_parser("records", help="list a tenant's records and their status (seals any a killed run left)")
@@ -434,6 +466,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", help="diagnose the tenant's latest record instead")
     p.add_argument("--archive", help="archive folder (default: archive/ in the kit)")
     p.set_defaults(func=cmd_diagnose)
+    p = sub.add_parser("fleet", help="every tenant's secret expiry, drift and status, read only; exit 1 on any fail")
+    p.add_argument("params", nargs="+", help="parameter files (or glob patterns) of the tenants")
+    p.add_argument("--html", metavar="FILE", help="write the report, with its expiry timeline, as one HTML page")
+    p.add_argument("--csv", metavar="FILE", help="write the rows as CSV")
+    p.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    p.add_argument("--jobs", type=_positive, help="tenants read at once (default: the number of cores)")
+    p.add_argument("--archive", help="archive folder holding the last verify of each tenant (default: archive/)")
+    p.set_defaults(func=cmd_fleet)
     p = sub.add_parser("record-demos", help="regenerate the demo recordings from the simulated tenants")
     p.add_argument("tenants", nargs="*", help="demo tenants to regenerate (default: all)")
     p.set_defaults(func=cmd_record_demos)
