@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import records
-from .html_record import _CSP, _CSS  # the records' page conventions: the same policy and base style
+from .html_record import page  # the records' page conventions: the same policy and base style
 
 if TYPE_CHECKING:
     from .fleet import Fleet, Row
@@ -181,23 +181,11 @@ svg.timeline { max-width: 100%; height: auto; font-family: system-ui, sans-serif
 
 def html_page(fleet: Fleet, generated: str) -> str:
     """The whole page: self-contained, no script."""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Fleet health</title>
-<style>{_CSS}{_FLEET_CSS}</style>
-</head>
-<body>
-<h1>Fleet health</h1>
+    body = f"""<h1>Fleet health</h1>
 <p>Read on {escape(generated)}: each tenant's client secret, drift of the application, consents and mailbox,
 and its last successful verify.</p>
-{report_body(fleet)}
-</body>
-</html>
-"""
+{report_body(fleet)}"""
+    return page("Fleet health", body, _FLEET_CSS)
 
 
 def csv_text(fleet: Fleet) -> str:

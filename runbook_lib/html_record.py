@@ -136,7 +136,11 @@ def render(nb: nbformat.NotebookNode, *, title: str, summary_html: str) -> str:
         elif cell.cell_type == "code":
             shown = [_output(out, markdown) for out in cell.get("outputs", [])]
             parts += [f'<div class="output">\n{html}\n</div>' for html in shown if html]
-    body = "\n".join(parts)
+    return page(title, "\n".join(parts))
+
+
+def page(title: str, body: str, css: str = "") -> str:
+    """A self-contained page: the records' policy (nothing loaded from anywhere, no script) and base style."""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -144,7 +148,7 @@ def render(nb: nbformat.NotebookNode, *, title: str, summary_html: str) -> str:
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
-<style>{_CSS}</style>
+<style>{_CSS}{css}</style>
 </head>
 <body>
 {body}
