@@ -185,21 +185,34 @@ def require_consent_path(step: Step, consent: UserConsent) -> None:
 
 @dataclass(frozen=True)
 class DesiredApp:
-    """What the application must be: named, keyed, with the callback URL and Exchange Online's permissions."""
+    """What the application must be: named, keyed, with the callback URL and Exchange Online's permissions
+    (``access``), and without those ``application.mail_send`` rules out (``absent``)."""
 
     display_name: str
     unique_name: str
     callback_url: str
     access: tuple[tuple[str, str], ...]  # (permission ID, "Role" | "Scope") on Exchange Online
+    absent: tuple[tuple[str, str], ...] = ()
+
+
+def tenant_wide_mail_send(step: Step) -> bool:
+    """Whether the application gets Mail.Send tenant-wide from Entra ID (``application.mail_send: tenant``);
+    ``scoped`` leaves it to Exchange's RBAC for Applications (:mod:`runbook_lib.rbac`), ``none`` to nobody."""
+    return step.params.application.mail_send == "tenant"
 
 
 def desired_application(step: Step, exo: ExchangeOnline) -> DesiredApp:
+    """Mail.Send is requested only with ``mail_send: tenant``; otherwise it is taken off the list, so that
+    nobody's later "Grant admin consent" in the portal brings tenant-wide Mail.Send back."""
     app = step.params.application
+    mail_send, smtp_send = (exo.mail_send_role, "Role"), (exo.smtp_send_scope, "Scope")
+    wanted = tenant_wide_mail_send(step)
     return DesiredApp(
         app.display_name,
         app.key,
         step.params.webex.callback_url,
-        ((exo.mail_send_role, "Role"), (exo.smtp_send_scope, "Scope")),
+        (mail_send, smtp_send) if wanted else (smtp_send,),
+        () if wanted else (mail_send,),
     )
 
 
@@ -264,6 +277,7 @@ def _merged_access(current: list[dict[str, Any]], desired: DesiredApp) -> list[d
     if entry is None:
         entry = {"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": []}
         merged.append(entry)
+    entry["resourceAccess"] = [a for a in entry["resourceAccess"] if (a["id"], a["type"]) not in desired.absent]
     have = {(a["id"], a["type"]) for a in entry["resourceAccess"]}
     entry["resourceAccess"] += [a for a in _access(desired) if (a["id"], a["type"]) not in have]
     return merged
@@ -300,7 +314,11 @@ def _patch_body(app: dict[str, Any], desired: DesiredApp) -> tuple[dict[str, Any
     merged = _merged_access(access, desired)
     if merged != access:
         patch["requiredResourceAccess"] = merged
-        why.append("add Exchange Online Mail.Send (application) and SMTP.Send (delegated) permissions")
+        why.append(
+            "add Exchange Online Mail.Send (application) and SMTP.Send (delegated) permissions"
+            if not desired.absent
+            else "request Exchange Online SMTP.Send (delegated) only, without tenant-wide Mail.Send (application)"
+        )
     return patch, why
 
 
@@ -436,10 +454,37 @@ def ensure_service_principal(
     )
 
 
-def diff_mail_send_consent(sp_id: str | None, assignments: list[dict[str, Any]], exo: ExchangeOnline) -> Change:
-    """Admin consent for the Mail.Send application permission: an app role assignment on our service principal."""
+def diff_mail_send_consent(
+    sp_id: str | None, assignments: list[dict[str, Any]], exo: ExchangeOnline, *, wanted_granted: bool = True
+) -> Change:
+    """Admin consent for the Mail.Send application permission: an app role assignment on our service principal.
+    Not wanted (``application.mail_send`` scoped or none), one found is removed: tenant-wide, it would let the
+    application send as any mailbox whatever Exchange's scope says."""
     wanted = {"principalId": sp_id or "(new)", "resourceId": exo.sp_id, "appRoleId": exo.mail_send_role}
-    if any(a.get("resourceId") == exo.sp_id and a.get("appRoleId") == exo.mail_send_role for a in assignments):
+    found = next(
+        (a for a in assignments if a.get("resourceId") == exo.sp_id and a.get("appRoleId") == exo.mail_send_role),
+        None,
+    )
+    if not wanted_granted:
+        if found is None:
+            return unchanged("admin consent", MAIL_SEND, "not granted tenant-wide, as application.mail_send says")
+        return Change(
+            "admin consent",
+            MAIL_SEND,
+            "planned",
+            "remove tenant-wide admin consent (application.mail_send is not tenant): it lets the application "
+            "send as any mailbox",
+            {**wanted, "id": found.get("id")},
+            None,
+            Write(
+                "graph",
+                "DELETE",
+                f"/servicePrincipals/{sp_id}/appRoleAssignments/{found.get('id')}",
+                needs=NEEDS["admin consent"],
+            ),
+            outcome="removed",
+        )
+    if found is not None:
         return unchanged("admin consent", MAIL_SEND, "granted", wanted)
     write = (
         None
@@ -469,10 +514,12 @@ def role_assignments(step: Step, sp_id: str | None) -> list[dict[str, Any]]:
 
 
 def ensure_mail_send_consent(step: Step, sp: dict[str, Any] | None, exo: ExchangeOnline, sp_change: Change) -> Change:
-    """Read our service principal's own assignments (unless it is new), diff, apply."""
+    """Read our service principal's own assignments (unless it is new), diff, apply: grant Mail.Send with
+    ``application.mail_send: tenant``, else remove a grant an earlier run made."""
     sp_id = sp["id"] if sp else None
     assignments = [] if sp_change.action == "created" else role_assignments(step, sp_id)
-    return step.executor.apply(diff_mail_send_consent(sp_id, assignments, exo))[0]
+    change = diff_mail_send_consent(sp_id, assignments, exo, wanted_granted=tenant_wide_mail_send(step))
+    return step.executor.apply(change)[0]
 
 
 def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: ExchangeOnline) -> Change:
@@ -573,6 +620,36 @@ def secrets_table(step: Step, app: dict[str, Any] | None) -> pd.DataFrame:
     )
 
 
+def add_password(app: dict[str, Any], now: Any, lifetime_days: int) -> Write:
+    """The write that adds a client secret; its answer carries the value once (``secretText``), never kept."""
+    body = {
+        "passwordCredential": {
+            "displayName": f"Webex Connect (runbook {now.date().isoformat()})",
+            "endDateTime": (now + timedelta(days=lifetime_days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+    return Write(
+        "graph",
+        "POST",
+        f"/applications/{app['id']}/addPassword",
+        body,
+        retry_codes=REPLICATION_CODES,
+        needs=NEEDS["client secret"],
+        keep=("keyId", "hint", "endDateTime"),
+    )
+
+
+def remove_password(app: dict[str, Any], key_id: str) -> Write:
+    """The write that removes one client secret, by its Secret ID."""
+    return Write(
+        "graph",
+        "POST",
+        f"/applications/{app['id']}/removePassword",
+        {"keyId": key_id},
+        needs=NEEDS["client secret"],
+    )
+
+
 def diff_expired_secrets(app: dict[str, Any] | None, step_now: Any, remove: bool) -> list[Change]:
     """Expired secrets to remove (only when ``application.remove_expired_secrets`` says so)."""
     if app is None or not remove:
@@ -585,13 +662,7 @@ def diff_expired_secrets(app: dict[str, Any] | None, step_now: Any, remove: bool
             "remove",
             {"hint": s.hint, "expired": s.expires.date().isoformat(), "keyId": s.key_id},
             None,
-            Write(
-                "graph",
-                "POST",
-                f"/applications/{app['id']}/removePassword",
-                {"keyId": s.key_id},
-                needs=NEEDS["client secret"],
-            ),
+            remove_password(app, s.key_id),
             outcome="removed",
         )
         for s in client_secrets.app_secrets(app)
@@ -631,25 +702,6 @@ def diff_secret(
         if match.kind == "matched" and cred
         else match.explain(store)
     )
-    body = {
-        "passwordCredential": {
-            "displayName": f"Webex Connect (runbook {now.date().isoformat()})",
-            "endDateTime": (now + timedelta(days=lifetime_days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-    }
-    write = (
-        None
-        if app is None
-        else Write(
-            "graph",
-            "POST",
-            f"/applications/{app['id']}/addPassword",
-            body,
-            retry_codes=REPLICATION_CODES,
-            needs=NEEDS["client secret"],
-            keep=("keyId", "hint", "endDateTime"),
-        )
-    )
     return Change(
         "client secret",
         store,
@@ -657,7 +709,7 @@ def diff_secret(
         f"add a new secret ({reason})",
         None,
         {"store": store},
-        write,
+        None if app is None else add_password(app, now, lifetime_days),
         outcome="created",
     )
 
@@ -683,24 +735,32 @@ def ensure_secret(step: Step, app: dict[str, Any] | None) -> Change:
             match.secret.hint, match.secret.expires.date().isoformat(), match.secret.key_id, store.describe()
         )
     elif change.action == "created" and answer is not None and app is not None:
-        where = secrets.write(store, answer["secretText"])
-        app.setdefault("passwordCredentials", []).append({k: v for k, v in answer.items() if k != "secretText"})
-        step.facts.secret = SecretFacts(
-            answer["hint"],
-            client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
-            answer["keyId"],
-            store.describe(),
-            secrets.fingerprint(answer["secretText"]),
-        )
-        change = Change(
-            change.resource,
-            change.name,
-            change.action,
-            f"{change.summary}; {where}",
-            change.before,
-            {**(change.after or {}), "fingerprint": step.facts.secret.fingerprint},
-        )
-        step.result.changes[-1] = change
+        change = keep_new_secret(step, app, change, answer)
+    return change
+
+
+def keep_new_secret(step: Step, app: dict[str, Any], change: Change, answer: dict[str, Any], *notes: str) -> Change:
+    """The value of a secret just added goes straight into the store (it is shown once, and never in an output);
+    the record keeps its hint, Secret ID and a fingerprint, and says where the value went (and ``notes``)."""
+    store = step.params.secret_store
+    where = secrets.write(store, answer["secretText"])
+    app.setdefault("passwordCredentials", []).append({k: v for k, v in answer.items() if k != "secretText"})
+    step.facts.secret = SecretFacts(
+        answer["hint"],
+        client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
+        answer["keyId"],
+        store.describe(),
+        secrets.fingerprint(answer["secretText"]),
+    )
+    change = Change(
+        change.resource,
+        change.name,
+        change.action,
+        "; ".join([change.summary, *notes, where]),
+        change.before,
+        {**(change.after or {}), "fingerprint": step.facts.secret.fingerprint},
+    )
+    step.result.changes[-1] = change
     return change
 
 

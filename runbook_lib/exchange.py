@@ -238,6 +238,8 @@ class MailboxState:
     policy: dict[str, Any] | None
     rule: dict[str, Any] | None
     default_mode: str
+    #: what a recipient filter matches the mailbox by (RBAC for Applications' scope)
+    primary_smtp_address: str = ""
 
 
 def read_state(step: Step) -> MailboxState:
@@ -275,6 +277,7 @@ def read_state(step: Step) -> MailboxState:
         policy=next((p for p in policies if p.get("Name") == name), None),
         rule=next((r for r in rules if r.get("Name") == name), None),
         default_mode=str(default.get("AutoForwardingMode", "Automatic")),
+        primary_smtp_address=str(box.get("PrimarySmtpAddress") or mailbox),
     )
 
 
@@ -470,21 +473,25 @@ def configure(step: Step) -> pd.DataFrame:
     state = read_state(step) if step.params.mailbox.apply_with == "adminapi" else None
     if state is not None:
         step.facts.default_forwarding_mode = state.default_mode
+    from . import rbac  # application.mail_send: scoped, applied like the settings; it builds on this module
+
     wanted = settings(step)
-    changes = diff_mailbox(state, wanted)
+    scoped, least_privilege = rbac.changes(step, state.primary_smtp_address if state else "", read=state is not None)
+    changes = diff_mailbox(state, wanted) + least_privilege
     for change in changes:
         try:
             step.executor.apply(change)
         except GraphError as error:
             cmdlet = change.write.body["CmdletInput"]["CmdletName"] if change.write else change.resource
             raise admin_error(cmdlet, error) from error
-    differing = {SECTIONS[c.resource] for c in changes if c.action != "unchanged"}
+    differing = {{**SECTIONS, **rbac.SECTIONS}[c.resource] for c in changes if c.action != "unchanged"}
     text = powershell.script(
         wanted,
         tenant=step.params.tenant,
         version=__version__,
         date=step.clock.now().date().isoformat(),
         sections=differing,
+        scoped=scoped if least_privilege else None,
     )
     step.artifact(SCRIPT_NAME, text)
     return step.changes()

@@ -8,6 +8,13 @@ PowerShell accepts as one (including the typographic ones) doubled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .rbac import Target
+
+#: the Exchange role of ``application.mail_send: scoped`` (:mod:`runbook_lib.rbac`), and its section here
+ROLE, SECTION = "Application Mail.Send", "mail_send_scope"
 
 #: PowerShell treats all of these as single quotes inside a single-quoted string
 QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")
@@ -117,8 +124,62 @@ if ($default.AutoForwardingMode -ne 'On') {{
 }}
 """
 
+MAIL_SEND_SCOPE = """
+# 4. Mail.Send for this mailbox only (application.mail_send: scoped): Exchange RBAC for Applications.
+#    The application has no tenant-wide Mail.Send in Entra ID; Exchange lets it send as this mailbox alone.
+#    Webex Connect itself sends with the mailbox's delegated SMTP.Send and needs none of this.
+$appId = {q_app_id}
+$spObjectId = {q_sp_object_id}
+$scopeName = {q_scope}
+$assignmentName = {q_assignment}
+$role = {q_role}
+$filter = "PrimarySmtpAddress -eq '$($found.PrimarySmtpAddress -replace "'", "''")'"
+$pointer = Get-ServicePrincipal -Identity $appId -ErrorAction SilentlyContinue
+if ($pointer -and $pointer.ObjectId -ne $spObjectId) {{
+    Remove-ServicePrincipal -Identity $appId -Confirm:$false
+    Write-Host "Removed Exchange's pointer to service principal $($pointer.ObjectId), not the application's"
+    $pointer = $null
+}}
+if (-not $pointer) {{
+    New-ServicePrincipal -AppId $appId -ObjectId $spObjectId -DisplayName {q_name} | Out-Null
+    Write-Host "Exchange service principal created for $appId"
+}}
+$scope = Get-ManagementScope -Identity $scopeName -ErrorAction SilentlyContinue
+if (-not $scope) {{
+    New-ManagementScope -Name $scopeName -RecipientRestrictionFilter $filter | Out-Null
+    Write-Host "Management scope $scopeName created"
+}} elseif ($scope.RecipientFilter -ne $filter) {{
+    Set-ManagementScope -Identity $scopeName -RecipientRestrictionFilter $filter
+    Write-Host "Management scope $scopeName now matches $($found.PrimarySmtpAddress) only"
+}}
+$assignment = Get-ManagementRoleAssignment -Identity $assignmentName -ErrorAction SilentlyContinue
+if ($assignment -and ($assignment.Role -ne $role -or $assignment.CustomResourceScope -ne $scopeName)) {{
+    Remove-ManagementRoleAssignment -Identity $assignmentName -Confirm:$false
+    Write-Host "Removed role assignment $assignmentName (its role or scope differed)"
+    $assignment = $null
+}}
+if (-not $assignment) {{
+    New-ManagementRoleAssignment -Name $assignmentName -App $spObjectId -Role $role `
+        -CustomResourceScope $scopeName | Out-Null
+    Write-Host "Role assignment $assignmentName created"
+}}
+#    Exchange's own test (it ignores Entra ID's grants): this mailbox must be in scope.
+$test = Test-ServicePrincipalAuthorization -Identity $appId -Resource $mailbox |
+    Where-Object {{ $_.RoleName -eq $role }}
+if ($test.InScope -eq $true) {{
+    Write-Host "Application Mail.Send applies to $mailbox (InScope True)"
+}} else {{
+    Write-Warning "Application Mail.Send does not apply to $mailbox yet: check the scope $scopeName"
+}}
+"""
+
+MAIL_SEND_SCOPE_LATER = """
+# 4. Mail.Send for this mailbox only (application.mail_send: scoped): the application does not exist
+#    yet. Run step 2, then step 3 again: this section then creates Exchange's scope and role assignment.
+"""
+
 BLOCKERS = """
-# 4. Read only: what else can stop mail, which this script does not change.
+# {number}. Read only: what else can stop mail, which this script does not change.
 $warnings = 0
 if ((Get-TransportConfig).SmtpClientAuthenticationDisabled) {{
     Write-Host "SMTP AUTH is off tenant-wide; the mailbox's own setting (section 1) wins over it"
@@ -169,8 +230,25 @@ Disconnect-ExchangeOnline -Confirm:$false
 """
 
 
-def script(settings: Settings, *, tenant: str, version: str, date: str, sections: set[str]) -> str:
-    """The script applying ``sections`` (any of ``smtp_auth``, ``forwarding``, ``external_forwarding``)."""
+def _mail_send_scope(target: Target) -> str:
+    """Section 4 (``application.mail_send: scoped``): the RBAC for Applications objects, read before written."""
+    if not (target.app_id and target.sp_object_id):
+        return MAIL_SEND_SCOPE_LATER
+    return MAIL_SEND_SCOPE.format(
+        q_app_id=quote(target.app_id),
+        q_sp_object_id=quote(target.sp_object_id),
+        q_scope=quote(target.scope),
+        q_assignment=quote(target.assignment),
+        q_role=quote(ROLE),
+        q_name=quote(target.display_name),
+    )
+
+
+def script(
+    settings: Settings, *, tenant: str, version: str, date: str, sections: set[str], scoped: Target | None = None
+) -> str:
+    """The script applying ``sections`` (any of ``smtp_auth``, ``forwarding``, ``external_forwarding``, and
+    ``mail_send_scope`` for ``scoped``, the RBAC for Applications target of ``application.mail_send: scoped``)."""
     keep = boolean(settings.keep_copy)
     parts = [
         HEADER.format(
@@ -194,10 +272,13 @@ def script(settings: Settings, *, tenant: str, version: str, date: str, sections
             ),
         ),
     ]
+    if scoped is not None:
+        blocks.append((SECTION, "Mail.Send for this mailbox only", _mail_send_scope(scoped)))
     for number, (key, what, text) in enumerate(blocks, start=1):
         parts.append(text if key in sections else UNCHANGED.format(number=number, what=what))
     if "forwarding" not in sections:  # the checks below need $forward, which section 2 sets
         parts.append(f"$forward = {quote('smtp:' + settings.forwarding_address)}\n")
-    parts.append(BLOCKERS.format(q_rule=quote("" if settings.use_default_policy else settings.policy)))
+    rule = quote("" if settings.use_default_policy else settings.policy)
+    parts.append(BLOCKERS.format(number=len(blocks) + 1, q_rule=rule))
     parts.append(FOOTER)
     return "".join(parts)

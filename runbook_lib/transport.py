@@ -94,11 +94,11 @@ class Counts:
 
 
 def _tunnelled_read(path: str, body: bytes | str | None) -> bool:
-    """Exchange's admin API tunnels every cmdlet through POST .../InvokeCommand: Get-* ones are reads."""
+    """Exchange's admin API tunnels every cmdlet through POST .../InvokeCommand: Get-* and Test-* ones are reads."""
     if not path.endswith("/InvokeCommand") or not body:
         return False
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    return '"CmdletName": "Get-' in text or '"CmdletName":"Get-' in text
+    return any(f'"CmdletName":{gap}"{verb}-' in text for verb in ("Get", "Test") for gap in ("", " "))
 
 
 class Clock:

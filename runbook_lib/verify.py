@@ -6,8 +6,18 @@ the fix; a check that did not run is never a pass.
 * the client secret: the store's value among the application's secrets (a Secret ID pasted as the value, a
   secret removed or rotated away, one that expires soon or has expired are told apart);
 * the app-only token Webex Connect's application gets with the stored secret: its claims (aud, tid, appid,
-  roles) must carry Mail.Send and this tenant. A brand-new secret or consent can take minutes to reach the
-  token endpoint, so for those (only) it waits, within ``network.propagation_wait_seconds``, saying so;
+  roles) must name this tenant, and carry Mail.Send as ``application.mail_send`` says: with ``tenant``
+  they must, with ``scoped`` they must not (tenant-wide Mail.Send would make Exchange's scope moot), with
+  ``none`` they need not (a warning when they do: more than needed). A brand-new secret or consent can take
+  minutes to reach the token endpoint, so for those (only) it waits, within
+  ``network.propagation_wait_seconds``, saying so;
+* ``scoped``: Exchange's RBAC for Applications objects as step 3 makes them, and Exchange's own test
+  (``Test-ServicePrincipalAuthorization``) that the mailbox is in scope (admin API only; the step 3 script
+  tests it otherwise);
+* the tenant-wide SMTP AUTH setting (``Get-TransportConfig``) and what it means for this mailbox, whose
+  own setting wins (``$null`` on the mailbox follows the tenant). It is not the Basic authentication that
+  Exchange Online turns off by default at the end of December 2026: OAuth, what Webex Connect uses here,
+  goes on through SMTP AUTH;
 * SMTP: STARTTLS on the submission port and AUTH XOAUTH2 offered; with ``verify.mailbox_sign_in`` the
   mailbox account signs in through the application itself (device code) and AUTH XOAUTH2 must succeed;
 * the authorize URL Webex Connect's Generate Token opens; with ``verify.probe_authorize_url`` it is
@@ -16,13 +26,14 @@ the fix; a check that did not run is never a pass.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import msal
 import pandas as pd
 
-from . import auth, blockers, client_secrets, diagnose, entra, exchange, knowledge, registry, secrets, smtp
+from . import auth, blockers, client_secrets, diagnose, entra, exchange, knowledge, rbac, registry, secrets, smtp
 from .changes import Change
 from .errors import AuthError, StepFailed
 from .graph import odata_quote
@@ -54,13 +65,14 @@ class Checks:
         self.items.append(item)
         return item
 
-    def drift(self, changes: list[Change], code: str) -> None:
-        """A verdict per compared resource: as desired passes, anything that would change fails."""
+    def drift(self, changes: list[Change], code: str, differs: Verdict = "fail") -> None:
+        """A verdict per compared resource: as desired passes, anything that would change fails (or, for what is
+        more than needed rather than wrong, gets ``differs``)."""
         for change in changes:
             ok = change.action == "unchanged"
             self.add(
                 f"{change.resource}: {change.name}",
-                "pass" if ok else "fail",
+                "pass" if ok else differs,
                 change.summary if ok else f"drift: would {change.summary}",
                 code=code,
             )
@@ -76,17 +88,23 @@ def application_drift(
     Exchange Online's, for the later checks."""
     exo = entra.exchange_online(step)
     app = entra.find_application(step)
-    app_change = entra.diff_application(app, entra.desired_application(step, exo))
+    desired = entra.desired_application(step, exo)
+    app_change = entra.diff_application(app, desired)
     sp = entra.find_service_principal(step, app, app_change)
     sp_id = sp["id"] if sp else None
-    changes = [
-        app_change,
-        entra.diff_service_principal(app, sp, step.params.application.display_name),
-        entra.diff_mail_send_consent(sp_id, entra.role_assignments(step, sp_id), exo),
-    ]
+    consent_change = entra.diff_mail_send_consent(
+        sp_id, entra.role_assignments(step, sp_id), exo, wanted_granted=entra.tenant_wide_mail_send(step)
+    )
+    changes = [app_change, entra.diff_service_principal(app, sp, step.params.application.display_name), consent_change]
     if step.params.consent == "admin":
         changes.append(entra.diff_smtp_send_grant(sp_id, entra.find_smtp_send_grant(step, sp, exo), exo))
-    checks.drift(changes, "application_drift")
+    more_than_needed = []
+    if step.params.application.mail_send == "none":  # Mail.Send left in place is more than needed, not wrong
+        more_than_needed.append(consent_change)
+        if entra.diff_application(app, replace(desired, absent=())).action == "unchanged":
+            more_than_needed.append(app_change)
+    checks.drift([c for c in changes if c not in more_than_needed], "application_drift")
+    checks.drift(more_than_needed, "mail_send_more_than_needed", differs="warn")
     return app, sp, exo
 
 
@@ -131,8 +149,9 @@ def consent(step: Step, checks: Checks, grants: list[dict[str, Any]]) -> None:
         )
 
 
-def mailbox_drift(step: Step, checks: Checks) -> None:
-    """Step 3's settings, read back when the admin API is in use; otherwise not tested here."""
+def mailbox_drift(step: Step, checks: Checks) -> exchange.MailboxState | None:
+    """Step 3's settings, read back when the admin API is in use (returned, for the later checks); otherwise
+    not tested here."""
     if step.params.mailbox.apply_with != "adminapi":
         checks.add(
             "mailbox settings",
@@ -141,7 +160,7 @@ def mailbox_drift(step: Step, checks: Checks) -> None:
             "read them; the step 3 script checks each setting when it runs",
             code="mailbox_not_read",
         )
-        return
+        return None
     state = exchange.read_state(step)
     for change in exchange.diff_mailbox(state, exchange.settings(step)):
         ok = change.action == "unchanged"
@@ -151,6 +170,107 @@ def mailbox_drift(step: Step, checks: Checks) -> None:
             change.summary if ok else f"drift: {change.summary}",
             code=f"mailbox_{exchange.SECTIONS[change.resource]}",
         )
+    return state
+
+
+#: the Basic-auth deadline in a sentence: what the tenant-wide SMTP AUTH check adds to every verdict
+BASIC_AUTH_DEADLINE = (
+    "Exchange Online turns Basic authentication for SMTP AUTH off by default at the end of December 2026; "
+    "OAuth, which Webex Connect uses here, goes on working through SMTP AUTH"
+)
+
+
+def smtp_auth_meaning(mailbox: bool | None, tenant: bool | None) -> tuple[Verdict, str]:
+    """What the tenant-wide ``SmtpClientAuthenticationDisabled`` means for this mailbox, whose own setting wins
+    (``None`` on the mailbox follows the tenant): the verdict and why. Only the mailbox's own "on" passes; when
+    SMTP AUTH is off for the mailbox, the check of step 3's setting fails already, so this one warns."""
+    said = {True: "off", False: "on", None: "not readable"}[tenant]
+    if mailbox is False:
+        return "pass", f"tenant-wide SMTP AUTH is {said}; the mailbox's own setting (on) wins over it"
+    if mailbox is True:
+        return "warn", f"tenant-wide SMTP AUTH is {said}, and the mailbox's own setting turns it off for this mailbox"
+    if tenant is False:
+        return "warn", (
+            "the mailbox follows the tenant-wide setting, which is on today: an administrator turning SMTP AUTH off "
+            "tenant-wide would stop Webex Connect; step 3 sets the mailbox's own setting"
+        )
+    if tenant is True:
+        return "warn", "the mailbox follows the tenant-wide setting, which turns SMTP AUTH off for it"
+    return "warn", "the mailbox follows the tenant-wide setting, which could not be read"
+
+
+def tenant_smtp_auth(checks: Checks, state: exchange.MailboxState | None) -> None:
+    """The tenant-wide SMTP AUTH setting, read with the mailbox's (admin API); the step 3 script reports it."""
+    if state is None:
+        checks.add(
+            "SMTP AUTH, tenant-wide",
+            "not tested",
+            "not read: mailbox.apply_with is powershell; the step 3 script reports it (Get-TransportConfig). "
+            + BASIC_AUTH_DEADLINE,
+            code="tenant_smtp_auth",
+        )
+        return
+    verdict, meaning = smtp_auth_meaning(state.smtp_auth_disabled, state.tenant_smtp_auth_disabled)
+    checks.add("SMTP AUTH, tenant-wide", verdict, f"{meaning}. {BASIC_AUTH_DEADLINE}", code="tenant_smtp_auth")
+
+
+#: application.mail_send -> the rule for Mail.Send in the app-only token's roles: (verdict with it, without it)
+ROLE_RULES: dict[str, tuple[tuple[Verdict, str], tuple[Verdict, str]]] = {
+    "tenant": (("pass", "mail_send_role"), ("fail", "mail_send_role")),
+    "scoped": (("fail", "mail_send_scope_moot"), ("pass", "mail_send_scope_moot")),
+    "none": (("warn", "mail_send_more_than_needed"), ("pass", "mail_send_more_than_needed")),
+}
+ROLE_MEANING = {
+    ("tenant", True): "tenant-wide Mail.Send, as application.mail_send: tenant asks",
+    ("tenant", False): "no Mail.Send: admin consent for it is missing",
+    ("scoped", True): "tenant-wide Mail.Send: the application may send as any mailbox, Exchange's scope is moot",
+    ("scoped", False): "no tenant-wide Mail.Send: Exchange's scope decides which mailbox the application may send as",
+    ("none", True): "tenant-wide Mail.Send, more than Webex Connect needs (it sends with the delegated SMTP.Send)",
+    ("none", False): "no application permission: Webex Connect sends with the delegated SMTP.Send",
+}
+
+
+def mail_send_role(option: str, roles: list[str]) -> tuple[Verdict, str, str]:
+    """Mail.Send in the app-only token's roles, judged by ``application.mail_send``: verdict, detail, code."""
+    held = entra.MAIL_SEND in roles
+    verdict, code = ROLE_RULES[option][0 if held else 1]
+    return verdict, f"{ROLE_MEANING[option, held]} (roles: {', '.join(roles) or 'none'})", code
+
+
+def mail_send_scope(
+    step: Step,
+    checks: Checks,
+    app: dict[str, Any] | None,
+    sp: dict[str, Any] | None,
+    state: exchange.MailboxState | None,
+) -> None:
+    """``application.mail_send: scoped``: the RBAC for Applications objects as step 3 makes them, then
+    Exchange's own test that the mailbox is in scope (admin API); the script tests it otherwise."""
+    if step.params.application.mail_send != "scoped":
+        return
+    if state is None:
+        checks.add(
+            "Mail.Send scope",
+            "not tested",
+            "not read: mailbox.apply_with is powershell; the step 3 script creates the scope and role assignment and "
+            "tests them (Test-ServicePrincipalAuthorization)",
+            code="mail_send_scope",
+        )
+        return
+    wanted = rbac.target(step, app, sp, state.primary_smtp_address)
+    checks.drift(rbac.diff_rbac(rbac.read_state(step, wanted), wanted), "mail_send_scope")
+    if app is None:
+        return
+    rows = rbac.authorization(step, app["appId"], wanted.mailbox)
+    shown = "; ".join(
+        f"{r.get('RoleName')} on {r.get('AllowedResourceScope')}: InScope {r.get('InScope')}" for r in rows
+    )
+    checks.add(
+        "Mail.Send scope",
+        "pass" if rbac.in_scope(rows) else "fail",
+        f"Test-ServicePrincipalAuthorization for {wanted.mailbox}: {shown or 'no application role in Exchange'}",
+        code="mail_send_scope",
+    )
 
 
 def secret_and_token(step: Step, checks: Checks, app: dict[str, Any] | None) -> None:
@@ -203,13 +323,8 @@ def secret_and_token(step: Step, checks: Checks, app: dict[str, Any] | None) -> 
     claims = auth.claims(token)
     step.facts.token_claims = {k: claims.get(k) for k in ("aud", "tid", "appid", "roles")}
     checks.add("app-only token", "pass", f"issued for {claims.get('aud')} to {claims.get('appid')}")
-    roles = claims.get("roles") or []
-    checks.add(
-        "Mail.Send in the token's roles",
-        "pass" if entra.MAIL_SEND in roles else "fail",
-        f"roles: {', '.join(roles) or 'none'}",
-        code="mail_send_role",
-    )
+    verdict, detail, code = mail_send_role(step.params.application.mail_send, claims.get("roles") or [])
+    checks.add("Mail.Send in the token's roles", verdict, detail, code=code)
     if GUID_RE.match(step.params.tenant_id):
         same = claims.get("tid", "").lower() == step.params.tenant_id.lower()
         checks.add("token's tenant", "pass" if same else "fail", f"tid {claims.get('tid')}", code="tenant_mismatch")
@@ -338,7 +453,9 @@ def run_checks(step: Step) -> pd.DataFrame:
     blockers.assignment(step, checks, sp)
     blockers.security_defaults(step, checks)
     blockers.conditional_access(step, checks, app)
-    mailbox_drift(step, checks)
+    state = mailbox_drift(step, checks)
+    tenant_smtp_auth(checks, state)
+    mail_send_scope(step, checks, app, sp, state)
     blockers.forwarding(step, checks)
     secret_and_token(step, checks, app)
     smtp_checks(step, checks, app, sp, exo)

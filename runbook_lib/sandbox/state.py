@@ -51,6 +51,8 @@ STATE = (
 RANDOM = ("rng", "secret_rng")
 #: what the trainer did to it: kept too, absent from the state an older kit wrote
 HISTORY = ("started", "injected")
+#: state an older kit did not keep (Exchange's RBAC for Applications): empty when absent
+LATER = ("exchange_service_principals", "management_scopes", "management_role_assignments")
 #: a tenant name is one file name, never a path
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -115,6 +117,8 @@ def read(path: Path) -> TraineeTenant:
     for name in RANDOM:
         version, internal, gauss = data[name]
         getattr(simulated, name).setstate((version, tuple(internal), gauss))
+    for name in LATER:
+        setattr(simulated, name, data.get(name, []))
     simulated.started = data.get("started")
     simulated.injected = data.get("injected", [])
     simulated.store = data.get("store")
@@ -133,7 +137,7 @@ def load(tenant: str, seed_path: Path) -> TraineeTenant:
 def save(tenant: str, simulated: TraineeTenant, store: dict[str, Any] | None = None) -> None:
     """Keep the trainee's tenant: readable by its owner only (it holds client secrets and the token-signing
     key), replaced whole so a crash never leaves half a file."""
-    data = {name: getattr(simulated, name) for name in (*STATE, *HISTORY)}
+    data = {name: getattr(simulated, name) for name in (*STATE, *LATER, *HISTORY)}
     data.update({name: list(getattr(simulated, name).getstate()) for name in RANDOM})
     data["store"] = store or simulated.store
     path = state_file(tenant)

@@ -93,6 +93,10 @@ class SimulatedTenant:
         ]
         self.outbound_policies += [dict(p, IsDefault=False) for p in seed.get("outbound_policies", [])]
         self.outbound_rules = [dict(r) for r in seed.get("outbound_rules", [])]
+        # Exchange's RBAC for Applications: pointers to service principals, management scopes, role assignments
+        self.exchange_service_principals: list[dict[str, Any]] = []
+        self.management_scopes: list[dict[str, Any]] = []
+        self.management_role_assignments: list[dict[str, Any]] = []
         # what else decides whether mail flows: Conditional Access (Graph), remote domains and mail flow rules
         self.conditional_access = [
             {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, p["displayName"])), **p}
