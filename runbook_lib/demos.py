@@ -148,6 +148,10 @@ def refresh_outputs() -> None:
             cwd=str(target.parent),
             progress_bar=False,
         )
+        executed = nbformat.read(target, as_version=4)
+        for where in ("input_path", "output_path"):  # papermill's absolute paths: no machine path in the kit
+            executed.metadata.papermill[where] = paths.shown(executed.metadata.papermill[where])
+        nbformat.write(executed, target)
         print(f"refreshed {target.relative_to(paths.project_root())}")
 
 
@@ -155,7 +159,6 @@ def _record_and_check(params_file: Path) -> bool:
     """Record one tenant; right when it ends as its seed expects and every step that sent a request has its
     recording."""
     result = record(params_file)
-    record_fleet(params_file)
     params = params_mod.load(params_file)
     expected = yaml.safe_load(seed_file(params).read_text()).get("expect", "ok")
     outcome = "ok" if result.ok else "failed"
@@ -181,6 +184,8 @@ def regenerate(tenants: list[str] | None = None, workers: int = PARALLEL) -> boo
     files = [f for f in demo_files() if not tenants or f.stem in tenants]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         ok = all(list(pool.map(_record_and_check, files)))
+    for params_file in files:  # one at a time: vcrpy patches HTTP for the whole process while a recording is open
+        record_fleet(params_file)
     default = [f for f in files if f.stem == DEFAULT_TENANT]
     if default:
         rotation = record_rotation_plan(default[0])

@@ -303,7 +303,7 @@ def expand(patterns: Iterable[str]) -> list[str]:
     found: list[str] = []
     for pattern in patterns:
         matches = sorted(glob.glob(str(paths.resolve(pattern)))) if glob.has_magic(pattern) else [pattern]
-        found += [m for m in matches if m not in found]
+        found += [shown for shown in map(paths.shown, matches) if shown not in found]
     return found
 
 
@@ -312,7 +312,7 @@ def load_all(files: list[str], archive: Path) -> list[tuple[str, params_mod.Para
     loaded, problems = [], {}
     for path in files:
         try:
-            params = params_mod.load(path)
+            params = params_mod.load(paths.resolve(path))
             preflight.require(params, archive=archive, source=path)
             loaded.append((path, params))
         except ParamsError as error:

@@ -19,6 +19,12 @@ def resolve(path: str | Path) -> Path:
     return p if p.is_absolute() else project_root() / p
 
 
+def shown(path: str | Path) -> str:
+    """A path as outputs show it: relative to the kit when inside it, so no record or notebook names a machine path."""
+    full = resolve(path)
+    return str(full.relative_to(project_root())) if full.is_relative_to(project_root()) else str(path)
+
+
 def state_dir() -> Path:
     """Private state (live token caches): never archived, never committed. ``RUNBOOK_STATE`` moves it."""
     override = os.environ.get("RUNBOOK_STATE")

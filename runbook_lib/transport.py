@@ -149,7 +149,7 @@ class _Session(requests.Session):
         try:
             response = super().send(request, **kwargs)
         except CannotOverwriteExistingCassetteException:
-            raise ReplayMissError(method, _without_query(url), str(self.recording)) from None
+            raise ReplayMissError(method, _without_query(url), paths.shown(self.recording or "")) from None
         except requests.RequestException:
             self.counts.count(method, url, request.body, None)
             raise
@@ -295,7 +295,7 @@ class ReplayTransport(Transport):
     def smtp_target(self, host: str, port: int) -> SmtpTarget:
         transcript_file = self.recording.with_suffix(".smtp.yaml")
         if not transcript_file.exists():
-            raise ReplayMissError("SMTP", f"{host}:{port}", str(transcript_file))
+            raise ReplayMissError("SMTP", f"{host}:{port}", paths.shown(transcript_file))
         from .smtp_server import LoopbackSMTP, ReplayHandler
 
         server = LoopbackSMTP(ReplayHandler(yaml.safe_load(transcript_file.read_text(encoding="utf-8"))))
