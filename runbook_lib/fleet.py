@@ -45,6 +45,7 @@ from . import (
     records,
     registry,
     secrets,
+    transport,
     verify,
 )
 from . import params as params_mod
@@ -58,8 +59,6 @@ Status = Literal["ok", "warn", "fail"]
 STEP = registry.FLEET_HEALTH
 #: fail first, then warn, then ok
 RANK: dict[str, int] = {"fail": 0, "warn": 1, "ok": 2}
-#: modes whose transport (vcrpy) patches HTTP for the whole process while a step is open: one tenant at a time
-ONE_AT_A_TIME = ("replay", "record")
 #: the default fleet of the notebook: the demo tenants
 DEMO_FLEET = "params/demo/*.yaml"
 #: the next action's parameter file when the notebook's own tenant came without one
@@ -428,10 +427,10 @@ def _read_loaded(
         if progress is not None:
             progress(health, len(done), len(loaded))
 
-    for path, params in loaded:
-        if params.mode in ONE_AT_A_TIME:
+    for path, params in loaded:  # a transport that intercepts the whole process: one tenant at a time
+        if transport.transport_class(params.mode).process_wide:
             finished(read_tenant(params, path, archive), 0)
-    rest = [(path, params) for path, params in loaded if params.mode not in ONE_AT_A_TIME]
+    rest = [(path, params) for path, params in loaded if not transport.transport_class(params.mode).process_wide]
     batch.in_pool(lambda item: read_tenant(item[1], item[0], archive), rest, jobs, finished)
     return _rows(done)
 

@@ -173,6 +173,10 @@ class SmtpTarget:
 class Transport:
     """The session, clock and request counts of one step. Subclasses decide where requests go."""
 
+    #: its HTTP interception holds for the whole process (vcrpy patches urllib3), so only one such transport may be
+    #: open at a time: steps of several tenants read in one process take turns
+    process_wide: bool = False
+
     def __init__(self, params: Params, step: str) -> None:
         self.counts = Counts()
         self.recording = paths.resolve(params.recordings) / f"{step}.yaml"
@@ -242,6 +246,8 @@ class RecordTransport(Transport):
     """Live, and the exchanges written to the step's recording with every secret scrubbed; after
     writing, the file is checked for every value the scrubber replaced."""
 
+    process_wide = True
+
     def __init__(self, params: Params, step: str) -> None:
         super().__init__(params, step)
         self.recording.parent.mkdir(parents=True, exist_ok=True)
@@ -286,6 +292,8 @@ def _recorded_at(cassette: Path) -> datetime | None:
 class ReplayTransport(Transport):
     """Answers from the recording, in virtual time; SMTP from a loopback server replaying its transcript."""
 
+    process_wide = True
+
     def __init__(self, params: Params, step: str) -> None:
         super().__init__(params, step)
         self.clock = ReplayClock(_recorded_at(self.recording) or datetime.now(UTC))
@@ -310,8 +318,13 @@ class ReplayTransport(Transport):
         self._cassette.close()
 
 
-def open_transport(params: Params, step: str) -> Transport:
-    """The transport of the parameters' mode, from :data:`TRANSPORTS`."""
-    module, name = TRANSPORTS[params.mode].split(":")
+def transport_class(mode: str) -> type[Transport]:
+    """The transport class of ``mode``, from :data:`TRANSPORTS`."""
+    module, name = TRANSPORTS[mode].split(":")
     cls: type[Transport] = getattr(importlib.import_module(module), name)
-    return cls(params, step)
+    return cls
+
+
+def open_transport(params: Params, step: str) -> Transport:
+    """The transport of the parameters' mode."""
+    return transport_class(params.mode)(params, step)
