@@ -112,6 +112,7 @@ def test_timeline_draws_today_the_warning_window_and_each_expiry():
 #: each demo tenant's status as the fleet reads its seed state (the state its scenario demonstrates)
 DEMO_STATUS = {
     "fabrikam": "ok",  # healthy
+    "bellows": "warn",  # healthy, the secret expires within the warning window
     "vanarsdel": "fail",  # secret expired
     "trey": "fail",  # a Secret ID in the store
     "coho": "fail",  # Mail.Send consent missing
@@ -182,7 +183,7 @@ def test_the_demo_fleet_gives_each_tenant_its_status_and_exits_1(demo_fleet, dem
     assert "2 applications" in by_tenant["tailspin"]["reason"]
     assert by_tenant["contoso"]["mailbox"] == "not read"  # mailbox.apply_with: powershell
     assert list(csv.DictReader((out / "fleet.csv").open()))[0]["tenant"] == rows[0]["tenant"]
-    assert "19 fail, 0 warn, 1 ok" in printed
+    assert "19 fail, 1 warn, 1 ok" in printed
 
     page = (out / "fleet.html").read_text()
     assert "<script" not in page.lower() and 'http-equiv="Content-Security-Policy"' in page
