@@ -244,9 +244,10 @@ def spam_rules_first(
     return found
 
 
-def forwarding(step: Step, checks: Checks) -> None:
-    """What else can stop the forwarded copy reaching Webex Connect (admin API); not tested otherwise."""
-    if step.params.mailbox.apply_with != "adminapi":
+def forwarding(step: Step, checks: Checks, state: exchange.MailboxState | None) -> None:
+    """What else can stop the forwarded copy reaching Webex Connect: read with the admin API, beside step 3's
+    ``state`` (whose outbound spam policies and rules it reuses); not tested without it."""
+    if state is None:
         checks.add(
             "external forwarding blockers",
             "not tested",
@@ -259,8 +260,6 @@ def forwarding(step: Step, checks: Checks) -> None:
     try:
         domain = remote_domain_for(exchange.invoke(step, "Get-RemoteDomain"), forward_to)
         rules = exchange.invoke(step, "Get-TransportRule")
-        spam_rules = exchange.invoke(step, "Get-HostedOutboundSpamFilterRule")
-        policies = exchange.invoke(step, "Get-HostedOutboundSpamFilterPolicy")
     except (StepFailed, OutcomeUnknown) as error:
         checks.add("external forwarding blockers", "not tested", f"not read: {error}", code="forwarding_blockers")
         return
@@ -284,7 +283,7 @@ def forwarding(step: Step, checks: Checks) -> None:
     if not stopping:
         checks.add("mail flow rules", "pass", f"none of {len(rules)} redirects, rejects or deletes forwarded mail")
     kit_rule = None if step.params.mailbox.use_default_policy else step.params.mailbox.forwarding_policy
-    for blocker, sure in spam_rules_first(spam_rules, policies, mailbox, kit_rule):
+    for blocker, sure in spam_rules_first(list(state.spam_rules), list(state.spam_policies), mailbox, kit_rule):
         checks.add(
             f"outbound spam rule: {blocker.name}", "fail" if sure else "warn", blocker.why, code="spam_rule_first"
         )

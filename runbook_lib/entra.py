@@ -266,6 +266,20 @@ class DuplicateApplications(StepFailed):
         )
 
 
+def require_application(step: Step, purpose: str) -> dict[str, Any]:
+    """The application, or the step stops naming step 2: the later steps work only on what step 2 made.
+    ``purpose`` ends the sentence "there is no application ... ", e.g. "yet"."""
+    app = find_application(step)
+    if app is None:
+        raise StepFailed(
+            f"there is no application {step.params.application.display_name!r} (key "
+            f"{step.params.application.key!r}) {purpose}",
+            fix="run step 2 first",
+            step=registry.APP_REGISTRATION,
+        )
+    return app
+
+
 def _access(desired: DesiredApp) -> list[dict[str, str]]:
     return [{"id": pid, "type": kind} for pid, kind in desired.access]
 
@@ -522,6 +536,18 @@ def ensure_mail_send_consent(step: Step, sp: dict[str, Any] | None, exo: Exchang
     return step.executor.apply(change)[0]
 
 
+def grant_scope_write(grant_id: str, scope: str) -> Write:
+    """Set a delegated grant's scope: one grant per client and resource, patched in place (idempotent)."""
+    return Write(
+        "graph",
+        "PATCH",
+        f"/oauth2PermissionGrants/{grant_id}",
+        {"scope": scope},
+        idempotent=True,
+        needs=NEEDS["tenant-wide consent"],
+    )
+
+
 def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: ExchangeOnline) -> Change:
     """Tenant-wide consent for delegated SMTP.Send: one grant per client and resource, patched in place."""
     wanted = {"clientId": sp_id or "(new)", "consentType": "AllPrincipals", "resourceId": exo.sp_id}
@@ -537,14 +563,7 @@ def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: E
             "add SMTP.Send to the existing grant",
             {"scope": grant["scope"]},
             {"scope": scope},
-            Write(
-                "graph",
-                "PATCH",
-                f"/oauth2PermissionGrants/{grant['id']}",
-                {"scope": scope},
-                idempotent=True,
-                needs=NEEDS["tenant-wide consent"],
-            ),
+            grant_scope_write(grant["id"], scope),
         )
     write = (
         None

@@ -240,6 +240,9 @@ class MailboxState:
     default_mode: str
     #: what a recipient filter matches the mailbox by (RBAC for Applications' scope)
     primary_smtp_address: str = ""
+    #: every outbound spam policy and rule, for verify's judgement of rules applied before the kit's
+    spam_policies: tuple[dict[str, Any], ...] = ()
+    spam_rules: tuple[dict[str, Any], ...] = ()
 
 
 def read_state(step: Step) -> MailboxState:
@@ -278,6 +281,8 @@ def read_state(step: Step) -> MailboxState:
         rule=next((r for r in rules if r.get("Name") == name), None),
         default_mode=str(default.get("AutoForwardingMode", "Automatic")),
         primary_smtp_address=str(box.get("PrimarySmtpAddress") or mailbox),
+        spam_policies=tuple(policies),
+        spam_rules=tuple(rules),
     )
 
 

@@ -104,14 +104,7 @@ def _facts(secret: AppSecret, store: str) -> dict[str, str]:
 def read_state(step: Step) -> RotationState:
     """The application (by its key or client ID) and what the store and its previous entry hold. The secret the
     store holds goes into the record's facts, with its fingerprint."""
-    app = entra.find_application(step)
-    if app is None:
-        raise StepFailed(
-            f"there is no application {step.params.application.display_name!r} (key "
-            f"{step.params.application.key!r}) to rotate the secret of",
-            fix="run step 2 first",
-            step=registry.APP_REGISTRATION,
-        )
+    app = entra.require_application(step, "to rotate the secret of")
     ref = step.params.secret_store
     now = step.clock.now()
     listed = client_secrets.app_secrets(app)

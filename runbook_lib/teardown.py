@@ -39,7 +39,7 @@ import pandas as pd
 
 from . import __version__, journal, paths, powershell, rbac, records, registry
 from .changes import CHANGED, Change, Write, changes_frame, unchanged
-from .entra import NEEDS
+from .entra import NEEDS, grant_scope_write
 from .errors import GraphError, StepFailed
 from .exchange import MailboxState, admin_error, cmdlet_body, cmdlet_write, read_state
 from .graph import key_segment, odata_quote
@@ -368,14 +368,7 @@ def diff_smtp_send_grant(made: Made, grants: list[dict[str, Any]]) -> Change:
         f"restore the grant's scope to {old!r} (the kit added SMTP.Send to it)",
         present,
         {"scope": old},
-        Write(
-            "graph",
-            "PATCH",
-            f"/oauth2PermissionGrants/{found['id']}",
-            {"scope": old},
-            idempotent=True,
-            needs=NEEDS["tenant-wide consent"],
-        ),
+        grant_scope_write(found["id"], old),
     )
 
 

@@ -355,11 +355,16 @@ def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, s
 
 
 def smtp_checks(
-    step: Step, checks: Checks, app: dict[str, Any] | None, sp: dict[str, Any] | None, exo: entra.ExchangeOnline
+    step: Step,
+    checks: Checks,
+    app: dict[str, Any] | None,
+    sp: dict[str, Any] | None,
+    exo: entra.ExchangeOnline,
+    before: list[dict[str, Any]],
 ) -> None:
     """STARTTLS and XOAUTH2 offered; then, if the mailbox signed in, AUTH XOAUTH2 itself (and the optional
-    test message). A consent the sign-in made is the same one Generate Token needs; it is recorded."""
-    before = smtp_send_grants(step, sp, exo)
+    test message). ``before``: the SMTP.Send grants read before the sign-in; a consent the sign-in made is the
+    same one Generate Token needs, and it is recorded."""
     token, why_not = mailbox_token(step, app)
     if token is not None:
         known = {g.get("id") for g in before}
@@ -449,16 +454,17 @@ def run_checks(step: Step) -> pd.DataFrame:
     checks = Checks(step)
     exchange.check_mailbox_user(step)
     app, sp, exo = application_drift(step, checks)
-    consent(step, checks, smtp_send_grants(step, sp, exo))
+    grants = smtp_send_grants(step, sp, exo)
+    consent(step, checks, grants)
     blockers.assignment(step, checks, sp)
     blockers.security_defaults(step, checks)
     blockers.conditional_access(step, checks, app)
     state = mailbox_drift(step, checks)
     tenant_smtp_auth(checks, state)
     mail_send_scope(step, checks, app, sp, state)
-    blockers.forwarding(step, checks)
+    blockers.forwarding(step, checks, state)
     secret_and_token(step, checks, app)
-    smtp_checks(step, checks, app, sp, exo)
+    smtp_checks(step, checks, app, sp, exo, grants)
     authorize_url(step, checks, app)
     return checks.table()
 

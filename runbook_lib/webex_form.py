@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import entra, registry, secrets, webex
-from .errors import StepFailed
+from . import entra, secrets, webex
 
 if TYPE_CHECKING:
     from .step import Step
@@ -37,14 +36,7 @@ def client_secret(store: str, hint: str, expires: str) -> str:
 def form_values(step: Step) -> pd.DataFrame:
     """The form's fields in the order Webex Connect shows them, with where each value comes from. The
     application is found by its key or client ID, so this works right after step 2 created it."""
-    app = entra.find_application(step)
-    if app is None:
-        raise StepFailed(
-            f"there is no application {step.params.application.display_name!r} (key "
-            f"{step.params.application.key!r}) yet",
-            fix="run step 2 first",
-            step=registry.APP_REGISTRATION,
-        )
+    app = entra.require_application(step, "yet")
     match = entra.stored_match(step, app)
     cred = match.secret if match.kind == "matched" else None
     e, w = step.endpoints, step.params.webex
