@@ -22,7 +22,11 @@ EXIT_INTERRUPTED = 130
 
 
 def _archive(args: argparse.Namespace) -> Path:
-    return Path(args.archive) if getattr(args, "archive", None) else paths.archive_dir()
+    """The archive folder: ``--archive``, else the kit's; a path that exists and is not a folder is refused."""
+    archive = Path(args.archive) if getattr(args, "archive", None) else paths.archive_dir()
+    if archive.exists() and not archive.is_dir():
+        raise ParamsError("the command line", {"--archive": f"{archive} exists and is not a folder"})
+    return archive
 
 
 def _signing_key(args: argparse.Namespace) -> Path | None:
@@ -135,6 +139,7 @@ def _seal_abandoned(archive: Path, tenant: str) -> None:
 def cmd_records(args: argparse.Namespace) -> int:
     from . import records
 
+    records.tenant_folder(_archive(args), args.tenant)  # a tenant's name, never a path, before anything is done
     _seal_abandoned(_archive(args), args.tenant)
     table = records.history(_archive(args), args.tenant)
     print(table.to_string(index=False) if len(table) else f"no records of tenant {args.tenant}")
@@ -142,12 +147,22 @@ def cmd_records(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from . import records
+    """Only reads: a record is checked before it is shown, and one that does not verify is shown as such (exit 1).
+    Sealing a killed run's record is the business of the commands that take a tenant, never of a path."""
+    from . import integrity, records
 
-    record = Path(args.record)
-    _seal_abandoned(record.parent.parent, record.parent.name)
+    record = records.require_record(Path(args.record))
+    if not records.is_sealed(record):
+        raise RunbookError(
+            f"{record} is not sealed: its run is still going, or was killed before it ended",
+            fix=f"wait for the run to end, or seal a killed run's record with `runbook records {record.parent.name}`",
+        )
+    problems = integrity.verify(record)
+    if problems:
+        print(f"WARNING: this record does not verify; what it says may be forged ({len(problems)} problem(s)):")
+        print("\n".join(f"  - {p}" for p in problems) + "\n")
     print(records.describe(record))
-    return 0
+    return 1 if problems else 0
 
 
 def cmd_verify_record(args: argparse.Namespace) -> int:
@@ -164,10 +179,13 @@ def cmd_verify_record(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from . import record_diff
 
-    if bool(args.tenant) == bool(args.records) or len(args.records) not in (0, 2):
+    if (args.tenant is not None) == bool(args.records) or len(args.records) not in (0, 2):
         print("give two records (runbook diff RECORD_A RECORD_B) or a tenant (--tenant T), not both", file=sys.stderr)
         return 2
-    if args.tenant:
+    if args.tenant is not None:
+        from . import records
+
+        records.tenant_folder(_archive(args), args.tenant, field="--tenant")
         _seal_abandoned(_archive(args), args.tenant)
         a, b = record_diff.last_two(_archive(args), args.tenant)
     else:

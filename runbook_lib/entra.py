@@ -35,7 +35,14 @@ from .results import SecretFacts
 if TYPE_CHECKING:
     from .step import Step
 
-APP_SELECT = "id,appId,uniqueName,displayName,createdDateTime,web,requiredResourceAccess,passwordCredentials"
+APP_SELECT = "id,appId,uniqueName,displayName,tags,createdDateTime,web,requiredResourceAccess,passwordCredentials"
+#: the mark the kit puts on every application and service principal it creates, so that a teardown removes only
+#: objects that carry it (never one made by hand, whatever a record claims); and the start of the display name
+#: of every client secret it adds
+KIT_TAG = "runbook-kit:webex-connect-email"
+SECRET_MARK = "Webex Connect (runbook"
+#: the tag that lists a service principal under Enterprise applications in the portal, as the portal sets it
+LISTED = "WindowsAzureActiveDirectoryIntegratedApp"
 MAIL_SEND = "Mail.Send"
 SMTP_SEND = "SMTP.Send"
 REPLICATION_CODES = ("NoBackingApplicationObject", "Request_ResourceNotFound")
@@ -301,6 +308,7 @@ def _create_body(desired: DesiredApp) -> dict[str, Any]:
     return {
         "displayName": desired.display_name,
         "signInAudience": "AzureADMyOrg",
+        "tags": [KIT_TAG],
         "web": {
             "redirectUris": [desired.callback_url],
             "implicitGrantSettings": {"enableAccessTokenIssuance": True, "enableIdTokenIssuance": False},
@@ -324,6 +332,10 @@ def _patch_body(app: dict[str, Any], desired: DesiredApp) -> tuple[dict[str, Any
         if not implicit.get("enableAccessTokenIssuance"):
             patch["web"]["implicitGrantSettings"] = dict(implicit, enableAccessTokenIssuance=True)
             why.append("turn on implicit-grant access tokens")
+    tags = list(app.get("tags") or [])
+    if app.get("uniqueName") == desired.unique_name and KIT_TAG not in tags:
+        patch["tags"] = [*tags, KIT_TAG]  # created under the kit's key (by an earlier version): the kit's, marked
+        why.append("mark it as created by the kit (it carries the kit's key)")
     access = app.get("requiredResourceAccess") or []
     merged = _merged_access(access, desired)
     if merged != access:
@@ -430,7 +442,7 @@ def diff_service_principal(app: dict[str, Any] | None, sp: dict[str, Any] | None
             "graph",
             "PATCH",
             f"/servicePrincipals(appId={key_segment(app['appId'])})",
-            {"displayName": name},
+            {"displayName": name, "tags": [LISTED, KIT_TAG]},
             UPSERT,
             idempotent=True,
             retry_codes=REPLICATION_CODES,
@@ -643,7 +655,7 @@ def add_password(app: dict[str, Any], now: Any, lifetime_days: int) -> Write:
     """The write that adds a client secret; its answer carries the value once (``secretText``), never kept."""
     body = {
         "passwordCredential": {
-            "displayName": f"Webex Connect (runbook {now.date().isoformat()})",
+            "displayName": f"{SECRET_MARK} {now.date().isoformat()})",
             "endDateTime": (now + timedelta(days=lifetime_days)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     }

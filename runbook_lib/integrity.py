@@ -197,23 +197,46 @@ def load_public(path: Path) -> Ed25519PublicKey:
 # --- sealing --------------------------------------------------------------------------------------------
 
 
+#: the name of a record folder: the UTC second its run opened it, ``-N`` for another run in the same second
+RECORD_NAME = re.compile(r"\d{8}T\d{6}Z(?:-\d{1,3})?")
+
+
 def record_order(name: str) -> tuple[str, int]:
     """Records are named by UTC stamp, with ``-N`` added when two runs start in the same second."""
     stamp, _, suffix = name.partition("-")
     return stamp, int(suffix) if suffix.isdigit() else 0
 
 
+def real_file(path: Path) -> bool:
+    """A regular file, never a link to one: a record's own files are never links."""
+    return not path.is_symlink() and path.is_file()
+
+
+def _named(name: str) -> bool:
+    """Named as a record (its UTC stamp) or an attachment (its number) is."""
+    return RECORD_NAME.fullmatch(name) is not None or (name.isascii() and name.isdigit())
+
+
+def sealed_folder(path: Path) -> bool:
+    """A folder named as records and attachments are, not a link, holding a manifest and a seal."""
+    return (
+        _named(path.name)
+        and not path.is_symlink()
+        and path.is_dir()
+        and real_file(path / MANIFEST)
+        and real_file(path / SEAL)
+    )
+
+
 def previous_link(tenant_folder: Path, before: str | None = None) -> dict[str, str] | None:
     """The link a new record's manifest carries as ``previous``: the tenant's newest sealed record (older
     than the record named ``before``, if given) and its manifest hash; None for the first sealed record.
     Call it under the tenant lock, so two runs cannot link to the same record."""
-    sealed = (
-        [p for p in tenant_folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / SEAL).exists()]
-        if tenant_folder.is_dir()
-        else []
-    )
-    if before is not None:
-        sealed = [p for p in sealed if record_order(p.name) < record_order(before)]
+    sealed = [p for p in tenant_folder.iterdir() if sealed_folder(p)] if tenant_folder.is_dir() else []
+    if before is not None:  # records link to records, attachments to attachments
+        sealed = [
+            p for p in sealed if p.name.isdigit() == before.isdigit() and record_order(p.name) < record_order(before)
+        ]
     if not sealed:
         return None
     newest = max(sealed, key=lambda p: record_order(p.name))
@@ -338,6 +361,8 @@ def _previous_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
     if not isinstance(link, dict) or not isinstance(link.get("record"), str):
         return ["manifest.json has a malformed 'previous' link"]
     name = link["record"]
+    if not _named(name):
+        return [f"manifest.json links to {name!r}, which is not a record's name"]
     previous = folder.parent / name
     if not previous.is_dir():
         return [f"the previous record {name} named by this one is gone"]
@@ -370,7 +395,31 @@ def verify(folder: Path, *, public_key: Path | None = None) -> list[str]:
     if not folder.is_dir():
         raise _not_a_record(folder)
     trusted = load_public(public_key) if public_key else None
-    return _sealed_problems(folder, trusted) + _attachment_problems(folder, trusted)
+    return _name_problems(folder) + _sealed_problems(folder, trusted) + _attachment_problems(folder, trusted)
+
+
+def seal_text(folder: Path) -> str:
+    """A sealed record's integrity in a few words, for lists: whether it verifies, and whether it is signed."""
+    problems = verify(folder)
+    if problems:
+        return f"DOES NOT VERIFY ({len(problems)} problem(s); see `runbook verify-record`): {problems[0]}"
+    signed = _object(SEAL, _load(folder / SEAL)).get("key_id")
+    return f"intact, signed by key {signed}" if signed else "intact, unsigned"
+
+
+def _name_problems(folder: Path) -> list[str]:
+    """A record is where and what its manifest says: a folder renamed (to an older time, say, to reorder the
+    tenant's history) or reached through a link shows. Records sealed before the manifest named its folder
+    carry no name to compare."""
+    problems = [f"{folder} is a symbolic link: a record is a real folder"] if folder.is_symlink() else []
+    try:
+        manifest = _object(MANIFEST, _load(folder / MANIFEST))
+    except RunbookError:
+        return problems  # the seal's check names it
+    named = manifest.get("record")
+    if named is not None and named != folder.name:
+        problems.append(f"renamed: the manifest names this record {named!r}, but its folder is {folder.name!r}")
+    return problems
 
 
 def _sealed_problems(folder: Path, trusted: Ed25519PublicKey | None, *, attachments_apart: bool = True) -> list[str]:

@@ -55,6 +55,18 @@ def for_kernel() -> Journal:
     return Journal(Path(path) if path else None)
 
 
+def first(path: Path) -> dict[str, Any]:
+    """The first entry alone (a record's run entry), read without reading the rest; empty when there is none."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return {}
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            entry = json.loads(handle.readline(1024 * 1024))
+    except (OSError, ValueError):
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
 def read(path: Path) -> list[dict[str, Any]]:
     """Every complete entry; a line torn by a killed process is skipped, never fatal."""
     if not path.exists():

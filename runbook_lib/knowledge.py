@@ -9,6 +9,7 @@ The file is read strictly (no duplicate keys) and checked when first used: a bad
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -26,6 +27,8 @@ ENTRY_KEYS = frozenset({*REQUIRED, "when"})
 VARIANT_KEYS = frozenset({*REQUIRED, "contains"})
 #: the steps a fix can point at: every step but troubleshooting itself
 FIXING_STEPS = tuple(name for name in registry.NAMES if name != registry.TROUBLESHOOT)
+#: an SMTP entry may stand for a range Microsoft documents as one ("4.7.500-699"): its last number, low to high
+SMTP_RANGE_RE = re.compile(r"^([245]\.\d{1,3})\.(\d{1,3})-(\d{1,3})$")
 
 
 class KnowledgeBaseError(RunbookError):
@@ -72,6 +75,19 @@ def _problems(row: Any, required: tuple[str, ...], allowed: frozenset[str]) -> l
     return found
 
 
+def _range(code: str) -> tuple[str, int, int] | None:
+    """An SMTP range entry's prefix and bounds ("4.7.500-699" -> ("4.7", 500, 699)); None for any other code."""
+    match = SMTP_RANGE_RE.match(code)
+    return (match[1], int(match[2]), int(match[3])) if match and int(match[2]) < int(match[3]) else None
+
+
+def _covers(code_range: str, code: str) -> bool:
+    """Whether an SMTP range entry (``4.7.500-699``) covers the enhanced status code ``code`` (``4.7.512``)."""
+    bounds = _range(code_range)
+    prefix, _, last = code.rpartition(".")
+    return bounds is not None and prefix == bounds[0] and last.isdigit() and bounds[1] <= int(last) <= bounds[2]
+
+
 def _entry(kind: str, code: str, row: dict[str, Any]) -> Entry:
     variants = tuple(
         (
@@ -95,6 +111,11 @@ def parse(text: str, where: str = DATA_FILE) -> dict[tuple[str, str], Entry]:
             for code, row in rows.items()
             for why in _problems(row, REQUIRED, ENTRY_KEYS)
         ]
+        problems += [
+            f"smtp {code}: not a range of codes (like 4.7.500-699, the lower number first)"
+            for code in data.get("smtp") or {}
+            if "-" in str(code) and _range(str(code)) is None
+        ]
     if problems:
         raise KnowledgeBaseError(
             f"{where}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems),
@@ -113,5 +134,9 @@ def entries() -> dict[tuple[str, str], Entry]:
 
 def lookup(kind: str, code: str | int) -> Entry | None:
     """The entry for an AADSTS number (``aadsts``), a Graph code (``graph``), an SMTP enhanced status
-    code (``smtp``) or a verify check (``checks``)."""
-    return entries().get((kind, str(code)))
+    code (``smtp``) or a verify check (``checks``). An SMTP code with no entry of its own is looked up in
+    the ranges (``4.7.512`` in ``4.7.500-699``)."""
+    found = entries().get((kind, str(code)))
+    if found is not None or kind != "smtp":
+        return found
+    return next((e for (k, key), e in entries().items() if k == kind and _covers(key, str(code))), None)

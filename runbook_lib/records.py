@@ -7,6 +7,12 @@ keep and ``manifest.json``, then seals it (:mod:`runbook_lib.integrity`): a hash
 optional signature, a link to the tenant's previous record, every file read-only. A record left unsealed
 by a killed process is sealed, from its journal, by the next ``runbook`` command for that tenant, with
 status ``interrupted``. No hidden folder is ever used, so ``runbook records`` lists every record.
+
+**Only records are treated as records.** A tenant's name is checked before it becomes a path (never ``..``, a
+slash or an empty name), and a folder is a record only when it carries the kit's marks: named by its UTC
+stamp, a real folder inside ``archive/<tenant>/`` (no symbolic link on the way), and either sealed (a manifest
+and a seal) or holding the journal the kit opened it with, whose first entry names this tenant. Nothing else
+is listed, read as proof, or sealed: a command pointed at another folder changes nothing there.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import integrity, journal
-from .changes import Change
-from .errors import RunbookError
+from .changes import CHANGED, Change
+from .errors import ParamsError, RunbookError
+from .params import SLUG_RE
 from .results import Facts, Identity, StepRecord, run_status_text
 
 if TYPE_CHECKING:
@@ -34,9 +41,32 @@ def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
-def open_record(archive: Path, tenant: str) -> Path:
-    """A new record folder for a run, with an empty journal; never an existing one."""
+#: the mark of a journal the kit opened a record with (its first entry's ``format``)
+FORMAT = "runbook-record/1"
+TENANT_NAME_RULE = "1 to 64 lowercase letters, digits and hyphens, starting and ending with a letter or digit"
+
+
+def tenant_folder(archive: Path, tenant: str, *, field: str = "tenant") -> Path:
+    """``archive/<tenant>``, once ``tenant`` is a tenant's short name (never a path: no ``..``, no slash, not
+    empty) and that folder, if it exists, is a real folder and not a symbolic link to somewhere else."""
+    if not SLUG_RE.fullmatch(tenant):
+        raise ParamsError(
+            "the tenant name", {field: f"{tenant!r} is not a tenant name: a tenant name is {TENANT_NAME_RULE}"}
+        )
     base = archive / tenant
+    if base.is_symlink() or (base.exists() and not base.is_dir()):
+        raise RunbookError(
+            f"{base} is not a folder of the archive (a symbolic link, or a file): the kit reads and writes only "
+            "real folders it made",
+            fix="give the archive that really holds the tenant's records with --archive",
+        )
+    return base
+
+
+def open_record(archive: Path, tenant: str, run: dict[str, Any]) -> Path:
+    """A new record folder for a run, never an existing one, with its journal started by ``run`` (the run entry,
+    carrying the kit's mark): from its first moment the folder shows it is a record of this tenant."""
+    base = tenant_folder(archive, tenant)
     base.mkdir(parents=True, exist_ok=True)
     stamp = utc_stamp()
     for suffix in range(1000):
@@ -45,29 +75,50 @@ def open_record(archive: Path, tenant: str) -> Path:
             folder.mkdir()
         except FileExistsError:
             continue
-        (folder / journal.JOURNAL_FILE).touch(mode=0o600)
+        journal.Journal(folder / journal.JOURNAL_FILE).append("run", format=FORMAT, tenant=tenant, **run)
         return folder
     raise RunbookError(f"could not create a record folder under {base}", fix="check the archive folder")
 
 
 def is_sealed(record: Path) -> bool:
-    return (record / integrity.SEAL).exists()
+    return integrity.sealed_folder(record)
+
+
+def is_record(folder: Path) -> bool:
+    """A folder the kit made as a record of the tenant whose folder holds it (see the module's docstring)."""
+    if not integrity.RECORD_NAME.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+        return False
+    if integrity.sealed_folder(folder):
+        return True
+    entry = run_entry(folder)
+    return integrity.real_file(folder / journal.JOURNAL_FILE) and entry.get("tenant") == folder.parent.name
+
+
+def require_record(folder: Path) -> Path:
+    """``folder`` if it is a record the kit made, inside a tenant's folder; else a clear error, and nothing done."""
+    base = folder.parent
+    if not is_record(folder) or base.is_symlink() or not SLUG_RE.fullmatch(base.name):
+        raise RunbookError(
+            f"{folder} is not a run record: a record is a folder archive/<tenant>/<UTC time>/ that the kit made "
+            "(sealed, or holding the kit's journal), reached without a symbolic link",
+            fix="give a folder `runbook records TENANT` lists",
+        )
+    return folder
 
 
 def record_dirs(archive: Path, tenant: str) -> list[Path]:
-    """A tenant's records, sealed or not, oldest first."""
-    base = archive / tenant
-    if not base.exists():
+    """A tenant's records, sealed or not, oldest first: only folders the kit made as records (see
+    :func:`is_record`); anything else in the tenant's folder is left alone."""
+    base = tenant_folder(archive, tenant)
+    if not base.is_dir():
         return []
-    return sorted(
-        (p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: integrity.record_order(p.name),
-    )
+    return sorted((p for p in base.iterdir() if is_record(p)), key=lambda p: integrity.record_order(p.name))
 
 
 def seal(record: Path, manifest: dict[str, Any], *, signing_key: Path | None = None) -> str:
     """Write the manifest (linking the tenant's previous record, listing every file's sha256) and seal it.
     Returns the manifest's sha256. Call it under the tenant lock."""
+    manifest["record"] = record.name
     manifest["previous"] = integrity.previous_link(record.parent, before=record.name)
     manifest["files"] = integrity.file_hashes(record)
     (record / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
@@ -89,16 +140,20 @@ def steps_from_journal(entries: list[dict[str, Any]]) -> list[StepRecord]:
         e["step"]: e.get("status", "failed") for e in entries if e.get("kind") == "step" and e.get("event") == "ended"
     }
     started = [e["step"] for e in entries if e.get("kind") == "step" and e.get("event") == "started"]
-    return [
-        StepRecord(
-            name,
-            status=ended.get(name, "interrupted"),
-            changes=journal_changes(entries, name),
-            facts=Facts(),
-            error=None if name in ended else "the run stopped during this step",
+    steps = []
+    for name in dict.fromkeys(started):
+        changes = journal_changes(entries, name)
+        steps.append(
+            StepRecord(
+                name,
+                status=ended.get(name, "interrupted"),
+                changes=changes,
+                counts={"writes": sum(c.action in CHANGED for c in changes)},  # the journal holds each accepted one
+                facts=Facts(),
+                error=None if name in ended else "the run stopped during this step",
+            )
         )
-        for name in dict.fromkeys(started)
-    ]
+    return steps
 
 
 def unsealed(archive: Path, tenant: str) -> list[Path]:
@@ -107,8 +162,10 @@ def unsealed(archive: Path, tenant: str) -> list[Path]:
 
 
 def run_entry(record: Path) -> dict[str, Any]:
-    """The journal's first entry: the run's tenant, mode and parameters (empty if it was never written)."""
-    return next((e for e in journal.read(record / journal.JOURNAL_FILE) if e.get("kind") == "run"), {})
+    """The journal's first entry: the run's tenant, mode and parameters (empty if it was never written, or is not
+    a run entry)."""
+    first = journal.first(record / journal.JOURNAL_FILE)
+    return first if first.get("kind") == "run" else {}
 
 
 def seal_from_journal(record: Path, *, signing_key: Path | None = None) -> str:
@@ -214,13 +271,14 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                     "status": "unsealed (running now, or killed: the next command for this tenant seals it)",
                     "writes": "",
                     "failed step": "",
+                    "seal": "",
                 }
             )
             continue
         try:
             m = read_manifest(record)
         except RunbookError as error:
-            rows.append({"record": record.name, "status": f"damaged: {error.message}"})
+            rows.append({"record": record.name, "status": f"damaged: {error.message}", "seal": "DOES NOT VERIFY"})
             continue
         failed = [s.get("step") for s in m.get("steps", []) if s.get("status") in ("failed", "interrupted")]
         rows.append(
@@ -233,9 +291,10 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                 "status": m.get("status_text") or m.get("status"),
                 "writes": (m.get("totals") or {}).get("writes"),
                 "failed step": ", ".join(map(str, failed)),
+                "seal": integrity.seal_text(record),
             }
         )
-    columns = ["record", "started", "mode", "operator", "ticket", "status", "writes", "failed step"]
+    columns = ["record", "started", "mode", "operator", "ticket", "status", "writes", "failed step", "seal"]
     table = pd.DataFrame(rows, columns=columns)
     from .record_diff import script_status  # it reads records: imported here, not at the top
 

@@ -360,18 +360,19 @@ def run(
     preflight.require(params, archive=archive, source=f"the parameters of {params.tenant}")
     with locks.tenant_lock(params, wait_seconds=wait_lock, command="run"):
         seal_abandoned(archive, params.tenant, holding=params, signing_key=signing_key, report=progress)
-        record = records.open_record(archive, params.tenant)
-        log = journal.Journal(record / journal.JOURNAL_FILE)
-        log.append(
-            "run",
-            tenant=params.tenant,
-            tenant_id=params.tenant_id,
-            mode=params.mode,
-            parameters=params.public(),
-            kit_version=__version__,
-            git_commit=_git_commit(),
-            local_account=locks.local_account(),
+        record = records.open_record(
+            archive,
+            params.tenant,
+            {
+                "tenant_id": params.tenant_id,
+                "mode": params.mode,
+                "parameters": params.public(),
+                "kit_version": __version__,
+                "git_commit": _git_commit(),
+                "local_account": locks.local_account(),
+            },
         )
+        log = journal.Journal(record / journal.JOURNAL_FILE)
         own_stop_file = record / STOP_FILE
         stop_file = stop_file or own_stop_file
         env = {journal.JOURNAL_ENV: str(log.path), journal.STOP_FILE_ENV: str(stop_file)}

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import __version__, journal, paths, powershell, rbac, records, registry
+from . import __version__, integrity, journal, paths, powershell, rbac, records, registry
 from .changes import CHANGED, Change, Write, changes_frame, unchanged
-from .entra import NEEDS, grant_scope_write
+from .entra import KIT_TAG, NEEDS, SECRET_MARK, grant_scope_write
 from .errors import GraphError, StepFailed
 from .exchange import MailboxState, admin_error, cmdlet_body, cmdlet_write, read_state
 from .graph import key_segment, odata_quote
@@ -152,8 +152,18 @@ def ledger(changes: Iterable[tuple[str, str, Change]]) -> list[Made]:
     return list(made.values())
 
 
+def unverified(record: Path) -> str:
+    """Why a record cannot be taken as proof (empty when it can): it is not sealed, or its seal, files, chain or
+    signature do not verify. A teardown removes nothing on such a record's word."""
+    if not records.is_sealed(record):
+        return "it is not sealed (its run is still going, or was killed: `runbook records TENANT` seals it)"
+    problems = integrity.verify(record)
+    return f"it does not verify ({problems[0]}; see `runbook verify-record`)" if problems else ""
+
+
 def read_records(step: Step, archive: str = "") -> Proof:
-    """What the tenant's records prove the kit made; read from the run's archive (or ``archive``)."""
+    """What the tenant's verified records prove the kit made; read from the run's archive (or ``archive``). The
+    run's own record, being written, is not proof of anything before it."""
     p = step.params
     world = WORLDS[p.mode]
     folder = run_archive(archive)
@@ -165,12 +175,19 @@ def read_records(step: Step, archive: str = "") -> Proof:
         )
     if folder is None:
         return Proof(_NO_ARCHIVE, [])
+    own = os.environ.get(journal.JOURNAL_ENV)
     changes: list[tuple[str, str, Change]] = []
     notes: list[str] = []
     read = 0
     for record in records.record_dirs(folder, p.tenant):
         run = records.run_entry(record)
-        if run.get("tenant_id") != p.tenant_id or WORLDS.get(str(run.get("mode"))) != world:
+        if (own and Path(own).parent == record) or (
+            run.get("tenant_id") != p.tenant_id or WORLDS.get(str(run.get("mode"))) != world
+        ):
+            continue
+        refused = unverified(record)
+        if refused:
+            notes.append(f"Record {record.name} was not read: {refused}. Nothing is removed on its word.")
             continue
         read += 1
         entries = journal.read(record / journal.JOURNAL_FILE)
@@ -245,7 +262,7 @@ def read_directory(step: Step, proof: Proof) -> Directory:
     """The application by client ID (``application.app_id``) or its key (then the client ID the records name:
     an application made by hand has no key), its service principal, its assignments and grants."""
     p = step.params.application
-    select = {"$select": "id,appId,uniqueName,displayName,passwordCredentials"}
+    select = {"$select": "id,appId,uniqueName,displayName,tags,passwordCredentials"}
     app_id = p.app_id
     app = None
     if not app_id:
@@ -257,7 +274,7 @@ def read_directory(step: Step, proof: Proof) -> Directory:
     sp_app_id = (app or {}).get("appId") or _recorded(proof, "appId", "application", "service principal")
     sp = (
         step.graph.get(
-            f"/servicePrincipals(appId={key_segment(sp_app_id)})", params={"$select": "id,appId"}, missing_ok=True
+            f"/servicePrincipals(appId={key_segment(sp_app_id)})", params={"$select": "id,appId,tags"}, missing_ok=True
         )
         if sp_app_id
         else None
@@ -296,12 +313,35 @@ def _removal(made: Made, present: dict[str, Any] | None, write: Write | None, wh
     )
 
 
+def mismatch(made: Made, found: dict[str, Any], fields: tuple[str, ...]) -> str:
+    """Why ``found`` is not the object the records say the kit created (empty when it is): one of ``fields``
+    differs from the record, or it lacks the mark the kit puts on what it creates. A record can be forged or
+    mistaken; the object in the tenant is checked before anything is removed on its word."""
+    recorded = {**(made.before or {}), **(made.after or {})}
+    for name in fields:
+        if recorded.get(name) and found.get(name) != recorded[name]:
+            return f"its {name} is {found.get(name)!r}, but the record names {recorded[name]!r}"
+    if made.created and KIT_TAG not in (found.get("tags") or []):
+        return (
+            f"it does not carry the kit's mark (the tag {KIT_TAG!r} on what the kit creates); run step 2 once to "
+            "mark an application the kit created under its key"
+        )
+    return ""
+
+
+def refused(made: Made, present: dict[str, Any], why: str) -> Change:
+    return unchanged(made.resource, made.name, f"refused, left as it is: {why}", present)
+
+
 def diff_secret(made: Made, app: dict[str, Any] | None) -> Change:
-    """A client secret the kit added: removed from the application (made by hand or not)."""
+    """A client secret the kit added (its display name carries the kit's mark): removed from the application
+    (made by hand or not)."""
     cred = next((c for c in (app or {}).get("passwordCredentials") or [] if c.get("keyId") == made.key_id), None)
     present = (
         None if cred is None else {"keyId": made.key_id, "hint": cred.get("hint"), "expires": cred.get("endDateTime")}
     )
+    if cred is not None and not made.undone and not str(cred.get("displayName") or "").startswith(SECRET_MARK):
+        return refused(made, present or {}, f"its description {cred.get('displayName')!r} is not the kit's")
     write = (
         Write(
             "graph",
@@ -372,28 +412,23 @@ def diff_smtp_send_grant(made: Made, grants: list[dict[str, Any]]) -> Change:
     )
 
 
-def _another(found: dict[str, Any], made: Made) -> bool:
-    """``found`` is not the object the records name (one made again since, under the same key)."""
-    recorded = (made.after or {}).get("id")
-    return bool(recorded) and found.get("id") != recorded
-
-
-OTHER = "another object than the one the records name (made since under the same key): left"
-
-
 def diff_service_principal(made: Made, sp: dict[str, Any] | None) -> Change:
+    """The service principal, only when the kit created it and it is still the one the records name, marked."""
     present = None if sp is None else {"id": sp["id"], "appId": sp.get("appId")}
-    if sp is not None and _another(sp, made):
-        return unchanged(made.resource, made.name, OTHER, present)
+    why = mismatch(made, sp, ("id", "appId")) if sp is not None and not made.undone else ""
+    if why:
+        return refused(made, present or {}, why)
     write = Write("graph", "DELETE", f"/servicePrincipals/{sp['id']}", needs=NEEDS["application"]) if sp else None
     return _removal(made, present, write)
 
 
 def diff_application(made: Made, app: dict[str, Any] | None) -> Change:
-    """The application, only when the kit created it; one made by hand stays (without the kit's secrets)."""
+    """The application, only when the kit created it and it is still the one the records name (ID, client ID and
+    key), marked as the kit's; one made by hand stays (without the kit's secrets)."""
     present = None if app is None else {k: app.get(k) for k in ("id", "appId", "uniqueName", "displayName")}
-    if app is not None and _another(app, made):
-        return unchanged(made.resource, made.name, OTHER, present)
+    why = mismatch(made, app, ("id", "appId", "uniqueName")) if app is not None and not made.undone else ""
+    if why:
+        return refused(made, present or {}, why)
     write = Write("graph", "DELETE", f"/applications/{app['id']}", needs=NEEDS["application"]) if app else None
     return _removal(
         made,
@@ -405,22 +440,60 @@ def diff_application(made: Made, app: dict[str, Any] | None) -> Change:
 
 def diff_directory(proof: Proof, directory: Directory) -> list[Change]:
     """Every Entra ID item the records name, in the order they must go: secrets, consents, service principal,
-    application."""
+    application. Consents live on the service principal: when it is refused, so are they."""
+    sp = directory.sp
+    sp_made = proof.find("service principal")
+    sp_refused = mismatch(sp_made, sp, ("id", "appId")) if sp and sp_made and not sp_made.undone else ""
+
+    def on_sp(made: Made, diff: Callable[[], Change]) -> Change:
+        if not sp_refused or made.undone:
+            return diff()
+        return refused(made, {}, f"it is on a service principal that is not the one the records name ({sp_refused})")
+
     diffs: dict[str, Callable[[Made], Change]] = {
         "client secret": lambda m: diff_secret(m, directory.app),
-        "admin consent": lambda m: diff_mail_send(m, directory.sp, directory.assignments),
-        "tenant-wide consent": lambda m: diff_smtp_send_grant(m, directory.grants),
-        "service principal": lambda m: diff_service_principal(m, directory.sp),
+        "admin consent": lambda m: on_sp(m, lambda: diff_mail_send(m, sp, directory.assignments)),
+        "tenant-wide consent": lambda m: on_sp(m, lambda: diff_smtp_send_grant(m, directory.grants)),
+        "service principal": lambda m: diff_service_principal(m, sp),
         "application": lambda m: diff_application(m, directory.app),
     }
     return [diffs[resource](m) for resource in ENTRA for m in proof.of(resource)]
 
 
+NO_RECORD = "none: found by the kit's key and mark"
+
+
+def unrecorded(proof: Proof, directory: Directory, key: str) -> list[Made]:
+    """The kit's own application and service principal that no verified record names (a record lost, or a run
+    that left none): found by the kit's key and the mark the kit puts on what it creates, offered for removal."""
+    app, sp = directory.app, directory.sp
+    if app is None or app.get("uniqueName") != key or KIT_TAG not in (app.get("tags") or []):
+        return []
+    found = []
+    if not proof.of("application"):
+        ids = {k: app.get(k) for k in ("id", "appId", "uniqueName")}
+        found.append(Made("application", app["displayName"], True, None, ids, NO_RECORD))
+    marked_sp = sp is not None and sp.get("appId") == app.get("appId") and KIT_TAG in (sp.get("tags") or [])
+    if marked_sp and sp and not proof.of("service principal"):
+        found.append(Made("service principal", app["displayName"], True, None, {"id": sp["id"]}, NO_RECORD))
+    return found
+
+
 def remove_directory(step: Step, proof: Proof) -> pd.DataFrame:
-    """Read what Entra ID holds of what the kit made, then remove it (or, in a plan, say what would go)."""
-    if not proof.of(*ENTRA):
+    """Read what Entra ID holds of what the kit made, then remove it (or, in a plan, say what would go). The kit's
+    own objects that no record names are found by its key and mark, and removed too."""
+    if WORLDS[step.params.mode] is None:  # a replay: no tenant was changed, and none is read
         return changes_frame([])
-    applied = [step.executor.apply(change)[0] for change in diff_directory(proof, read_directory(step, proof))]
+    directory = read_directory(step, proof)
+    extra = unrecorded(proof, directory, step.params.application.key)
+    if extra:
+        proof.made.extend(extra)
+        proof.notes.append(
+            "Found by the kit's key and mark, with no verified record of their creation: "
+            + ", ".join(f"{m.resource} {m.name}" for m in extra)
+            + ". They are the kit's, so the teardown removes them too."
+        )
+    applied = [step.executor.apply(change)[0] for change in diff_directory(proof, directory)]
     return changes_frame(applied)
 
 

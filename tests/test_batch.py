@@ -39,7 +39,7 @@ def test_batch_validates_first_runs_the_rest_and_reruns_only_failures(tmp_path, 
     out = capsys.readouterr().out
     assert code == 1
     assert "invalid: " in out and "tenant:" in out and "[2/2]" in out
-    [batch_dir] = records.record_dirs(archive, batch.BATCHES)
+    [batch_dir] = sorted((archive / batch.BATCHES).iterdir())
     data = json.loads((batch_dir / "batch.json").read_text())
     by_tenant = {t["tenant"]: t for t in data["tenants"]}
     assert by_tenant["contoso"]["status"] == "ok" and by_tenant["contoso"]["writes"] == 4

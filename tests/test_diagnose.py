@@ -27,6 +27,11 @@ SAMPLE = {
 }
 
 
+def sample_code(kind: str, code: str) -> str:
+    """The code a sample message carries: the first code of an SMTP range entry (4.7.500 for 4.7.500-699)."""
+    return code.split("-")[0] if kind == "smtp" else code
+
+
 def from_vendor(url: str) -> bool:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -40,8 +45,8 @@ def test_every_entry_is_reachable_names_a_fixing_notebook_and_its_source(key):
     for each in (entry, *(variant for _, variant in entry.when)):
         assert each.notebook in FIXING and each.meaning and each.fix
         assert from_vendor(each.source), each.source
-    findings = diagnose.diagnose(SAMPLE[kind].format(code=code))
-    assert [(f.kind, f.code.removeprefix("AADSTS")) for f in findings][:1] == [(kind, code)]
+    findings = diagnose.diagnose(SAMPLE[kind].format(code=sample_code(kind, code)))
+    assert [(f.kind, f.code.removeprefix("AADSTS")) for f in findings][:1] == [(kind, sample_code(kind, code))]
     assert findings[0].source == entry.source
 
 
@@ -157,6 +162,178 @@ REAL_MESSAGES = {
         "04_webex_connect_email_app",
         "December 2026",
     ),
+    "sending mailbox full": (
+        "554 5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException."
+        "MapiExceptionShutoffQuotaExceeded; Failed to process message due to a permanent exception with message "
+        "[BeginDiagnosticData]",
+        "5.2.2",
+        "03_office365_mailbox",
+        "sending mailbox is full",
+    ),
+    "daily recipient limit": (
+        "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to "
+        "a permanent exception with message [BeginDiagnosticData]Cannot submit message.",
+        "5.2.0",
+        "03_office365_mailbox",
+        "10,000 recipients",
+    ),
+    "send as denied at submission": (
+        "554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to process "
+        "message due to a permanent exception with message Cannot submit message.",
+        "5.2.0",
+        "04_webex_connect_email_app",
+        "send as right",
+    ),
+    "concurrent connections": (
+        "432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more "
+        "information. [Hostname=DM4PR18MB4126.namprd18.prod.outlook.com]",
+        "4.3.2",
+        "03_office365_mailbox",
+        "three smtp auth connections",
+    ),
+    "recipient thread limit": (
+        "432 4.3.2 STOREDRV.Deliver; recipient thread limit exceeded",
+        "4.3.2",
+        "03_office365_mailbox",
+        "receiving too many messages",
+    ),
+    "bad outbound sender": (
+        "Remote Server returned '550 5.1.8 Access denied, bad outbound sender AS(42004)'",
+        "5.1.8",
+        "03_office365_mailbox",
+        "blocked from sending",
+    ),
+    "spam abuse": (
+        "Remote Server returned '550 5.7.501 Access denied, spam abuse detected. For more information please go to "
+        "http://go.microsoft.com/fwlink/?LinkId=526653'",
+        "5.7.501",
+        "03_office365_mailbox",
+        "banned",
+    ),
+    "banned sender": (
+        "550 5.7.503 Access denied, banned sender",
+        "5.7.503",
+        "03_office365_mailbox",
+        "banned",
+    ),
+    "recipient rejected": (
+        "550 5.7.504 [support@contoso.com]: Recipient address rejected: Access denied",
+        "5.7.504",
+        "03_office365_mailbox",
+        "recipient address was rejected",
+    ),
+    "tenant over threshold": (
+        "Remote Server returned '550 5.7.705 Access denied, tenant has exceeded threshold'",
+        "5.7.705",
+        "03_office365_mailbox",
+        "whole tenant is blocked",
+    ),
+    "unregistered domain": (
+        "550 5.7.750 Service unavailable. Client blocked from sending from unregistered domains.",
+        "5.7.750",
+        "03_office365_mailbox",
+        "unregistered domains",
+    ),
+    "graylisted": (
+        "451 4.7.500 Server busy. Please try again later from [198.51.100.7]. (S77719)",
+        "4.7.500",
+        "03_office365_mailbox",
+        "temporary refusal",
+    ),
+    "missing service principal": (
+        '{"error":"invalid_client","error_description":"AADSTS7000229: The client application '
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6 is missing service principal in the tenant "
+        "aaaabbbb-0000-cccc-1111-dddd2222eeee. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119 "
+        'Trace ID: 0000aaaa-11bb-cccc-dd22-eeeeee333333","error_codes":[7000229]}',
+        "AADSTS7000229",
+        "02_azure_app_registration",
+        "no service principal",
+    ),
+    "account not in the tenant": (
+        "AADSTS50034: The user account support@contoso.com does not exist in the contoso.onmicrosoft.com directory. "
+        "To sign into this application, the account must be added to the directory.",
+        "AADSTS50034",
+        "04_webex_connect_email_app",
+        "does not exist in this tenant",
+    ),
+    "locked account": (
+        "AADSTS50053: The account is locked, you've tried to sign in too many times with an incorrect user ID or "
+        "password.",
+        "AADSTS50053",
+        "04_webex_connect_email_app",
+        "smart lockout",
+    ),
+    "malicious IP": (
+        "AADSTS50053: Sign-in was blocked because it came from an IP address with malicious activity.",
+        "AADSTS50053",
+        "04_webex_connect_email_app",
+        "ip address",
+    ),
+    "device not compliant": (
+        "AADSTS53000: Device is not in required device state: compliant. Conditional Access policy requires a "
+        "compliant device, and the device is not compliant. The user must enroll their device with an approved MDM "
+        "provider like Intune.",
+        "AADSTS53000",
+        "02_azure_app_registration",
+        "compliant",
+    ),
+    "external challenge": (
+        "AADSTS50158: External security challenge not satisfied. User will be redirected to another page or "
+        "authentication provider to satisfy additional authentication challenges.",
+        "AADSTS50158",
+        "04_webex_connect_email_app",
+        "external security challenge",
+    ),
+    "resource disabled": (
+        "AADSTS500014: The service principal for resource '00000002-0000-0ff1-ce00-000000000000' is disabled. This "
+        "indicate that a subscription within the tenant has lapsed, or that the administrator for this tenant has "
+        "disabled the application, preventing tokens from being issued for it.",
+        "AADSTS500014",
+        "02_azure_app_registration",
+        "is disabled",
+    ),
+    "misconfigured application": (
+        "AADSTS65005: The app requested consent to access resource Office 365 Exchange Online. This request failed "
+        "because it does not match how the app was pre-configured during app registration. Contact the app vendor.",
+        "AADSTS65005",
+        "02_azure_app_registration",
+        "api permissions",
+    ),
+    "invalid resource": (
+        "AADSTS650057: Invalid resource. The client has requested access to a resource which is not listed in the "
+        "requested permissions in the client's application registration. Client app ID: "
+        "3fa85f64-5717-4562-b3fc-2c963f66afa6(Webex Connect Email). Resource value from request: "
+        "https://outlook.office.com. Resource app ID: 00000002-0000-0ff1-ce00-000000000000.",
+        "AADSTS650057",
+        "02_azure_app_registration",
+        "not among the application's requested permissions",
+    ),
+    "missing parameter": (
+        "AADSTS900144: The request body must contain the following parameter: 'client_id'.",
+        "AADSTS900144",
+        "04_webex_connect_email_app",
+        "lacked a parameter",
+    ),
+    "need admin approval": (
+        "AADSTS90094: Need admin approval. The grant requires admin permission.",
+        "AADSTS90094",
+        "02_azure_app_registration",
+        "need admin approval",
+    ),
+    "secrets blocked by policy": (
+        '{"error":{"code":"CredentialTypeNotAllowedAsPerAppPolicy","message":"Credential type not allowed as per '
+        'assigned policy.","innerError":{"date":"2026-11-29T10:00:00","request-id":"1"}}}',
+        "CredentialTypeNotAllowedAsPerAppPolicy",
+        "02_azure_app_registration",
+        "passwordaddition",
+    ),
+    "secret lifetime over policy": (
+        '{"error":{"code":"CredentialInvalidLifetimeAsPerAppPolicy","message":"Credential lifetime exceeds the max '
+        'value allowed as per assigned policy."}}',
+        "CredentialInvalidLifetimeAsPerAppPolicy",
+        "02_azure_app_registration",
+        "passwordlifetime",
+    ),
 }
 
 
@@ -200,6 +377,96 @@ def test_variants_refine_by_the_words_around_the_code():
     assert tenant[0].notebook == defaults[0].notebook == "03_office365_mailbox"
     assert "security defaults" in defaults[0].meaning and "security defaults" not in tenant[0].meaning
     assert defaults[0].source.endswith("/security-defaults") and tenant[0].source != defaults[0].source
+
+
+def test_5_2_2_at_submission_is_the_sending_mailbox_full_and_a_recipients_only_when_the_ndr_says_so():
+    sending = diagnose.diagnose(REAL_MESSAGES["sending mailbox full"][0])[0]
+    recipient = diagnose.diagnose(REAL_MESSAGES["mailbox full"][0])[0]
+    bare = diagnose.diagnose("550 5.2.2 the server said no")[0]
+    for finding in (sending, bare):
+        assert "sending mailbox is full" in finding.meaning and "Sent Items" in finding.meaning
+        assert "recipient" not in finding.meaning
+        assert finding.source.endswith("/send-emails/smtp-submission-improvements")
+    assert "recipient's mailbox is full" in recipient.meaning and "sending" not in recipient.meaning
+    quota = diagnose.diagnose(REAL_MESSAGES["submission quota"][0])[0]
+    assert "5.2.0" in quota.meaning
+
+
+def test_5_7_3_does_not_blame_smtp_auth_being_off():
+    [finding] = diagnose.diagnose("535 5.7.3 Authentication unsuccessful [SN4PR0601CA0002.namprd06.prod.outlook.com]")
+    assert finding.notebook == "04_webex_connect_email_app" and "SMTP AUTH" not in finding.meaning
+    assert "step 3" not in finding.fix and "Scope" in finding.fix
+
+
+#: Exchange's documented 5.7.139 replies -> (notebook, words of the meaning, the end of the source's address)
+REPLIES_5_7_139 = {
+    "SmtpClientAuthentication is disabled for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more "
+    "information.": ("03_office365_mailbox", "on this mailbox itself", "/authenticated-client-smtp-submission"),
+    "SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more "
+    "information.": ("03_office365_mailbox", "tenant-wide", "/authenticated-client-smtp-submission"),
+    "user is locked by your organization's security defaults policy. Contact your administrator.": (
+        "03_office365_mailbox",
+        "security defaults are on",
+        "/security-defaults",
+    ),
+    "the request did not meet the criteria to be authenticated successfully. Contact your administrator.": (
+        "02_azure_app_registration",
+        "conditional access",
+        "/troubleshoot-conditional-access",
+    ),
+    "basic authentication is disabled.": (
+        "04_webex_connect_email_app",
+        "basic authentication",
+        "/disable-basic-authentication-in-exchange-online",
+    ),
+}
+
+
+@pytest.mark.parametrize("reply", sorted(REPLIES_5_7_139))
+def test_each_documented_5_7_139_reply_has_its_own_meaning(reply):
+    notebook, words, source = REPLIES_5_7_139[reply]
+    [finding] = diagnose.diagnose(f"535 5.7.139 Authentication unsuccessful, {reply} [DM6PR04CA0010.outlook.com]")
+    assert finding.notebook == notebook and finding.source.endswith(source)
+    assert words in finding.meaning.lower()
+    others = [diagnose.diagnose(f"535 5.7.139 Authentication unsuccessful, {r}")[0].meaning for r in REPLIES_5_7_139]
+    assert others.count(finding.meaning) == 1
+
+
+def test_basic_authentication_disabled_is_fixed_by_oauth_not_by_enabling_smtp_auth():
+    [finding] = diagnose.diagnose("535 5.7.139 Authentication unsuccessful, basic authentication is disabled.")
+    assert "OAuth 2.0" in finding.fix and "is not the fix" in finding.fix
+    assert not finding.fix.lower().startswith("enable authenticated smtp")
+
+
+def test_offline_access_needs_consent_on_microsoft_graph_too():
+    [finding] = diagnose.diagnose(
+        "scope=offline_access https://outlook.office.com/SMTP.Send error=invalid_grant AADSTS65001: The user or "
+        "administrator has not consented to use the application with ID '3fa85f64-5717-4562-b3fc-2c963f66afa6'."
+    )
+    assert finding.notebook == "02_azure_app_registration" and "Microsoft Graph" in finding.meaning
+    assert "consent: admin" in finding.fix and "offline_access on Microsoft Graph" in finding.fix
+    assert finding.source.endswith("/configure-permission-classifications")
+
+
+@pytest.mark.parametrize("code", ["90094", "65001"])
+def test_consent_refused_at_generate_token_gives_webexs_own_instruction(code):
+    [finding] = diagnose.diagnose(f"Generate Token failed: AADSTS{code}: the grant requires admin permission.")
+    assert finding.notebook == "04_webex_connect_email_app" and from_vendor(finding.source)
+    assert "webexconnect.io" in finding.source and "explicitly review" in finding.fix
+    assert "consent: admin" in finding.fix
+
+
+def test_an_smtp_range_entry_covers_its_codes_and_a_code_of_its_own_wins(monkeypatch):
+    ranged = knowledge.lookup("smtp", "4.7.500-699")
+    assert ranged is not None and ranged.source.endswith("/fix-error-code-451-4-7-500-699-asxxx-in-exchange-online")
+    assert knowledge.lookup("smtp", "4.7.500") is ranged and knowledge.lookup("smtp", "4.7.699") is ranged
+    assert knowledge.lookup("smtp", "4.7.499") is None and knowledge.lookup("smtp", "4.7.700") is None
+    assert knowledge.lookup("smtp", "5.7.512") is None and knowledge.lookup("aadsts", "4.7.512") is None
+    own = GOOD.removeprefix("smtp:\n")
+    parsed = knowledge.parse(GOOD.replace("  5.2.2:", "  5.2.0-9:").replace("meaning: quota", "meaning: range") + own)
+    monkeypatch.setattr(knowledge, "entries", lambda: parsed)
+    assert knowledge.lookup("smtp", "5.2.2").meaning == "quota" and knowledge.lookup("smtp", "5.2.7").meaning == "range"
+    assert diagnose.diagnose("452 5.2.9 over quota")[0].code == "5.2.9"
 
 
 def test_unknown_text_is_not_recognized_and_says_what_to_collect():
@@ -313,6 +580,7 @@ def test_a_variant_without_its_own_source_cites_its_entrys():
         ),
         (("      - contains: [mailbox full]\n", "      - contains: []\n"), "contains must be a non-empty list"),
         (("smtp:", "sntp:"), "sntp: not a kind of code"),
+        (("  5.2.2:", "  4.7.699-500:"), "smtp 4.7.699-500: not a range of codes"),
     ],
 )
 def test_a_bad_entry_fails_loading_and_is_named(change, named):

@@ -263,7 +263,7 @@ def test_the_batch_option_rotates_only_the_tenant_whose_secret_expires_soon(tmp_
     out = capsys.readouterr().out
     assert code == 0, out
     assert len(soon) == 2 and [s.hint for s in late] == ["New"]
-    [batch_dir] = records.record_dirs(archive, batch.BATCHES)
+    [batch_dir] = sorted((archive / batch.BATCHES).iterdir())
     by_tenant = {t["tenant"]: t for t in json.loads((batch_dir / "batch.json").read_text())["tenants"]}
     assert by_tenant["soon"]["status"] == "ok" and by_tenant["soon"]["writes"] == 1
     assert by_tenant["later"]["status"] == "skipped" and by_tenant["later"]["writes"] == 0

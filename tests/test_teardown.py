@@ -3,6 +3,7 @@ down and torn down again; what the kit did not make stays. And the ledger the re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook_lib import journal, params, registry, runner, secrets, teardown
+from runbook_lib import integrity, journal, params, records, registry, runner, secrets, teardown
 from runbook_lib.changes import Change
 from runbook_lib.sandbox import state
 
@@ -236,7 +237,8 @@ def test_the_ledger_starts_afresh_after_a_teardown_and_tells_created_from_change
 
 def write_record(
     archive: Path, tenant: str, stamp: str, mode: str, tenant_id: str, changes: list[Change], **parameters: Any
-) -> None:
+) -> Path:
+    """A sealed record of a run that made ``changes``, as the runner seals one."""
     folder = archive / tenant / stamp
     folder.mkdir(parents=True)
     log = journal.Journal(folder / journal.JOURNAL_FILE)
@@ -245,6 +247,10 @@ def write_record(
         log.append("step", step=name, event="started")
     for c in changes:
         log.append("change", step=registry.APP_REGISTRATION, change=c.as_dict())
+    entries = journal.read(log.path)
+    steps = records.steps_from_journal(entries)
+    records.seal(folder, records.manifest_for(entries[0], steps, entries, status="ok", finished="2026-01-01"))
+    return folder
 
 
 @pytest.mark.parametrize(
@@ -291,3 +297,76 @@ def test_a_step_3_applied_by_its_script_is_left_with_a_note(tmp_path, monkeypatc
     proof = teardown.read_records(step, str(tmp_path))  # type: ignore[arg-type]
     assert bool(proof.notes) is noted
     assert not noted or "20260101T000000Z: step 3 was applied by its PowerShell script" in repr(proof)
+
+
+def forge(record: Path, app: dict[str, Any], *, reseal: bool, key: str | None = None) -> None:
+    """Point the record's application at ``app`` (a forger's edit of after.id / appId, and of the key if given);
+    ``reseal``: write the manifest and seal again, as anyone able to write the archive can for an unsigned record."""
+    integrity.make_writable(record)
+    lines = []
+    for entry in journal.read(record / journal.JOURNAL_FILE):
+        if entry.get("kind") == "change" and entry["change"]["resource"] == "application":
+            entry["change"]["after"].update(id=app["id"], appId=app["appId"], **({"uniqueName": key} if key else {}))
+        lines.append(json.dumps(entry))
+    (record / journal.JOURNAL_FILE).write_text("\n".join(lines) + "\n")
+    if reseal:
+        (record / integrity.SEAL).unlink()
+        manifest = json.loads((record / integrity.MANIFEST).read_text())
+        manifest["files"] = integrity.file_hashes(record)
+        (record / integrity.MANIFEST).write_text(json.dumps(manifest, indent=2))
+        integrity.seal(record)
+
+
+def test_a_tampered_record_is_not_read_and_the_kits_own_objects_are_found_by_their_mark(tmp_path, kernel):
+    trainee = Trainee(tmp_path, kernel, "teardown-tampered", seed())
+    configured = trainee.run(CONFIGURE)
+    assert configured.ok
+    hr = next(a for a in trainee.tenant.applications if a["displayName"] == "HR portal")
+    forge(configured.record, hr, reseal=False)
+
+    _, changes = trainee.teardown()
+    outcome = {c.resource: (c.action, c.summary) for c in changes}
+    assert outcome["application"][0] == "removed" and outcome["service principal"][0] == "removed"
+    tenant = trainee.tenant
+    assert [a["displayName"] for a in tenant.applications] == ["HR portal"]  # made by hand: stays
+    record = records.record_dirs(trainee.archive, trainee.name)[-1]
+    page = (record / f"{registry.TEARDOWN}.ipynb").read_text()
+    assert f"Record {configured.record.name} was not read: it does not verify" in page
+    assert "Found by the kit's key and mark, with no verified record of their creation" in page
+
+
+@pytest.mark.parametrize("key", [None, "payroll-connector"], ids=["same key", "key edited too"])
+def test_a_forged_and_resealed_record_never_removes_an_application_made_by_hand(tmp_path, kernel, key):
+    trainee = Trainee(tmp_path, kernel, "teardown-forged", seed())
+    configured = trainee.run(CONFIGURE)
+    assert configured.ok
+    hr = next(a for a in trainee.tenant.applications if a["displayName"] == "HR portal")
+    forge(configured.record, hr, reseal=True, key=key)
+    assert integrity.verify(configured.record) == []  # unsigned: the forgery verifies; the tenant is checked
+
+    result, changes = trainee.teardown()
+    outcome = {c.resource: (c.action, c.summary) for c in changes}
+    assert outcome["application"][0] == "unchanged" and outcome["application"][1].startswith("refused")
+    assert "HR portal" in [a["displayName"] for a in trainee.tenant.applications]
+    assert trainee.tenant.service_principal(hr["appId"]) is not None
+    assert not any(c.resource == "application" and c.action == "removed" for s in result.steps for c in s.changes)
+
+
+def test_a_fabricated_folder_holding_only_a_journal_removes_nothing_made_by_hand(tmp_path, kernel):
+    """The runner seals it first, as it seals a killed run's record; its word is then checked against the tenant."""
+    trainee = Trainee(tmp_path, kernel, "teardown-fabricated", seed())
+    assert trainee.run(CONFIGURE).ok
+    hr = next(a for a in trainee.tenant.applications if a["displayName"] == "HR portal")
+    folder = trainee.archive / trainee.name / "20300101T000000Z"
+    folder.mkdir()
+    log = journal.Journal(folder / journal.JOURNAL_FILE)
+    log.append("run", tenant=trainee.name, tenant_id=trainee.raw["tenant_id"], mode="sandbox", parameters={})
+    log.append("step", step=registry.APP_REGISTRATION, event="started")
+    created = Change("application", "Payroll", "created", "create", None, {"id": hr["id"], "appId": hr["appId"]})
+    log.append("change", step=registry.APP_REGISTRATION, change=created.as_dict())
+
+    _, changes = trainee.teardown()
+    assert "HR portal" in [a["displayName"] for a in trainee.tenant.applications]
+    payroll = next(c for c in changes if c.name == "Payroll")
+    assert payroll.action == "unchanged" and payroll.summary.startswith("refused")
+    assert [c.action for c in changes if c.resource == "application" and c.name != "Payroll"] == ["removed"]

@@ -286,6 +286,7 @@ class SimulatedTenant:
             "uniqueName": None,
             "signInAudience": "AzureADMyOrg",
             "isFallbackPublicClient": None,
+            "tags": [],
             "publicClient": {"redirectUris": []},
             "passwordCredentials": [],
             "requiredResourceAccess": [],
@@ -304,6 +305,7 @@ class SimulatedTenant:
             "appId": app["appId"],
             "displayName": app["displayName"],
             "appRoleAssignmentRequired": False,
+            "tags": [],
             "appRoles": [],
             "oauth2PermissionScopes": [],
         }
