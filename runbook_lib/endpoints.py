@@ -22,6 +22,11 @@ HOST_FIELDS = ("authority_host", "graph_url", "exchange_url", "smtp_host", "smtp
 
 #: Office 365 Exchange Online's well-known application (resource) ID, the same in every cloud.
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+#: Microsoft Graph's well-known application (resource) ID, the same in every cloud.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+#: OpenID Connect's scopes: Microsoft Graph's delegated permissions, consented like any other (Learn: "Configure
+#: permission classifications")
+OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,26 @@ class Endpoints:
     @property
     def smtp_scope(self) -> str:
         return f"{self.smtp_scope_resource}/SMTP.Send"
+
+    @property
+    def generate_token_scope(self) -> str:
+        """The Scope Webex Connect's Generate Token asks for: SMTP.Send, and a refresh token (offline_access)."""
+        return f"offline_access {self.smtp_scope}"
+
+    def delegated_permissions(self, scope: str) -> list[tuple[str, str]]:
+        """Each delegated permission a scope parameter asks for, as (resource application ID, permission): OpenID
+        Connect's scopes and bare names are Microsoft Graph's; a URL names its resource (Exchange Online's SMTP
+        resource, Graph's, or Exchange's admin resource). Consent must cover every one of them."""
+        resources = {
+            self.graph_resource: GRAPH_APP_ID,
+            self.exchange_resource: EXCHANGE_APP_ID,
+            self.smtp_scope_resource: EXCHANGE_APP_ID,
+        }
+        found = []
+        for item in scope.split():
+            resource, _, name = item.rpartition("/") if "://" in item else (self.graph_resource, "/", item)
+            found.append((resources.get(resource.rstrip("/"), resource), name))
+        return found
 
     def graph_scope(self, name: str) -> str:
         return f"{self.graph_resource}/{name}"

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import client_secrets, registry, secrets
-from .changes import Change, Confirm, Write, unchanged
-from .endpoints import EXCHANGE_APP_ID
+from .changes import Change, Confirm, Write, changes_frame, unchanged
+from .endpoints import EXCHANGE_APP_ID, GRAPH_APP_ID
 from .errors import StepFailed
 from .graph import key_segment, odata_quote
 from .results import SecretFacts
@@ -60,75 +60,104 @@ NEEDS = {
 }
 
 
-# --- Exchange Online's permissions ----------------------------------------------------------------
+# --- the permissions, looked up by name -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ExchangeOnline:
-    """Office 365 Exchange Online's service principal in this tenant, and the permission IDs we need."""
+class Delegated:
+    """One delegated permission Webex Connect's Generate Token asks the mailbox user for, on its resource."""
 
-    sp_id: str
+    resource: str  # the resource's name, as the portal shows it
+    resource_app_id: str
+    sp_id: str  # the resource's service principal in this tenant: where a grant of it is made
+    value: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """The permission IDs the application declares, resolved by name in this tenant: Exchange Online's Mail.Send
+    (application) and every delegated permission of Generate Token's Scope: SMTP.Send on Exchange Online, and
+    offline_access, which is Microsoft Graph's and needs consent like any other."""
+
+    sp_id: str  # Office 365 Exchange Online's service principal
     mail_send_role: str
-    smtp_send_scope: str
+    delegated: tuple[Delegated, ...]
+
+    @property
+    def smtp_send_scope(self) -> str:
+        return next(d.id for d in self.delegated if d.value == SMTP_SEND)
+
+    def rows(self) -> dict[str, str]:
+        return {
+            "Office 365 Exchange Online service principal": self.sp_id,
+            "Mail.Send (application permission, Exchange Online) ID": self.mail_send_role,
+            **{f"{d.value} (delegated permission, {d.resource}) ID": d.id for d in self.delegated},
+        }
 
     def _repr_html_(self) -> str:
-        return pd.DataFrame(
-            {
-                "value": {
-                    "Office 365 Exchange Online service principal": self.sp_id,
-                    "Mail.Send (application permission) ID": self.mail_send_role,
-                    "SMTP.Send (delegated permission) ID": self.smtp_send_scope,
-                }
-            }
-        ).to_html()
+        return pd.DataFrame({"value": self.rows()}).to_html()
 
     def __repr__(self) -> str:
-        return (
-            f"Exchange Online service principal {self.sp_id}: Mail.Send is {self.mail_send_role}, "
-            f"SMTP.Send is {self.smtp_send_scope}"
-        )
+        return "\n".join(f"{name}: {value}" for name, value in self.rows().items())
 
 
-def exchange_online(step: Step) -> ExchangeOnline:
-    """Resolve Mail.Send and SMTP.Send by name (never hard-coded GUIDs)."""
+#: the resources a permission of the kit's may be on, by application ID, with their names
+RESOURCES = {EXCHANGE_APP_ID: "Office 365 Exchange Online", GRAPH_APP_ID: "Microsoft Graph"}
+
+
+def _resource_sp(step: Step, app_id: str) -> dict[str, Any]:
     sp = step.graph.get(
-        f"/servicePrincipals(appId={key_segment(EXCHANGE_APP_ID)})",
+        f"/servicePrincipals(appId={key_segment(app_id)})",
         params={"$select": "id,appId,displayName,appRoles,oauth2PermissionScopes"},
         missing_ok=True,
     )
-    if sp is None:
+    if sp is None and app_id == EXCHANGE_APP_ID:
         raise StepFailed(
             "this tenant has no Office 365 Exchange Online service principal, which means it has "
             "no Exchange Online licence: there is no mailbox service to send mail through",
             fix="add an Exchange Online (or Microsoft 365) licence to the tenant, then run step 2 again",
             step=STEP,
         )
-    role = next(
-        (
-            r["id"]
-            for r in sp.get("appRoles", [])
-            if r.get("value") == MAIL_SEND
-            and "Application" in r.get("allowedMemberTypes", [])
-            and r.get("isEnabled", True)
-        ),
-        None,
-    )
-    scope = next(
-        (
-            s["id"]
-            for s in sp.get("oauth2PermissionScopes", [])
-            if s.get("value") == SMTP_SEND and s.get("isEnabled", True)
-        ),
-        None,
-    )
-    if not role or not scope:
-        missing = " and ".join(n for n, v in ((MAIL_SEND, role), (SMTP_SEND, scope)) if not v)
+    if sp is None:
         raise StepFailed(
-            f"Exchange Online's service principal does not offer {missing}",
+            f"this tenant has no service principal of {RESOURCES.get(app_id, app_id)}",
+            fix="open a Microsoft support case: every tenant has it",
+            step=STEP,
+        )
+    return sp
+
+
+def _enabled(items: list[dict[str, Any]], value: str, member: str | None = None) -> str | None:
+    return next(
+        (
+            i["id"]
+            for i in items
+            if i.get("value") == value
+            and i.get("isEnabled", True)
+            and (member is None or member in i.get("allowedMemberTypes", []))
+        ),
+        None,
+    )
+
+
+def permissions(step: Step) -> Permissions:
+    """Resolve Mail.Send and every permission of Generate Token's Scope by name on their resources' service
+    principals (never hard-coded GUIDs)."""
+    wanted = step.endpoints.delegated_permissions(step.endpoints.generate_token_scope)
+    sps = {app_id: _resource_sp(step, app_id) for app_id in dict.fromkeys([EXCHANGE_APP_ID, *(a for a, _ in wanted)])}
+    role = _enabled(sps[EXCHANGE_APP_ID].get("appRoles", []), MAIL_SEND, "Application")
+    found = [(a, v, _enabled(sps[a].get("oauth2PermissionScopes", []), v)) for a, v in wanted]
+    missing = [f"{v} on {RESOURCES.get(a, a)}" for a, v, pid in found if not pid]
+    missing += [] if role else [f"{MAIL_SEND} on {RESOURCES[EXCHANGE_APP_ID]}"]
+    if missing:
+        raise StepFailed(
+            f"the tenant's service principals do not offer {' and '.join(missing)}",
             fix="check the tenant's Exchange Online service; open a Microsoft support case",
             step=STEP,
         )
-    return ExchangeOnline(sp["id"], role, scope)
+    delegated = tuple(Delegated(RESOURCES.get(a, a), a, sps[a]["id"], v, str(pid)) for a, v, pid in found)
+    return Permissions(sps[EXCHANGE_APP_ID]["id"], str(role), delegated)
 
 
 # --- user consent -----------------------------------------------------------------------------
@@ -158,8 +187,8 @@ def user_consent(step: Step) -> UserConsent:
         return UserConsent(
             "any app",
             True,
-            "users may consent to any application: the mailbox user can "
-            "consent to SMTP.Send when Webex Connect's Generate Token asks",
+            "users may consent to any application: the mailbox user can consent to SMTP.Send and "
+            "offline_access when Webex Connect's Generate Token asks",
         )
     if mine:
         return UserConsent(
@@ -171,8 +200,8 @@ def user_consent(step: Step) -> UserConsent:
     return UserConsent(
         "off",
         False,
-        "user consent is turned off: the mailbox user cannot consent at Generate "
-        "Token, so an administrator must grant tenant-wide consent for SMTP.Send",
+        "user consent is turned off: the mailbox user cannot consent at Generate Token, so an administrator "
+        "must grant tenant-wide consent for SMTP.Send (Exchange Online) and offline_access (Microsoft Graph)",
     )
 
 
@@ -181,8 +210,8 @@ def require_consent_path(step: Step, consent: UserConsent) -> None:
     if step.params.consent == "user" and consent.mailbox_user_can_consent is False:
         raise StepFailed(
             f"consent mode is 'user' but {consent.explanation}",
-            fix="set `consent: admin` in the parameters (the kit then grants tenant-wide consent for "
-            "SMTP.Send), or allow user consent under Enterprise applications > Consent and permissions",
+            fix="set `consent: admin` in the parameters (the kit then grants tenant-wide consent for SMTP.Send "
+            "and offline_access), or allow user consent under Enterprise applications > Consent and permissions",
             step=STEP,
         )
 
@@ -192,14 +221,17 @@ def require_consent_path(step: Step, consent: UserConsent) -> None:
 
 @dataclass(frozen=True)
 class DesiredApp:
-    """What the application must be: named, keyed, with the callback URL and Exchange Online's permissions
-    (``access``), and without those ``application.mail_send`` rules out (``absent``)."""
+    """What the application must be: named, keyed, with the callback URL and the permissions it declares
+    (``access``: each a resource's application ID, a permission ID and "Role" or "Scope"), and without those
+    ``application.mail_send`` rules out (``absent``)."""
 
     display_name: str
     unique_name: str
     callback_url: str
-    access: tuple[tuple[str, str], ...]  # (permission ID, "Role" | "Scope") on Exchange Online
-    absent: tuple[tuple[str, str], ...] = ()
+    access: tuple[tuple[str, str, str], ...]
+    absent: tuple[tuple[str, str, str], ...] = ()
+    #: what ``access`` declares, in words, for the change's summary
+    described: str = ""
 
 
 def tenant_wide_mail_send(step: Step) -> bool:
@@ -208,18 +240,24 @@ def tenant_wide_mail_send(step: Step) -> bool:
     return step.params.application.mail_send == "tenant"
 
 
-def desired_application(step: Step, exo: ExchangeOnline) -> DesiredApp:
-    """Mail.Send is requested only with ``mail_send: tenant``; otherwise it is taken off the list, so that
-    nobody's later "Grant admin consent" in the portal brings tenant-wide Mail.Send back."""
+def desired_application(step: Step, perms: Permissions) -> DesiredApp:
+    """Every delegated permission of Generate Token's Scope (SMTP.Send on Exchange Online, offline_access on
+    Microsoft Graph), and Mail.Send only with ``mail_send: tenant``; otherwise Mail.Send is taken off the list, so
+    that nobody's later "Grant admin consent" in the portal brings tenant-wide Mail.Send back."""
     app = step.params.application
-    mail_send, smtp_send = (exo.mail_send_role, "Role"), (exo.smtp_send_scope, "Scope")
+    mail_send = (EXCHANGE_APP_ID, perms.mail_send_role, "Role")
+    delegated = tuple((d.resource_app_id, d.id, "Scope") for d in perms.delegated)
     wanted = tenant_wide_mail_send(step)
+    scopes = ", ".join(f"{d.value} on {d.resource}" for d in perms.delegated)
     return DesiredApp(
         app.display_name,
         app.key,
         step.params.webex.callback_url,
-        (mail_send, smtp_send) if wanted else (smtp_send,),
+        (mail_send, *delegated) if wanted else delegated,
         () if wanted else (mail_send,),
+        f"Mail.Send (application) on Exchange Online and the delegated {scopes}"
+        if wanted
+        else f"the delegated {scopes} only, without tenant-wide Mail.Send (application)",
     )
 
 
@@ -287,20 +325,21 @@ def require_application(step: Step, purpose: str) -> dict[str, Any]:
     return app
 
 
-def _access(desired: DesiredApp) -> list[dict[str, str]]:
-    return [{"id": pid, "type": kind} for pid, kind in desired.access]
-
-
 def _merged_access(current: list[dict[str, Any]], desired: DesiredApp) -> list[dict[str, Any]]:
-    """requiredResourceAccess with ours added to Exchange Online's entry; every other entry kept as is."""
+    """requiredResourceAccess with ours added to each resource's entry (Exchange Online's, Microsoft Graph's) and
+    what ``absent`` names taken out; every other entry and permission kept as is."""
     merged = [dict(entry, resourceAccess=list(entry.get("resourceAccess", []))) for entry in current]
-    entry = next((e for e in merged if e.get("resourceAppId") == EXCHANGE_APP_ID), None)
-    if entry is None:
-        entry = {"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": []}
-        merged.append(entry)
-    entry["resourceAccess"] = [a for a in entry["resourceAccess"] if (a["id"], a["type"]) not in desired.absent]
-    have = {(a["id"], a["type"]) for a in entry["resourceAccess"]}
-    entry["resourceAccess"] += [a for a in _access(desired) if (a["id"], a["type"]) not in have]
+    for resource in dict.fromkeys(r for r, _, _ in desired.access + desired.absent):
+        entry = next((e for e in merged if e.get("resourceAppId") == resource), None)
+        if entry is None:
+            entry = {"resourceAppId": resource, "resourceAccess": []}
+            merged.append(entry)
+        absent = {(pid, kind) for r, pid, kind in desired.absent if r == resource}
+        entry["resourceAccess"] = [a for a in entry["resourceAccess"] if (a["id"], a["type"]) not in absent]
+        have = {(a["id"], a["type"]) for a in entry["resourceAccess"]}
+        entry["resourceAccess"] += [
+            {"id": pid, "type": kind} for r, pid, kind in desired.access if r == resource and (pid, kind) not in have
+        ]
     return merged
 
 
@@ -313,7 +352,7 @@ def _create_body(desired: DesiredApp) -> dict[str, Any]:
             "redirectUris": [desired.callback_url],
             "implicitGrantSettings": {"enableAccessTokenIssuance": True, "enableIdTokenIssuance": False},
         },
-        "requiredResourceAccess": [{"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": _access(desired)}],
+        "requiredResourceAccess": _merged_access([], desired),
     }
 
 
@@ -340,11 +379,7 @@ def _patch_body(app: dict[str, Any], desired: DesiredApp) -> tuple[dict[str, Any
     merged = _merged_access(access, desired)
     if merged != access:
         patch["requiredResourceAccess"] = merged
-        why.append(
-            "add Exchange Online Mail.Send (application) and SMTP.Send (delegated) permissions"
-            if not desired.absent
-            else "request Exchange Online SMTP.Send (delegated) only, without tenant-wide Mail.Send (application)"
-        )
+        why.append(f"declare {desired.described}")
     return patch, why
 
 
@@ -356,7 +391,7 @@ def diff_application(current: dict[str, Any] | None, desired: DesiredApp) -> Cha
             "application",
             desired.display_name,
             "planned",
-            "create with redirect URI, implicit-grant access tokens and Exchange Online permissions",
+            f"create with redirect URI, implicit-grant access tokens and {desired.described}",
             None,
             {"uniqueName": desired.unique_name, **body},
             Write(
@@ -397,10 +432,10 @@ def diff_application(current: dict[str, Any] | None, desired: DesiredApp) -> Cha
 
 
 def ensure_application(
-    step: Step, exo: ExchangeOnline, current: dict[str, Any] | None
+    step: Step, perms: Permissions, current: dict[str, Any] | None
 ) -> tuple[Change, dict[str, Any] | None]:
     """Create the application in one request, or patch what differs; returns the change and the app."""
-    desired = desired_application(step, exo)
+    desired = desired_application(step, perms)
     change, answer = step.executor.apply(diff_application(current, desired))
     if change.action == "planned":
         return change, current
@@ -481,14 +516,14 @@ def ensure_service_principal(
 
 
 def diff_mail_send_consent(
-    sp_id: str | None, assignments: list[dict[str, Any]], exo: ExchangeOnline, *, wanted_granted: bool = True
+    sp_id: str | None, assignments: list[dict[str, Any]], perms: Permissions, *, wanted_granted: bool = True
 ) -> Change:
     """Admin consent for the Mail.Send application permission: an app role assignment on our service principal.
     Not wanted (``application.mail_send`` scoped or none), one found is removed: tenant-wide, it would let the
     application send as any mailbox whatever Exchange's scope says."""
-    wanted = {"principalId": sp_id or "(new)", "resourceId": exo.sp_id, "appRoleId": exo.mail_send_role}
+    wanted = {"principalId": sp_id or "(new)", "resourceId": perms.sp_id, "appRoleId": perms.mail_send_role}
     found = next(
-        (a for a in assignments if a.get("resourceId") == exo.sp_id and a.get("appRoleId") == exo.mail_send_role),
+        (a for a in assignments if a.get("resourceId") == perms.sp_id and a.get("appRoleId") == perms.mail_send_role),
         None,
     )
     if not wanted_granted:
@@ -518,7 +553,7 @@ def diff_mail_send_consent(
         else Write(
             "graph",
             "POST",
-            f"/servicePrincipals/{exo.sp_id}/appRoleAssignedTo",
+            f"/servicePrincipals/{perms.sp_id}/appRoleAssignedTo",
             wanted,
             retry_codes=REPLICATION_CODES,
             needs=NEEDS["admin consent"],
@@ -527,7 +562,7 @@ def diff_mail_send_consent(
                 "graph",
                 "GET",
                 f"/servicePrincipals/{sp_id}/appRoleAssignments",
-                {"resourceId": exo.sp_id, "appRoleId": exo.mail_send_role},
+                {"resourceId": perms.sp_id, "appRoleId": perms.mail_send_role},
             ),
         )
     )
@@ -539,12 +574,12 @@ def role_assignments(step: Step, sp_id: str | None) -> list[dict[str, Any]]:
     return step.graph.get_all(f"/servicePrincipals/{sp_id}/appRoleAssignments") if sp_id else []
 
 
-def ensure_mail_send_consent(step: Step, sp: dict[str, Any] | None, exo: ExchangeOnline, sp_change: Change) -> Change:
+def ensure_mail_send_consent(step: Step, sp: dict[str, Any] | None, perms: Permissions, sp_change: Change) -> Change:
     """Read our service principal's own assignments (unless it is new), diff, apply: grant Mail.Send with
     ``application.mail_send: tenant``, else remove a grant an earlier run made."""
     sp_id = sp["id"] if sp else None
     assignments = [] if sp_change.action == "created" else role_assignments(step, sp_id)
-    change = diff_mail_send_consent(sp_id, assignments, exo, wanted_granted=tenant_wide_mail_send(step))
+    change = diff_mail_send_consent(sp_id, assignments, perms, wanted_granted=tenant_wide_mail_send(step))
     return step.executor.apply(change)[0]
 
 
@@ -560,19 +595,21 @@ def grant_scope_write(grant_id: str, scope: str) -> Write:
     )
 
 
-def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: ExchangeOnline) -> Change:
-    """Tenant-wide consent for delegated SMTP.Send: one grant per client and resource, patched in place."""
-    wanted = {"clientId": sp_id or "(new)", "consentType": "AllPrincipals", "resourceId": exo.sp_id}
+def diff_tenant_wide_grant(sp_id: str | None, grant: dict[str, Any] | None, permission: Delegated) -> Change:
+    """Tenant-wide consent for one delegated permission: one grant per client and resource, patched in place
+    (a permission the grant lacks is added to its scope), or made."""
+    wanted = {"clientId": sp_id or "(new)", "consentType": "AllPrincipals", "resourceId": permission.sp_id}
     scopes = (grant or {}).get("scope", "").split()
-    if grant is not None and SMTP_SEND in scopes:
-        return unchanged("tenant-wide consent", SMTP_SEND, "granted", {"scope": grant["scope"]})
-    scope = " ".join(scopes + [SMTP_SEND])
+    name = permission.value
+    if grant is not None and name in scopes:
+        return unchanged("tenant-wide consent", name, "granted", {"scope": grant["scope"]})
+    scope = " ".join(scopes + [name])
     if grant is not None:
         return Change(
             "tenant-wide consent",
-            SMTP_SEND,
+            name,
             "planned",
-            "add SMTP.Send to the existing grant",
+            f"add {name} to the existing grant on {permission.resource}",
             {"scope": grant["scope"]},
             {"scope": scope},
             grant_scope_write(grant["id"], scope),
@@ -592,16 +629,16 @@ def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: E
                 "graph",
                 "GET",
                 "/oauth2PermissionGrants",
-                {"resourceId": exo.sp_id, "consentType": "AllPrincipals"},
+                {"resourceId": permission.sp_id, "consentType": "AllPrincipals"},
                 params={"$filter": f"clientId eq {odata_quote(sp_id)}"},
             ),
         )
     )
     return Change(
         "tenant-wide consent",
-        SMTP_SEND,
+        name,
         "planned",
-        "grant tenant-wide consent",
+        f"grant tenant-wide consent on {permission.resource}",
         None,
         {**wanted, "scope": scope},
         write,
@@ -609,28 +646,44 @@ def diff_smtp_send_grant(sp_id: str | None, grant: dict[str, Any] | None, exo: E
     )
 
 
-def find_smtp_send_grant(
-    step: Step, sp: dict[str, Any] | None, exo: ExchangeOnline, sp_change: Change | None = None
-) -> dict[str, Any] | None:
-    """The tenant-wide SMTP.Send grant of our service principal; none to read for a new one."""
+def delegated_grants(step: Step, sp: dict[str, Any] | None, sp_change: Change | None = None) -> list[dict[str, Any]]:
+    """Every delegated permission grant of our service principal (one read); none to read for a new one."""
     if sp is None or (sp_change is not None and sp_change.action == "created"):
-        return None
-    grants = step.graph.get_all("/oauth2PermissionGrants", params={"$filter": f"clientId eq {odata_quote(sp['id'])}"})
+        return []
+    return step.graph.get_all("/oauth2PermissionGrants", params={"$filter": f"clientId eq {odata_quote(sp['id'])}"})
+
+
+def tenant_wide_grant(grants: list[dict[str, Any]], permission: Delegated) -> dict[str, Any] | None:
+    """The tenant-wide grant on the permission's resource, if there is one."""
     return next(
-        (g for g in grants if g.get("resourceId") == exo.sp_id and g.get("consentType") == "AllPrincipals"), None
+        (g for g in grants if g.get("resourceId") == permission.sp_id and g.get("consentType") == "AllPrincipals"),
+        None,
     )
 
 
+def diff_delegated_consent(sp_id: str | None, grants: list[dict[str, Any]], perms: Permissions) -> list[Change]:
+    """Tenant-wide consent for every delegated permission Generate Token asks for, on each resource."""
+    return [diff_tenant_wide_grant(sp_id, tenant_wide_grant(grants, d), d) for d in perms.delegated]
+
+
+def asked_of_the_user(perms: Permissions) -> str:
+    """What the mailbox user is asked to consent to at Generate Token, permission by permission."""
+    return "; ".join(f"{d.value} ({d.resource})" for d in perms.delegated)
+
+
 def ensure_delegated_consent(
-    step: Step, sp: dict[str, Any] | None, exo: ExchangeOnline, consent: UserConsent, sp_change: Change
-) -> Change | str:
-    """consent: admin grants SMTP.Send tenant-wide; consent: user leaves it to Generate Token."""
+    step: Step, sp: dict[str, Any] | None, perms: Permissions, consent: UserConsent, sp_change: Change
+) -> pd.DataFrame | str:
+    """consent: admin grants every permission of Generate Token's Scope tenant-wide (SMTP.Send on Exchange
+    Online, offline_access on Microsoft Graph: a grant of SMTP.Send alone leaves Generate Token at "Need admin
+    approval" where users may not consent); consent: user leaves them to the mailbox user at Generate Token."""
     if step.params.consent == "admin":
-        grant = find_smtp_send_grant(step, sp, exo, sp_change)
-        return step.executor.apply(diff_smtp_send_grant(sp["id"] if sp else None, grant, exo))[0]
+        grants = delegated_grants(step, sp, sp_change)
+        changes = diff_delegated_consent(sp["id"] if sp else None, grants, perms)
+        return changes_frame([step.executor.apply(change)[0] for change in changes])
     return (
-        "consent: user, so the mailbox user consents to SMTP.Send at Webex Connect's Generate Token "
-        f"(user consent policy: {consent.policy}); no tenant-wide grant is made"
+        f"consent: user, so at Webex Connect's Generate Token the mailbox user is asked to consent to "
+        f"{asked_of_the_user(perms)} (user consent policy: {consent.policy}); no tenant-wide grant is made"
     )
 
 

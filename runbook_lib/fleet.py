@@ -216,9 +216,10 @@ def read(step: Step, health: Health) -> Health:
     ``health`` and returns it."""
     checks = verify.Checks(step)
     exchange.check_mailbox_user(step)
-    app, sp, exo = verify.application_drift(step, checks)
+    directory = verify.application_drift(step, checks)
+    app, sp = directory.app, directory.sp
     health.configured = app is not None
-    verify.consent(step, checks, verify.smtp_send_grants(step, sp, exo))
+    verify.consent(step, checks, directory)
     blockers.assignment(step, checks, sp)
     blockers.security_defaults(step, checks)
     verify.mailbox_drift(step, checks)
@@ -236,7 +237,7 @@ def read(step: Step, health: Health) -> Health:
     items = step.result.checks
     health.application = _summary(items, lambda code: code == "application_drift", "not read")
     health.consent = _summary(
-        items, lambda code: code in ("SMTP.Send consent", "user_consent_off", "consent_pending"), ""
+        items, lambda code: code.endswith(" consent") or code in ("user_consent_off", "consent_pending"), ""
     )
     health.mailbox = _summary(items, lambda code: code.startswith("mailbox_"), "not read")
     health.problems = _problems(items)

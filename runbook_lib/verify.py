@@ -26,7 +26,7 @@ the fix; a check that did not run is never a pass.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -36,7 +36,6 @@ import pandas as pd
 from . import auth, blockers, client_secrets, diagnose, entra, exchange, knowledge, rbac, registry, secrets, smtp
 from .changes import Change
 from .errors import AuthError, StepFailed
-from .graph import odata_quote
 from .params import GUID_RE
 from .results import Check, Finding, SecretFacts, Verdict
 
@@ -81,23 +80,32 @@ class Checks:
         return pd.DataFrame([c.__dict__ for c in self.items], columns=["check", "verdict", "detail", "fix", "notebook"])
 
 
-def application_drift(
-    step: Step, checks: Checks
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None, entra.ExchangeOnline]:
-    """Step 2's desired state against the tenant now; returns the application, its service principal and
-    Exchange Online's, for the later checks."""
-    exo = entra.exchange_online(step)
+@dataclass(frozen=True)
+class Directory:
+    """What verify reads of Entra ID once, for every later check: the application, its service principal, the
+    permissions looked up by name, and the service principal's delegated grants."""
+
+    app: dict[str, Any] | None
+    sp: dict[str, Any] | None
+    perms: entra.Permissions
+    grants: list[dict[str, Any]]
+
+
+def application_drift(step: Step, checks: Checks) -> Directory:
+    """Step 2's desired state against the tenant now; returns what it read, for the later checks."""
+    perms = entra.permissions(step)
     app = entra.find_application(step)
-    desired = entra.desired_application(step, exo)
+    desired = entra.desired_application(step, perms)
     app_change = entra.diff_application(app, desired)
     sp = entra.find_service_principal(step, app, app_change)
     sp_id = sp["id"] if sp else None
     consent_change = entra.diff_mail_send_consent(
-        sp_id, entra.role_assignments(step, sp_id), exo, wanted_granted=entra.tenant_wide_mail_send(step)
+        sp_id, entra.role_assignments(step, sp_id), perms, wanted_granted=entra.tenant_wide_mail_send(step)
     )
     changes = [app_change, entra.diff_service_principal(app, sp, step.params.application.display_name), consent_change]
+    grants = entra.delegated_grants(step, sp)
     if step.params.consent == "admin":
-        changes.append(entra.diff_smtp_send_grant(sp_id, entra.find_smtp_send_grant(step, sp, exo), exo))
+        changes += entra.diff_delegated_consent(sp_id, grants, perms)
     more_than_needed = []
     if step.params.application.mail_send == "none":  # Mail.Send left in place is more than needed, not wrong
         more_than_needed.append(consent_change)
@@ -105,22 +113,13 @@ def application_drift(
             more_than_needed.append(app_change)
     checks.drift([c for c in changes if c not in more_than_needed], "application_drift")
     checks.drift(more_than_needed, "mail_send_more_than_needed", differs="warn")
-    return app, sp, exo
+    return Directory(app, sp, perms, grants)
 
 
-def smtp_send_grants(step: Step, sp: dict[str, Any] | None, exo: entra.ExchangeOnline) -> list[dict[str, Any]]:
-    """The SMTP.Send consents that let the mailbox user's token be issued: tenant-wide, or the user's own."""
-    if sp is None:
-        return []
+def mailbox_user_grants(step: Step, grants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grants that count for the mailbox user's sign-in: an administrator's, for every user, or their own."""
     user_id = (step.facts.mailbox_user or {}).get("id")
-    grants = step.graph.get_all("/oauth2PermissionGrants", params={"$filter": f"clientId eq {odata_quote(sp['id'])}"})
-    return [
-        g
-        for g in grants
-        if g.get("resourceId") == exo.sp_id
-        and "smtp.send" in str(g.get("scope", "")).lower().split()
-        and (g.get("consentType") == "AllPrincipals" or g.get("principalId") == user_id)
-    ]
+    return [g for g in grants if g.get("consentType") == "AllPrincipals" or g.get("principalId") == user_id]
 
 
 def describe_grant(grant: dict[str, Any]) -> str:
@@ -128,25 +127,37 @@ def describe_grant(grant: dict[str, Any]) -> str:
     return f"consented by {who} (grant {grant.get('id')}, scope {grant.get('scope')})"
 
 
-def consent(step: Step, checks: Checks, grants: list[dict[str, Any]]) -> None:
-    """Consent as it is: has SMTP.Send been consented for the mailbox user (their own grant or an admin's)?
-    If not yet, whether the policy will let the user consent at Generate Token."""
-    if grants:
-        checks.add("SMTP.Send consent", "pass", "; ".join(describe_grant(g) for g in grants))
-        return
-    policy = entra.user_consent(step)
-    if policy.mailbox_user_can_consent is False:
-        checks.add("SMTP.Send consent", "fail", f"not consented, and {policy.explanation}", code="user_consent_off")
-    elif policy.mailbox_user_can_consent is None:
-        checks.add("SMTP.Send consent", "warn", f"not consented yet, and {policy.explanation}", code="user_consent_off")
-    else:
-        checks.add(
-            "SMTP.Send consent",
-            "warn",
-            "not consented yet: the mailbox user consents at Webex Connect's Generate Token (the policy lets "
-            "users consent to any app); until then Webex Connect has no token",
-            code="consent_pending",
-        )
+def consent(step: Step, checks: Checks, directory: Directory) -> None:
+    """Consent as it is, for each delegated permission of the Scope Webex Connect's Generate Token sends
+    (offline_access on Microsoft Graph, SMTP.Send on Exchange Online): consented for the mailbox user (their own
+    grant or an administrator's)? If not yet, whether the policy will let the user consent at Generate Token."""
+    grants = mailbox_user_grants(step, directory.grants)
+    scope = step.endpoints.generate_token_scope
+    policy: entra.UserConsent | None = None
+    for permission in directory.perms.delegated:
+        name = f"{permission.value} consent"
+        covering = [
+            g
+            for g in grants
+            if g.get("resourceId") == permission.sp_id and permission.value in str(g.get("scope")).split()
+        ]
+        if covering:
+            checks.add(name, "pass", "; ".join(describe_grant(g) for g in covering))
+            continue
+        policy = policy or entra.user_consent(step)
+        asked = f"Generate Token asks for it ({permission.resource}; Scope: {scope})"
+        if policy.mailbox_user_can_consent is False:
+            checks.add(name, "fail", f"not consented; {asked}, and {policy.explanation}", code="user_consent_off")
+        elif policy.mailbox_user_can_consent is None:
+            checks.add(name, "warn", f"not consented yet; {asked}, and {policy.explanation}", code="user_consent_off")
+        else:
+            checks.add(
+                name,
+                "warn",
+                f"not consented yet: {asked}, and the mailbox user consents to it there (the policy lets users "
+                "consent to any app); until then Webex Connect has no token",
+                code="consent_pending",
+            )
 
 
 def mailbox_drift(step: Step, checks: Checks) -> exchange.MailboxState | None:
@@ -338,8 +349,12 @@ def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, s
         return None, "set verify.mailbox_sign_in to sign in as the mailbox, or use Generate Token in Webex Connect"
     if app is None:
         return None, "there is no application to sign in through (run step 2)"
-    client = msal.PublicClientApplication(
-        app["appId"], authority=step.endpoints.authority, http_client=step.transport.session, instance_discovery=False
+    client = msal.PublicClientApplication(  # msal asks for openid and offline_access whatever: never profile too
+        app["appId"],
+        authority=step.endpoints.authority,
+        http_client=step.transport.session,
+        instance_discovery=False,
+        exclude_scopes=["profile"],
     )
     try:
         result = auth.device_flow(client, [step.endpoints.smtp_scope], step.transport, print)
@@ -354,27 +369,22 @@ def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, s
     )
 
 
-def smtp_checks(
-    step: Step,
-    checks: Checks,
-    app: dict[str, Any] | None,
-    sp: dict[str, Any] | None,
-    exo: entra.ExchangeOnline,
-    before: list[dict[str, Any]],
-) -> None:
+def smtp_checks(step: Step, checks: Checks, directory: Directory) -> None:
     """STARTTLS and XOAUTH2 offered; then, if the mailbox signed in, AUTH XOAUTH2 itself (and the optional
-    test message). ``before``: the SMTP.Send grants read before the sign-in; a consent the sign-in made is the
-    same one Generate Token needs, and it is recorded."""
-    token, why_not = mailbox_token(step, app)
+    test message). A consent the sign-in made (a grant read before it, ``directory.grants``, that is new or wider
+    afterwards) is one Generate Token needs too, and it is recorded."""
+    token, why_not = mailbox_token(step, directory.app)
     if token is not None:
-        known = {g.get("id") for g in before}
-        made = [g for g in smtp_send_grants(step, sp, exo) if g.get("id") not in known]
+        known = {(g.get("id"), g.get("scope")) for g in directory.grants}
+        after = mailbox_user_grants(step, entra.delegated_grants(step, directory.sp))
+        made = [g for g in after if (g.get("id"), g.get("scope")) not in known]
         step.facts.grants_made = [describe_grant(g) for g in made]
         for grant in made:
             step.facts.warn(
-                f"the test sign-in made a consent: {describe_grant(grant)}. Webex Connect's Generate Token needs "
-                "the same one; to take it back, delete the grant (Graph DELETE /oauth2PermissionGrants/{id}) or "
-                "revoke it in Microsoft Entra admin center > Enterprise applications > Permissions"
+                f"the test sign-in made a consent: {describe_grant(grant)}. Generate Token needs SMTP.Send and "
+                "offline_access too (the test's sign-in also asks for openid, which msal adds); to take it back, "
+                "delete the grant (Graph DELETE /oauth2PermissionGrants/{id}) or revoke it in Microsoft Entra admin "
+                "center > Enterprise applications > Permissions"
             )
     transcript = smtp.probe(step, token, step.params.verify.test_message_to)
     e = step.endpoints
@@ -453,9 +463,9 @@ def run_checks(step: Step) -> pd.DataFrame:
     """Every check, in the order a person would look; returns the verdict table."""
     checks = Checks(step)
     exchange.check_mailbox_user(step)
-    app, sp, exo = application_drift(step, checks)
-    grants = smtp_send_grants(step, sp, exo)
-    consent(step, checks, grants)
+    directory = application_drift(step, checks)
+    app, sp = directory.app, directory.sp
+    consent(step, checks, directory)
     blockers.assignment(step, checks, sp)
     blockers.security_defaults(step, checks)
     blockers.conditional_access(step, checks, app)
@@ -464,7 +474,7 @@ def run_checks(step: Step) -> pd.DataFrame:
     mail_send_scope(step, checks, app, sp, state)
     blockers.forwarding(step, checks, state)
     secret_and_token(step, checks, app)
-    smtp_checks(step, checks, app, sp, exo, grants)
+    smtp_checks(step, checks, directory)
     authorize_url(step, checks, app)
     return checks.table()
 

@@ -26,6 +26,9 @@ STEP = "04_webex_connect_email_app"
 VALUES_FILE = "webex_connect_values.json"
 REVEAL_SECONDS = 60
 CLIENT_SECRET_NOTE = "the secret's Value, never its Secret ID"
+#: the Email asset's consent-review setting (Webex's own words): with it ticked, Generate Token asks the user to
+#: review consent, which fails where users may not consent
+REVIEW_FIELD = "I would like to explicitly review before providing consent for authentication"
 
 
 def client_secret(store: str, hint: str, expires: str) -> str:
@@ -59,7 +62,16 @@ def form_values(step: Step) -> pd.DataFrame:
         ),
         ("Call Back URL", w.callback_url, "shown by Webex Connect; registered in step 2"),
         ("Authorization URL", e.webex_authorize_url, "tenant-specific, not /common"),
-        ("Scope", f"offline_access {e.smtp_scope}", "delegated SMTP.Send, and a refresh token"),
+        (
+            "Scope",
+            e.generate_token_scope,
+            "delegated SMTP.Send (Exchange Online) and offline_access (Microsoft Graph, for a refresh token)",
+        ),
+        (
+            REVIEW_FIELD,
+            "cleared" if step.params.consent == "admin" else "cleared, unless users may consent to this app",
+            "Webex: where users may not consent, this must be cleared or Generate Token fails",
+        ),
         ("Access Token URL", e.webex_token_url, ""),
         ("Refresh Token URL", e.webex_token_url, "the same as the Access Token URL"),
     ]

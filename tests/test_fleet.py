@@ -124,7 +124,9 @@ DEMO_STATUS = {
     "proseware": "fail",  # no Exchange Online: not read
     "relecloud": "fail",  # no mailbox: not read
     "margies": "fail",  # on-premises mailbox: not read
-    **{t: "fail" for t in ("contoso", "adatum", "litware", "lucerne", "wingtip", "woodgrove")},  # not configured
+    **{
+        t: "fail" for t in ("contoso", "adatum", "lamna", "litware", "lucerne", "wingtip", "woodgrove")
+    },  # not configured
     **{t: "fail" for t in ("tailspin-pick", "wingtip-admin")},  # configured in part: drift
 }
 
@@ -183,7 +185,7 @@ def test_the_demo_fleet_gives_each_tenant_its_status_and_exits_1(demo_fleet, dem
     assert "2 applications" in by_tenant["tailspin"]["reason"]
     assert by_tenant["contoso"]["mailbox"] == "not read"  # mailbox.apply_with: powershell
     assert list(csv.DictReader((out / "fleet.csv").open()))[0]["tenant"] == rows[0]["tenant"]
-    assert "19 fail, 1 warn, 1 ok" in printed
+    assert "20 fail, 1 warn, 1 ok" in printed
 
     page = (out / "fleet.html").read_text()
     assert "<script" not in page.lower() and 'http-equiv="Content-Security-Policy"' in page

@@ -48,12 +48,12 @@ def sandbox_raw(tmp_path: Path, tenant: str, mail_send: str, **overrides: Any) -
 def step_2(raw: dict[str, Any]) -> Step:
     """Notebook 02's calls."""
     step = Step(registry.APP_REGISTRATION, params.validate(raw))
-    exo = entra.exchange_online(step)
+    perms = entra.permissions(step)
     consent = entra.user_consent(step)
-    change, app = entra.ensure_application(step, exo, entra.find_application(step))
+    change, app = entra.ensure_application(step, perms, entra.find_application(step))
     sp_change, sp = entra.ensure_service_principal(step, app, change)
-    entra.ensure_mail_send_consent(step, sp, exo, sp_change)
-    entra.ensure_delegated_consent(step, sp, exo, consent, sp_change)
+    entra.ensure_mail_send_consent(step, sp, perms, sp_change)
+    entra.ensure_delegated_consent(step, sp, perms, consent, sp_change)
     entra.ensure_secret(step, app)
     step.finish()
     return step

@@ -94,9 +94,9 @@ def test_two_runs_racing_and_a_create_whose_answer_was_lost_end_with_one_applica
         steps = []
         for machine in ("a", "b"):  # two operators that both found no application, before either created it
             step = Step(STEP2, live_params(tmp_path / machine, sandbox.endpoints()))
-            exo = entra.exchange_online(step)
-            steps.append((step, exo, entra.find_application(step)))
-        changes = [entra.ensure_application(step, exo, None)[0] for step, exo, found in steps]
+            perms = entra.permissions(step)
+            steps.append((step, perms, entra.find_application(step)))
+        changes = [entra.ensure_application(step, perms, None)[0] for step, perms, found in steps]
         apps = [a for a in sandbox.tenant.applications if a["displayName"] == "Webex Connect Email"]
     assert [found for _, _, found in steps] == [None, None]
     assert len(apps) == 1
@@ -177,12 +177,15 @@ def test_the_mailbox_sign_in_records_the_consent_it_made_and_sends_the_test_mess
     step, tenant = _verify_fabrikam(tmp_path, seed, mailbox_sign_in=True, test_message_to="webex-test@fabrikam.example")
     checks = {c.check: c for c in step.result.checks}
     assert checks["SMTP.Send consent"].verdict == "warn"  # read before the sign-in: not consented yet
-    [made] = step.facts.grants_made
-    assert "consented by the mailbox user" in made and "SMTP.Send" in made
+    # one grant per resource: SMTP.Send on Exchange Online; on Microsoft Graph offline_access, with the openid
+    # msal adds to every sign-in
+    made = sorted(step.facts.grants_made)
+    assert len(made) == 2 and all("consented by the mailbox user" in m for m in made)
+    assert "scope offline_access openid)" in made[0] and "scope SMTP.Send" in made[1]
     assert any(
         "the test sign-in made a consent" in w and "DELETE /oauth2PermissionGrants" in w for w in step.facts.warnings
     )
-    assert [g["consentType"] for g in tenant.grants] == ["Principal"]
+    assert [g["consentType"] for g in tenant.grants] == ["Principal", "Principal"]
     assert checks["SMTP AUTH XOAUTH2"].verdict == "pass" and checks["test message"].verdict == "pass"
     assert tenant.sent == [
         {

@@ -51,7 +51,7 @@ def test_demo_replay_run_archives_a_complete_record(tmp_path, demo_raw, capsys):
     assert [c["action"] for c in m["steps"][2]["changes"]] == ["planned"] * 4
     step2 = m["steps"][1]
     assert [c["action"] for c in step2["changes"]] == ["created"] * 4
-    assert step2["counts"]["writes"] == 4 and step2["counts"]["reads"] == 4
+    assert step2["counts"]["writes"] == 4 and step2["counts"]["reads"] == 5  # Exchange's and Graph's permissions
     for name, digest in m["files"].items():
         assert records.sha256(record_dir / name) == digest
     html = (record_dir / "02_azure_app_registration.html").read_text()

@@ -577,19 +577,37 @@ def test_a_mailbox_sign_in_needs_consent_and_a_user_consent_is_recorded(seed, po
             assert sandbox.tenant.grants == []
             return
         assert "access_token" in flow
-        [grant] = sandbox.tenant.grants
         user = sandbox.tenant.users["support@contoso.onmicrosoft.com"]
-        assert (grant["consentType"], grant["principalId"], grant["scope"]) == ("Principal", user["id"], "SMTP.Send")
+        graph, exchange = sandbox.tenant.graph_sp["id"], sandbox.tenant.exchange_sp["id"]
+        # one grant per resource: OpenID Connect's scopes are Microsoft Graph's delegated permissions
+        assert sorted(
+            (g["consentType"], g["principalId"], g["resourceId"], g["scope"]) for g in sandbox.tenant.grants
+        ) == sorted(
+            [
+                ("Principal", user["id"], exchange, "SMTP.Send"),
+                ("Principal", user["id"], graph, "offline_access openid profile"),
+            ]
+        )
         client.sign_in(app_id, SMTP_SEND)
-        assert len(sandbox.tenant.grants) == 1  # consented once
+        assert len(sandbox.tenant.grants) == 2  # consented once
 
 
 def test_a_tenant_wide_grant_lets_the_mailbox_sign_in_without_user_consent(seed):
     seed["user_consent"] = "off"
+    oidc = ["offline_access", "openid", "profile"]  # what msal asks for beside the resource's scope
+    _webex_app(seed, service_principal=True, granted_scopes=["SMTP.Send"], granted_graph_scopes=oidc)
+    with served(seed) as sandbox:
+        flow = Client(sandbox, "direct").sign_in(sandbox.tenant.applications[0]["appId"], SMTP_SEND)
+        assert "access_token" in flow and [g["consentType"] for g in sandbox.tenant.grants] == ["AllPrincipals"] * 2
+
+
+def test_a_tenant_wide_grant_of_smtp_send_alone_is_not_consent_for_openid_connects_scopes(seed):
+    """offline_access, openid and profile are Microsoft Graph's, and need consent for a customer's application."""
+    seed["user_consent"] = "off"
     _webex_app(seed, service_principal=True, granted_scopes=["SMTP.Send"])
     with served(seed) as sandbox:
         flow = Client(sandbox, "direct").sign_in(sandbox.tenant.applications[0]["appId"], SMTP_SEND)
-        assert "access_token" in flow and [g["consentType"] for g in sandbox.tenant.grants] == ["AllPrincipals"]
+        assert "offline_access" in aadsts_body(flow, "invalid_grant", 65001)
 
 
 def aadsts_body(body: dict[str, Any], error: str, code: int) -> str:

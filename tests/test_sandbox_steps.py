@@ -74,8 +74,8 @@ def test_a_fault_that_persists_fails_bounded_with_its_request_id(tmp_path):
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         step = step_for("contoso", sandbox, tmp_path)
         step.transport.clock.sleep = lambda seconds: None  # the waits are asserted, not slept
-        exo = entra.exchange_online(step)
-        change, app = entra.ensure_application(step, exo, entra.find_application(step))
+        perms = entra.permissions(step)
+        change, app = entra.ensure_application(step, perms, entra.find_application(step))
         with pytest.raises(GraphError) as caught:
             entra.ensure_service_principal(step, app, change)
     assert "NoBackingApplicationObject" in caught.value.codes and caught.value.request_id
@@ -105,7 +105,7 @@ def test_a_finished_step_sends_nothing_more(tmp_path):
         step = step_for("contoso", sandbox, tmp_path)
         step.finish()
         with pytest.raises(Exception, match="has finished"):
-            entra.exchange_online(step)
+            entra.permissions(step)
         assert sandbox.tenant.requests == []
 
 
@@ -247,8 +247,10 @@ def configured_seed() -> dict:
             "implicit_access_token": True,
             "exchange_roles": ["Mail.Send"],
             "exchange_scopes": ["SMTP.Send"],
+            "graph_scopes": ["offline_access"],
             "granted_roles": ["Mail.Send"],
             "granted_scopes": ["SMTP.Send"],
+            "granted_graph_scopes": ["offline_access"],
             "secrets": [{"expires_in_days": 100, "value": SECRET}],
         }
     ]

@@ -45,7 +45,10 @@ SCENARIOS = {
     ),
     "tailspin-pick": Expected("ok", ["updated", "created", "created", "created"], writes=4),
     "wingtip": Expected("failed", error=["user consent is turned off", "consent: admin", "Nothing was changed"]),
-    "wingtip-admin": Expected("ok", ["unchanged", "unchanged", "unchanged", "updated", "created"], writes=2),
+    # the application declares offline_access; SMTP.Send joins the existing grant; offline_access gets its own
+    "wingtip-admin": Expected("ok", ["updated", "unchanged", "unchanged", "created", "updated", "created"], writes=4),
+    # users may not consent, consent: admin, mail_send: none: both delegated permissions granted, no Mail.Send
+    "lamna": Expected("ok", ["created", "created", "unchanged", "created", "created", "created"], writes=5),
     # the create's answer was lost: the upsert sent again finds it made (204), so the application is "updated"
     "adatum": Expected("ok", ["updated", "created", "created", "created"], writes=4, failed_writes=5, retries=6),
     "litware": Expected("failed", error=["lacks AppRoleAssignment.ReadWrite.All", "Nothing was changed"]),
@@ -77,6 +80,7 @@ MAILBOX = {
     "fabrikam": Expected("ok", ["unchanged"] * 4),  # adminapi, configured
     "northwind": Expected("ok", ["updated", "updated", "created", "created"], writes=4),
     "wingtip-admin": Expected("ok", ["updated", "updated", "created", "created"], writes=4),
+    "lamna": Expected("ok", ["updated", "updated", "created", "created"], writes=4),
     "relecloud": Expected("failed", error=["has no mailbox", "licence", "Nothing was changed"]),
     "lucerne": Expected("ok", ["updated", "updated", "created", "created"], writes=4),  # a shared mailbox
     "margies": Expected("failed", error=["Exchange Online has no mailbox", "on-premises", "Nothing was changed"]),
@@ -184,9 +188,11 @@ def test_throttled_tenant_records_each_retry_and_wait(replayed):
 
 def test_admin_consent_patches_the_existing_grant(replayed):
     step = replayed("wingtip-admin").steps[STEP2]
-    grant = next(c for c in step.changes if c.resource == "tenant-wide consent")
-    assert grant.before == {"scope": "IMAP.AccessAsUser.All"}
-    assert grant.after == {"scope": "IMAP.AccessAsUser.All SMTP.Send"}
+    grants = {c.name: c for c in step.changes if c.resource == "tenant-wide consent"}
+    assert grants["SMTP.Send"].before == {"scope": "IMAP.AccessAsUser.All"}
+    assert grants["SMTP.Send"].after == {"scope": "IMAP.AccessAsUser.All SMTP.Send"}
+    # offline_access is Microsoft Graph's: a grant of its own, on Graph's service principal
+    assert grants["offline_access"].action == "created" and grants["offline_access"].after["scope"] == "offline_access"
 
 
 @pytest.mark.parametrize("tenant", sorted(MAILBOX))
@@ -334,9 +340,12 @@ def test_what_blocks_mail_beyond_the_kits_settings_is_judged(replayed):
 def test_a_healthy_tenant_passes_the_new_checks_and_its_test_message_is_accepted(replayed):
     step = replayed("fabrikam").steps["05_verify"]
     checks = {c.check: c.verdict for c in step.checks}
-    for name in ("security defaults", "Conditional Access", "remote domain", "mail flow rules", "SMTP.Send consent"):
+    consents = ("SMTP.Send consent", "offline_access consent")
+    for name in ("security defaults", "Conditional Access", "remote domain", "mail flow rules", *consents):
         assert checks[name] == "pass", name
-    assert checks["test message"] == "pass" and step.facts.grants_made == []
+    # the user consented at Generate Token to its Scope; the test's sign-in widened the Graph grant by openid only
+    [widened] = step.facts.grants_made
+    assert checks["test message"] == "pass" and "scope offline_access openid)" in widened
 
 
 def test_consent_is_read_as_it_is_not_as_the_policy_suggests(replayed):

@@ -14,6 +14,7 @@ import yaml
 
 from runbook_lib import integrity, journal, params, records, registry, runner, secrets, teardown
 from runbook_lib.changes import Change
+from runbook_lib.endpoints import GRAPH_APP_ID
 from runbook_lib.sandbox import state
 
 from conftest import ROOT, scan
@@ -107,17 +108,17 @@ def test_teardown_removes_what_the_kit_created_restores_the_mailbox_and_then_mak
         ("mailbox forwarding", "planned"),
         ("authenticated SMTP", "planned"),
     }
-    assert [c.resource for c in planned][:5] == [
+    assert list(dict.fromkeys(c.resource for c in planned))[:5] == [
         "client secret",
         "admin consent",
-        "tenant-wide consent",
+        "tenant-wide consent",  # two: SMTP.Send on Exchange Online, offline_access on Microsoft Graph
         "service principal",
         "application",
     ]
     assert trainee.tenant.applications == made.applications  # a plan changes nothing
 
     first, removed = trainee.teardown()
-    assert first.writes == 9 and {c.action for c in removed} == {"removed", "updated"}
+    assert first.writes == 10 and {c.action for c in removed} == {"removed", "updated"}
     rule, policy = (
         next(i for i, c in enumerate(removed) if c.resource == r)
         for r in ("outbound spam rule", "outbound spam policy")
@@ -130,7 +131,7 @@ def test_teardown_removes_what_the_kit_created_restores_the_mailbox_and_then_mak
     tenant = trainee.tenant
     assert [a["displayName"] for a in tenant.applications] == ["HR portal"]  # made by hand: stays
     hr = tenant.applications[0]
-    assert {s["appId"] for s in tenant.service_principals} == {hr["appId"], tenant.exchange_sp["appId"]}
+    assert {s["appId"] for s in tenant.service_principals} == {hr["appId"], tenant.exchange_sp["appId"], GRAPH_APP_ID}
     assert [a["principalId"] for a in tenant.assignments] == [tenant.service_principal(hr["appId"])["id"]]
     assert [g for g in tenant.grants if g["consentType"] == "AllPrincipals"] == []
     assert [p["Name"] for p in tenant.outbound_policies] == ["Default", "Executives"]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..endpoints import CLOUDS, EXCHANGE_APP_ID
+from ..endpoints import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
 
 _GLOBAL = CLOUDS["global"]
 LOGIN_HOST: str = _GLOBAL["authority_host"]
 GRAPH: str = _GLOBAL["graph_url"]
 EXCHANGE: str = _GLOBAL["exchange_url"]
 SMTP: str = _GLOBAL["smtp_scope_resource"]
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
 #: the real host of each service, as clients name it in CONNECT
 SERVICES: dict[str, str] = {

@@ -402,7 +402,11 @@ class Graph:
             for g in self.t.grants
         ):
             return _error(409, "Request_MultipleObjectsWithSameKeyValue", "Permission entry already exists.")
-        grant = self.t.grant(data["clientId"], data.get("scope", ""))
+        resource = data.get("resourceId")
+        if not any(sp["id"] == resource for sp in self.t.service_principals):
+            return _not_found(str(resource))
+        principal = data.get("principalId") if data.get("consentType") == "Principal" else None
+        grant = self.t.grant(data["clientId"], data.get("scope", ""), principal, resource)
         self.t.grants.append(grant)
         return Response(201, grant)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..endpoints import OIDC_SCOPES as OIDC
 from . import cloud
 from .mailboxes import KINDS
 from .messages import Request, Response, parse_iso
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
     from .tenant import SimulatedTenant
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-#: scopes msal adds itself; they name no resource
-OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
+#: OpenID Connect's scopes (msal adds three of them itself): Microsoft Graph's delegated permissions, which a
+#: customer's application needs consent for like any other; Microsoft's own clients are preauthorized
+OIDC_SCOPES = frozenset(OIDC)
 ALL_OPERATOR_SCOPES = [
     "Application.ReadWrite.All",
     "AppRoleAssignment.ReadWrite.All",
@@ -60,32 +62,54 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Scope:
-    """The resource a scope parameter asks for, and the permission names on it."""
+    """The resource a scope parameter asks for, the permission names on it, and OpenID Connect's scopes asked."""
 
     resource: str
     names: frozenset[str]
+    oidc: frozenset[str] = frozenset()
+
+    def wanted(self) -> dict[str, set[str]]:
+        """What consent must cover, by resource: OpenID Connect's scopes are Microsoft Graph's."""
+        wanted = {self.resource: set(self.names)}
+        if self.oidc:
+            wanted.setdefault(cloud.GRAPH, set()).update(self.oidc)
+        return wanted
 
 
 @dataclass
 class DeviceSignIn:
     client_id: str
-    resource: str
+    scope: Scope
     polls_left: int
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """An authorization code the authorize page issued: for whom, to which client, asking what."""
+
+    client_id: str
+    redirect_uri: str
+    scope: Scope
+    upn: str
 
 
 class Identity:
     def __init__(self, tenant: SimulatedTenant) -> None:
         self.t = tenant
         self.devices: dict[str, DeviceSignIn] = {}
+        self.codes: dict[str, CodeGrant] = {}
+        self.redeemed: set[str] = set()
         self.refresh_tokens: dict[str, tuple[list[str], str, str]] = {}  # token -> (scopes, resource, upn)
         self.endpoints: dict[tuple[str, str], Callable[[Request], Response]] = {
             ("GET", "v2.0/.well-known/openid-configuration"): self._openid_configuration,
             ("POST", "oauth2/v2.0/devicecode"): self._device_code,
             ("POST", "oauth2/v2.0/token"): self._token,
             ("GET", "oauth2/v2.0/authorize"): self._authorize,
+            ("POST", "oauth2/v2.0/authorize"): self._sign_in,
         }
         self.grants: dict[str, Callable[[Request], Response]] = {
             DEVICE_GRANT: self._device_grant,
+            "authorization_code": self._code_grant,
             "refresh_token": self._refresh_grant,
             "client_credentials": self._client_grant,
         }
@@ -126,6 +150,7 @@ class Identity:
     def _scope(self, text: str) -> Scope:
         """The one resource ``text`` asks for; a bare name is a Graph scope, as Entra ID reads it."""
         asked: dict[str, set[str]] = {}
+        oidc = frozenset(item for item in text.split() if item in OIDC_SCOPES)
         for item in text.split():
             if item in OIDC_SCOPES:
                 continue
@@ -152,7 +177,7 @@ class Identity:
                 f"valid because it contains more than one resource. Scope {text} is not valid.",
             )
         resource, names = next(iter(asked.items()), (cloud.GRAPH, set()))
-        return Scope(resource, frozenset(names))
+        return Scope(resource, frozenset(names), oidc)
 
     def _preauthorized(self, client_id: str, scope: Scope) -> None:
         """A first-party client gets tokens only for the resources (and scopes) it is preauthorized for."""
@@ -228,7 +253,7 @@ class Identity:
         self._public_client(client_id)
         user_code = "".join(self.t.rng.choice(string.ascii_uppercase + string.digits) for _ in range(9))
         device_code = f"DAQABAAEAAAD{self.t.canary}" + pysecrets.token_urlsafe(48)
-        self.devices[device_code] = DeviceSignIn(client_id, scope.resource, self.t.pending_polls)
+        self.devices[device_code] = DeviceSignIn(client_id, scope, self.t.pending_polls)
         return Response(
             200,
             {
@@ -242,29 +267,54 @@ class Identity:
             },
         )
 
-    def _authorize(self, request: Request) -> Response:
-        """The page Generate Token opens: refused at once for an unknown client or an unregistered redirect URI."""
-        query = request.query
+    def _page_problem(self, query: dict[str, str]) -> str:
+        """What the authorize page shows instead of the sign-in form: an unknown client, an unregistered redirect
+        URI (empty when neither)."""
         app = self.t.application("appId", query.get("client_id"))
         if app is None:
-            text = (
+            return (
                 f"AADSTS700016: Application with identifier '{query.get('client_id')}' was not found in the "
                 f"directory '{self.t.seed['domain']}'."
             )
-        elif query.get("redirect_uri") not in (app.get("web") or {}).get("redirectUris", []):
-            text = (
+        if query.get("redirect_uri") not in (app.get("web") or {}).get("redirectUris", []):
+            return (
                 f"AADSTS50011: The redirect URI '{query.get('redirect_uri')}' specified in the request does not "
                 f"match the redirect URIs configured for the application '{app['appId']}'."
             )
-        else:
-            return Response(
-                200,
-                headers={"Content-Type": "text/html; charset=utf-8"},
-                raw=PAGE.format("<form id='i0281'>Sign in</form>").encode(),
-            )
-        return Response(
-            400, headers={"Content-Type": "text/html; charset=utf-8"}, raw=PAGE.format(f"<p>{text}</p>").encode()
-        )
+        return ""
+
+    @staticmethod
+    def _page(status: int, body: str) -> Response:
+        return Response(status, headers={"Content-Type": "text/html; charset=utf-8"}, raw=PAGE.format(body).encode())
+
+    def _authorize(self, request: Request) -> Response:
+        """The page Generate Token opens: refused at once for an unknown client or an unregistered redirect URI."""
+        problem = self._page_problem(request.query)
+        return self._page(400, f"<p>{problem}</p>") if problem else self._page(200, "<form id='i0281'>Sign in</form>")
+
+    def _sign_in(self, request: Request) -> Response:
+        """The user signing in on that page (the simulated browser posts the authorize request's fields with the
+        user's name, ``login_hint``): Entra ID checks the account, then consent for every scope asked, OpenID
+        Connect's included. A user who may not consent sees "Need admin approval" (AADSTS90094) and is never sent
+        back; otherwise the browser is redirected to the redirect URI with an authorization code."""
+        query = {k: request.form(k) for k in ("client_id", "redirect_uri", "scope", "state", "response_type")}
+        problem = self._page_problem(query)
+        if not problem and query["response_type"] != "code":
+            problem = "AADSTS70005: unsupported_response_type: the sandbox signs users in by the code flow only."
+        if problem:
+            return self._page(400, f"<p>{problem}</p>")
+        upn = request.form("login_hint")
+        try:
+            scope = self._scope(query["scope"])
+            self._may_sign_in(query["client_id"], upn)
+            self._consent(query["client_id"], upn, scope.wanted(), interactive=True)
+        except Refused as refused:
+            text = str((refused.response.body or {}).get("error_description", ""))
+            return self._page(200 if text.startswith("AADSTS90094") else 400, f"<p>{text}</p>")
+        code = f"0.AXoA{self.t.canary}" + pysecrets.token_urlsafe(48)
+        self.codes[code] = CodeGrant(query["client_id"], query["redirect_uri"], scope, upn)
+        state = f"&state={query['state']}" if query["state"] else ""
+        return Response(302, headers={"Location": f"{query['redirect_uri']}?code={code}{state}"})
 
     def _token(self, request: Request) -> Response:
         grant = self.grants.get(request.form("grant_type"))
@@ -290,45 +340,108 @@ class Identity:
                 "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
             )
         del self.devices[code]
-        who, scopes = SIGN_INS[device.resource]
+        who, scopes = SIGN_INS[device.scope.resource]
         upn = mailbox_upn(self.t) if who == "mailbox" else self._operator_upn()
         self._may_sign_in(device.client_id, upn)
         if who == "mailbox":
-            self._consent(device.client_id, upn, scopes or [])
-        return self._user_tokens(device.client_id, scopes or self._operator_scopes(), device.resource, upn)
+            self._consent(device.client_id, upn, device.scope.wanted())
+        refresh = "offline_access" in device.scope.oidc
+        return self._user_tokens(
+            device.client_id, scopes or self._operator_scopes(), device.scope.resource, upn, refresh=refresh
+        )
 
-    def _consent(self, client_id: str, upn: str, scopes: list[str]) -> None:
-        """A user signing in to the tenant's own application needs consent for its scopes: a tenant-wide grant,
-        or their own. Without one, the user consents when the policy lets users consent to any app (Entra ID
-        then records a Principal grant for that user), else the sign-in is refused for want of consent."""
+    def _consent(self, client_id: str, upn: str, wanted: dict[str, set[str]], *, interactive: bool = False) -> None:
+        """A user signing in to the tenant's own application needs consent for every scope asked, on each
+        resource (OpenID Connect's on Microsoft Graph): a tenant-wide grant, or their own. What is missing the
+        user consents to when the policy lets users consent to any app (Entra ID then records a Principal grant
+        per resource), else the sign-in is refused: "Need admin approval" (AADSTS90094) on the page, AADSTS65001
+        at the token endpoint."""
         app = self.t.application("appId", client_id)
         user = self.t.user(upn)
-        if app is None or user is None or self.t.exchange_sp is None:
-            return
+        if app is None or user is None:
+            return  # Microsoft's own clients are preauthorized
         app_sp = next((sp for sp in self.t.service_principals if sp["appId"] == client_id), None)
-        wanted = set(scopes)
-        held = {
-            name
-            for grant in self.t.grants
-            if app_sp is not None
-            and grant["clientId"] == app_sp["id"]
-            and grant["resourceId"] == self.t.exchange_sp["id"]
-            and (grant["consentType"] == "AllPrincipals" or grant["principalId"] == user["id"])
-            for name in grant["scope"].split()
-        }
-        if wanted <= held:
+        missing: dict[str, set[str]] = {}
+        for resource, names in wanted.items():
+            resource_sp = self.t.service_principal(cloud.RESOURCES.get(resource, ""))
+            held = {
+                name
+                for grant in self.t.grants
+                if app_sp is not None
+                and resource_sp is not None
+                and grant["clientId"] == app_sp["id"]
+                and grant["resourceId"] == resource_sp["id"]
+                and (grant["consentType"] == "AllPrincipals" or grant["principalId"] == user["id"])
+                for name in grant["scope"].split()
+            }
+            if resource_sp is not None and names - held:
+                missing[resource_sp["id"]] = names - held
+        if not missing:
             return
         if self.t.seed.get("user_consent", "legacy") != "legacy":
+            asked = ", ".join(sorted(n for names in missing.values() for n in names))
+            if interactive:
+                raise self._refuse(
+                    200,
+                    "access_denied",
+                    90094,
+                    f"Need admin approval. {app['displayName']} needs permission to access resources in your "
+                    f"organization that only an admin can grant ({asked}). Please ask an admin to grant "
+                    "permission to this app before you can use it.",
+                )
             raise self._refuse(
                 400,
                 "invalid_grant",
                 65001,
                 f"The user or administrator has not consented to use the application with ID '{client_id}' "
-                f"named '{app['displayName']}'. Send an interactive authorization request for this user and "
-                "resource.",
+                f"named '{app['displayName']}' ({asked}). Send an interactive authorization request for this "
+                "user and resource.",
             )
         app_sp = app_sp or self.t.new_sp(app)  # consenting makes the application's service principal too
-        self.t.grants.append(self.t.grant(app_sp["id"], " ".join(sorted(wanted)), principal=user["id"]))
+        for resource_id, names in missing.items():
+            own = next(
+                (
+                    g
+                    for g in self.t.grants
+                    if g["clientId"] == app_sp["id"]
+                    and g["resourceId"] == resource_id
+                    and g["principalId"] == user["id"]
+                ),
+                None,
+            )
+            if own is not None:  # one grant per client, resource and user: widened in place
+                own["scope"] = " ".join(sorted({*own["scope"].split(), *names}))
+            else:
+                self.t.grants.append(self.t.grant(app_sp["id"], " ".join(sorted(names)), user["id"], resource_id))
+
+    def _code_grant(self, request: Request) -> Response:
+        """Webex Connect redeeming the code (a confidential client: its secret is checked first). A code is
+        redeemed once (AADSTS54005) and only with the redirect URI it was issued to; a refresh token comes only
+        with offline_access."""
+        client_id = request.form("client_id")
+        refused = self._confidential(client_id, request.form("client_secret"))
+        if refused is not None:
+            return refused
+        code = request.form("code")
+        if code in self.redeemed:
+            return self._error(400, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed.")
+        grant = self.codes.get(code)
+        if grant is None or grant.client_id != client_id:
+            return self._error(400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.")
+        if request.form("redirect_uri") != grant.redirect_uri:
+            return self._error(
+                400,
+                "invalid_grant",
+                70000,
+                "The provided value for the 'redirect_uri' is not valid. The value must exactly match the "
+                "redirect URI used to obtain the authorization code.",
+            )
+        del self.codes[code]
+        self.redeemed.add(code)
+        self._may_sign_in(client_id, grant.upn)
+        names = sorted(grant.scope.names)
+        refresh = "offline_access" in grant.scope.oidc
+        return self._user_tokens(client_id, names, grant.scope.resource, grant.upn, refresh=refresh)
 
     def _refresh_grant(self, request: Request) -> Response:
         grant = self.refresh_tokens.get(request.form("refresh_token"))
@@ -381,6 +494,14 @@ class Identity:
             if secret != automation.get("secret"):
                 return self._error(401, "invalid_client", 7000215, "Invalid client secret provided.")
             return self._app_token(client_id, cloud.GRAPH, self._operator_scopes())
+        refused = self._confidential(client_id, secret)
+        if refused is not None:
+            return refused
+        return self._app_token(client_id, scope.resource, self._roles(client_id, scope.resource))
+
+    def _confidential(self, client_id: str, secret: str) -> Response | None:
+        """The refusal a confidential client's secret gets (none when it is one of the application's, in force
+        and replicated)."""
         app = self.t.application("appId", client_id)
         if app is None:
             raise self._unknown_client(client_id)
@@ -406,7 +527,7 @@ class Identity:
             return self._error(
                 401, "invalid_client", 7000222, f"The provided client secret keys for app '{client_id}' are expired."
             )
-        return self._app_token(client_id, scope.resource, self._roles(client_id, scope.resource))
+        return None
 
     # --- tokens -------------------------------------------------------------------------------
 
@@ -429,7 +550,9 @@ class Identity:
         }
         return [r["value"] for r in exchange["appRoles"] if r["id"] in ids]
 
-    def _user_tokens(self, client_id: str, scopes: list[str], resource: str, upn: str) -> Response:
+    def _user_tokens(
+        self, client_id: str, scopes: list[str], resource: str, upn: str, *, refresh: bool = True
+    ) -> Response:
         user = self.t.user(upn)
         oid = user["id"] if user else str(uuid.uuid5(uuid.NAMESPACE_URL, upn))
         name = "Tenant Administrator" if upn == self._operator_upn() else upn.split("@")[0]
@@ -450,22 +573,21 @@ class Identity:
                 "ver": "2.0",
             }
         )
-        refresh = f"1.AXoA{self.t.canary}" + pysecrets.token_urlsafe(64)  # opaque, as Entra ID's are
-        self.refresh_tokens[refresh] = (scopes, resource, upn)
         client_info = {"uid": oid, "utid": self.t.tenant_id}
-        return Response(
-            200,
-            {
-                "token_type": "Bearer",
-                "scope": " ".join(f"{resource}/{s}" for s in scopes),
-                "expires_in": 3599,
-                "ext_expires_in": 3599,
-                "access_token": access,
-                "refresh_token": refresh,
-                "id_token": id_token,
-                "client_info": b64url_json(client_info),
-            },
-        )
+        answer = {
+            "token_type": "Bearer",
+            "scope": " ".join(f"{resource}/{s}" for s in scopes),
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": access,
+            "id_token": id_token,
+            "client_info": b64url_json(client_info),
+        }
+        if refresh:  # only a sign-in that asked for offline_access gets one
+            token = f"1.AXoA{self.t.canary}" + pysecrets.token_urlsafe(64)  # opaque, as Entra ID's are
+            self.refresh_tokens[token] = (scopes, resource, upn)
+            answer["refresh_token"] = token
+        return Response(200, answer)
 
     def _access_token(self, resource: str, client_id: str, oid: str, **claims: Any) -> str:
         """A v1 access token for ``resource`` (its audience, whatever host served it), signed by this tenant."""

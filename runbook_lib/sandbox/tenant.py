@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from ..endpoints import EXCHANGE_APP_ID
+from ..endpoints import EXCHANGE_APP_ID, GRAPH_APP_ID
 from . import faults, tokens
 from .exchange import ExchangeAdmin
 from .graph import Graph
@@ -77,7 +77,7 @@ class SimulatedTenant:
         self.requests: list[str] = []  # every request served, "METHOD host/path", for tests and the benchmark
         self.service_principals: list[dict[str, Any]] = (
             [self._exchange_sp()] if seed.get("exchange_online", True) else []
-        )
+        ) + [self._graph_sp()]  # every tenant has Microsoft Graph's
         self.applications: list[dict[str, Any]] = []
         self.secret_values: dict[str, str] = {}
         self.assignments: list[dict[str, Any]] = []
@@ -187,6 +187,32 @@ class SimulatedTenant:
             ],
         }
 
+    def _graph_sp(self) -> dict[str, Any]:
+        """Microsoft Graph's service principal, with the delegated permissions a sign-in meets: OpenID Connect's
+        scopes are Graph's (their IDs are the same in every tenant), consented like any other."""
+        scopes = {
+            "openid": ("37f7f235-527c-4136-accd-4a02d197296e", "Sign users in"),
+            "profile": ("14dad69e-099b-42c9-810b-d002981feec1", "View users' basic profile"),
+            "email": ("64a6cdd6-aab1-4aaf-94b8-3cc8405e90d0", "View users' email address"),
+            "offline_access": (
+                "7427e0e9-2fba-42fe-b0c0-848c9e6a8182",
+                "Maintain access to data you have given it access to",
+            ),
+            "User.Read": ("e1fe6dd8-ba31-4d61-89e7-88639da4683d", "Sign in and read user profile"),
+        }
+        return {
+            "id": str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"{self.tenant_id}/{GRAPH_APP_ID}")
+            ),  # leaves the seed's IDs as they were
+            "appId": GRAPH_APP_ID,
+            "displayName": "Microsoft Graph",
+            "appRoles": [],
+            "oauth2PermissionScopes": [
+                {"id": pid, "isEnabled": True, "type": "User", "value": value, "adminConsentDisplayName": text}
+                for value, (pid, text) in scopes.items()
+            ],
+        }
+
     def _seed_user(self, spec: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": self.new_id(),
@@ -225,6 +251,9 @@ class SimulatedTenant:
             access = [{"id": self.permission_id(n, t), "type": t} for n, t in wanted]
             if access:
                 app["requiredResourceAccess"].append({"resourceAppId": EXCHANGE_APP_ID, "resourceAccess": access})
+        graph_scopes = [{"id": self.graph_scope_id(n), "type": "Scope"} for n in spec.get("graph_scopes", [])]
+        if graph_scopes:
+            app["requiredResourceAccess"].append({"resourceAppId": GRAPH_APP_ID, "resourceAccess": graph_scopes})
         for other in spec.get("other_resource_access", []):
             app["requiredResourceAccess"].append(other)
         for secret in spec.get("secrets", []):
@@ -242,15 +271,30 @@ class SimulatedTenant:
                 self.assignments.append(self.assignment(sp["id"], self.permission_id(role, "Role"), created))
             if spec.get("granted_scopes"):
                 self.grants.append(self.grant(sp["id"], " ".join(spec["granted_scopes"])))
-            for upn in spec.get("consented_by", []):  # users who consented themselves (at Generate Token)
-                self.grants.append(self.grant(sp["id"], "SMTP.Send", principal=self.users[upn.lower()]["id"]))
+            if spec.get("granted_graph_scopes"):
+                scope = " ".join(spec["granted_graph_scopes"])
+                self.grants.append(self.grant(sp["id"], scope, resource=self.graph_sp["id"]))
+            for upn in spec.get("consented_by", []):  # users who consented themselves at Generate Token: to its
+                user = self.users[upn.lower()]["id"]  # whole Scope, SMTP.Send on Exchange and offline_access on Graph
+                self.grants.append(self.grant(sp["id"], "SMTP.Send", principal=user))
+                self.grants.append(self.grant(sp["id"], "offline_access", principal=user, resource=self.graph_sp["id"]))
 
     # --- the directory ------------------------------------------------------------------------
+
+    @property
+    def graph_sp(self) -> dict[str, Any]:
+        """Microsoft Graph's service principal: every tenant has it."""
+        sp = self.service_principal(GRAPH_APP_ID)
+        assert sp is not None
+        return sp
 
     @property
     def exchange_sp(self) -> dict[str, Any] | None:
         """Office 365 Exchange Online's service principal; None in a tenant without Exchange Online."""
         return self.service_principal(EXCHANGE_APP_ID)
+
+    def graph_scope_id(self, name: str) -> str:
+        return next(i["id"] for i in self.graph_sp["oauth2PermissionScopes"] if i["value"] == name)
 
     def permission_id(self, name: str, kind: str) -> str:
         assert self.exchange_sp is not None
@@ -324,15 +368,18 @@ class SimulatedTenant:
             "resourceDisplayName": "Office 365 Exchange Online",
         }
 
-    def grant(self, client_id: str, scope: str, principal: str | None = None) -> dict[str, Any]:
-        """An oauth2PermissionGrant on Exchange Online: tenant-wide (an admin's), or one user's own consent."""
+    def grant(
+        self, client_id: str, scope: str, principal: str | None = None, resource: str | None = None
+    ) -> dict[str, Any]:
+        """An oauth2PermissionGrant on a resource's service principal (by default Exchange Online's): tenant-wide
+        (an admin's), or one user's own consent."""
         assert self.exchange_sp is not None
         return {
             "id": tokens.b64url(uuid.UUID(self.new_id()).bytes + uuid.UUID(self.new_id()).bytes[:8]),
             "clientId": client_id,
             "consentType": "Principal" if principal else "AllPrincipals",
             "principalId": principal,
-            "resourceId": self.exchange_sp["id"],
+            "resourceId": resource or self.exchange_sp["id"],
             "scope": scope,
         }
 
