@@ -106,7 +106,7 @@ def instrument() -> None:
     html_record.render = timer("html_record.render", html_record.render)
     records.write_text = timer("write HTML and artifacts", records.write_text)
     preflight.require = timer("preflight", preflight.require)
-    runner.seal_abandoned = timer("seal_abandoned (scan)", runner.seal_abandoned)
+    records.seal_abandoned = timer("seal_abandoned (scan)", records.seal_abandoned)
     records.open_record = timer("open record", records.open_record)
     journal.Journal.append = timer("journal appends (fsync)", journal.Journal.append)  # type: ignore[method-assign]
     journal.read = timer("journal read", journal.read)

@@ -131,9 +131,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _seal_abandoned(archive: Path, tenant: str) -> None:
-    from . import runner
+    from . import records
 
-    runner.seal_abandoned(archive, tenant, report=lambda text: print(text, file=sys.stderr))
+    records.seal_abandoned(archive, tenant, report=lambda text: print(text, file=sys.stderr))
 
 
 def cmd_records(args: argparse.Namespace) -> int:

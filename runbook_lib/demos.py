@@ -9,6 +9,7 @@ that nbval compares. Nothing is edited by hand.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -123,9 +124,22 @@ def scenario_notebook(step: str, tenant: str) -> Path:
 
 def refresh_outputs() -> None:
     """Re-execute every notebook on its default parameters (the contoso demo, replay) and save it; then
-    the scenario copies, parameterized by papermill, for nbval."""
+    the scenario copies, parameterized by papermill, for nbval. Each notebook keeps its record in an archive of
+    its own, thrown away (as nbval's do): what a notebook shows never depends on the records of another."""
+    with tempfile.TemporaryDirectory(prefix="runbook-refresh-") as scratch:
+        previous = os.environ.get(paths.ARCHIVE_ENV)
+        try:
+            _refresh(Path(scratch))
+        finally:
+            os.environ.pop(paths.ARCHIVE_ENV, None)
+            if previous is not None:
+                os.environ[paths.ARCHIVE_ENV] = previous
+
+
+def _refresh(scratch: Path) -> None:
     notebooks = paths.project_root() / "notebooks"
     for path in sorted(notebooks.glob("*.ipynb")):
+        os.environ[paths.ARCHIVE_ENV] = str(scratch / path.stem)
         nb = nbformat.read(path, as_version=4)
         NotebookClient(
             nb,
@@ -137,6 +151,7 @@ def refresh_outputs() -> None:
         nbformat.write(nb, path)
         print(f"refreshed outputs of {path.name}")
     for step, tenant in SCENARIO_NOTEBOOKS:
+        os.environ[paths.ARCHIVE_ENV] = str(scratch / f"{step}.{tenant}")
         target = scenario_notebook(step, tenant)
         target.parent.mkdir(parents=True, exist_ok=True)
         tenant_params = params_mod.load(paths.project_root() / "params" / "demo" / f"{tenant}.yaml")

@@ -60,6 +60,13 @@ class Executor:
         if write is None or change.action != "planned" or not self.apply_writes:
             self.record(change)
             return change, None
+        if self.journal.closed:
+            raise StepFailed(
+                f"{change.resource} {change.name} was not changed: this step has ended and its record is sealed, so "
+                "the change would be recorded nowhere",
+                fix="run the notebook's setup cell again: it starts a new record",
+                step=self.step,
+            )
         with interrupts.deferred():  # a Ctrl-C waits until the accepted write is journaled
             answer = self._send(write)
             applied = change.applied

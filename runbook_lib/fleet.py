@@ -39,6 +39,7 @@ from . import (
     blockers,
     client_secrets,
     exchange,
+    journal,
     knowledge,
     paths,
     preflight,
@@ -442,7 +443,7 @@ def notebook_fleet(step: Step, fleet_files: list[str], params_file: str = "", ar
     record); otherwise the files ``fleet_files`` names, each read through a step of its own, and the notebook's
     step reads nothing: it is closed first, so that its recording does not answer for the fleet's tenants."""
     folder = Path(archive) if archive else paths.archive_dir()
-    in_run = step.journal.path is not None
+    in_run = journal.started_by_runner()
     if in_run or not fleet_files:
         return _rows([read_own(step, params_file or PARAMS_PLACEHOLDER, folder)])
     loaded = load_all(expand(fleet_files), folder)  # a bad file is named before anything is read

@@ -33,6 +33,8 @@ class Journal:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: list[dict[str, Any]] = []
+        #: set once its record is sealed: a write sent afterwards would have nowhere to be recorded
+        self.closed = False
 
     def append(self, kind: str, **fields: Any) -> None:
         """Write one entry and force it to disk before returning."""
@@ -47,6 +49,11 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def started_by_runner() -> bool:
+    """Whether ``runbook run`` started this kernel (it gives the kernel its journal): nobody is at the notebook."""
+    return bool(os.environ.get(JOURNAL_ENV))
 
 
 def for_kernel() -> Journal:

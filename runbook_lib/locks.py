@@ -1,10 +1,16 @@
-"""One run at a time per tenant and application, whichever archive folder or parameter file it uses.
+"""One run at a time per tenant and application, whichever archive folder, parameter file or way of starting
+the notebooks it uses (``runbook run``, a batch, a notebook run by hand, papermill, nbconvert).
 
 Two runs that both find no application would both create one. The lock is an ``fcntl.flock`` on a
 file in the kit's private state (``locks/`` under :func:`paths.state_dir`), named from the tenant ID
-and the application's display name. The operating system releases it when its process ends, however
-it ends, so a killed run leaves no lock behind: the next run takes it over. While held, the file
-names its holder, for the message a second run gets.
+and the application's key (its ``uniqueName``), both case-folded, so a display name typed in another case
+takes the same lock. The operating system releases it when its process ends, however it ends, so a killed run
+leaves no lock behind: the next run takes it over. While held, the file names its holder, for the message a
+second run gets.
+
+A replay touches no tenant, so it takes no tenant's lock: its lock only keeps two replays of the same tenant
+name from sealing into the same archive folder at once (a batch of the demo tenants runs ``tailspin`` and
+``tailspin-pick``, one tenant ID, side by side).
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ def lock_file(params: Params) -> Path:
     """The lock of the tenant and application ``params`` configure. The tenant ID is a GUID or a domain
     (safe in a file name); the application's name is reduced to safe characters and given a short hash,
     so that any name works and two names never share a lock by accident."""
-    name = params.application.display_name
-    slug = "-".join(re.findall(r"[a-z0-9]+", name.lower()))[:40] or "app"
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
-    return paths.state_dir() / "locks" / f"{params.tenant_id.lower()}--{slug}-{digest}.lock"
+    if params.mode == "replay":
+        return paths.state_dir() / "locks" / f"replay--{params.tenant}.lock"
+    key = params.application.key.casefold()
+    slug = "-".join(re.findall(r"[a-z0-9]+", key))[:40] or "app"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
+    return paths.state_dir() / "locks" / f"{params.tenant_id.casefold()}--{slug}-{digest}.lock"
 
 
 @contextmanager

@@ -41,6 +41,11 @@ def forget_tokens(tenant: str) -> None:
     token_cache(tenant).unlink(missing_ok=True)
 
 
+#: moves the archive of every run that names none (``--archive``): a notebook run by hand, the tests
+ARCHIVE_ENV = "RUNBOOK_ARCHIVE"
+
+
 def archive_dir() -> Path:
-    """Where run records go unless ``--archive`` says otherwise."""
-    return project_root() / "archive"
+    """Where run records go unless ``--archive`` says otherwise: ``RUNBOOK_ARCHIVE``, else ``archive/`` in the kit."""
+    override = os.environ.get(ARCHIVE_ENV)
+    return Path(override).resolve() if override else project_root() / "archive"

@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import integrity, journal
+from . import html_record, integrity, journal, locks
+from . import params as params_mod
 from .changes import CHANGED, Change
-from .errors import ParamsError, RunbookError
+from .errors import LockHeld, ParamsError, RunbookError
 from .params import SLUG_RE
 from .results import Facts, Identity, StepRecord, run_status_text
 
 if TYPE_CHECKING:
+    import nbformat
     import pandas as pd
 
 MANIFEST = integrity.MANIFEST
@@ -41,6 +45,8 @@ def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
+#: a record with no journal entry yet is left alone this long: its run may have only just opened it
+JOURNAL_GRACE_SECONDS = 60
 #: the mark of a journal the kit opened a record with (its first entry's ``format``)
 FORMAT = "runbook-record/1"
 TENANT_NAME_RULE = "1 to 64 lowercase letters, digits and hyphens, starting and ending with a letter or digit"
@@ -214,6 +220,7 @@ def manifest_for(
         "tenant_id": run.get("tenant_id"),
         "operator": {"signed_in": identity.__dict__ if identity else None, "local_account": run.get("local_account")},
         "change": {"reason": head["reason"], "ticket": head["ticket"]},
+        "started_by": run.get("started_by") or "runbook run",
         "kit_version": run.get("kit_version"),
         "git_commit": run.get("git_commit"),
         "parameters": run.get("parameters"),
@@ -265,6 +272,7 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                 {
                     "record": record.name,
                     "started": "",
+                    "started by": "",
                     "mode": "",
                     "operator": "",
                     "ticket": "",
@@ -285,6 +293,7 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
             {  # a table for people: every value as it reads
                 "record": record.name,
                 "started": m.get("started"),
+                "started by": m.get("started_by") or "runbook run",
                 "mode": m.get("mode"),
                 "operator": _operator(m),
                 "ticket": (m.get("change") or {}).get("ticket", ""),
@@ -294,7 +303,18 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                 "seal": integrity.seal_text(record),
             }
         )
-    columns = ["record", "started", "mode", "operator", "ticket", "status", "writes", "failed step", "seal"]
+    columns = [
+        "record",
+        "started",
+        "started by",
+        "mode",
+        "operator",
+        "ticket",
+        "status",
+        "writes",
+        "failed step",
+        "seal",
+    ]
     table = pd.DataFrame(rows, columns=columns)
     from .record_diff import script_status  # it reads records: imported here, not at the top
 
@@ -354,7 +374,8 @@ def describe(record: Path) -> str:
     lines = [
         head[0][1],
         *(f"{label}: {value}" for label, value in head[1:]),
-        f"record {record.name}: {m.get('status_text') or m.get('status')} (local account "
+        f"record {record.name}: {m.get('status_text') or m.get('status')} (started by "
+        f"{m.get('started_by') or 'runbook run'}; local account "
         f"{(m.get('operator') or {}).get('local_account')}; kit {m.get('kit_version')}, "
         f"{m.get('started')} to {m.get('finished')})",
         f"requests: {totals.get('reads', 0)} reads, {totals.get('writes', 0)} accepted writes, "
@@ -377,3 +398,68 @@ def write_text(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def write_step(record: Path, nb: nbformat.NotebookNode | None, result: StepRecord, mode: str) -> list[str]:
+    """The executed notebook, its HTML for people, and the files the step kept: written once."""
+    written = []
+    if nb is not None:
+        write_text(record / f"{result.step}.ipynb", json.dumps(nb, ensure_ascii=False) + "\n")
+        write_text(
+            record / f"{result.step}.html",
+            html_record.render(
+                nb,
+                title=f"{mode.upper()}: {result.step}",
+                summary_html=html_record.summary_html(
+                    result, header_so_far(record), real_tenant=mode in REAL_TENANT_MODES
+                ),
+            ),
+        )
+        written += [f"{result.step}.ipynb", f"{result.step}.html"]
+    for artifact, text in result.artifacts.items():
+        write_text(record / f"{result.step}.{artifact}", text)
+        written.append(f"{result.step}.{artifact}")
+    return written
+
+
+def with_journal(result: StepRecord, entries: list[dict[str, Any]]) -> StepRecord:
+    """A step's record with every change the journal holds for it (a retried step made some in its first
+    attempt; a step stopped at once never published its record)."""
+    known = {(c.resource, c.name, c.action) for c in result.changes}
+    missing = [c for c in journal_changes(entries, result.step) if (c.resource, c.name, c.action) not in known]
+    return replace(result, changes=[*result.changes, *missing]) if missing else result
+
+
+def seal_abandoned(
+    archive: Path,
+    tenant: str,
+    *,
+    holding: params_mod.Params | None = None,
+    signing_key: Path | None = None,
+    report: Callable[[str], None] = print,
+) -> list[Path]:
+    """Seal the records of ``tenant`` that killed runs left, each only once its own tenant lock is free
+    (``holding``: the parameters whose lock this process already holds). Runs still going are left alone."""
+    sealed = []
+    for record in unsealed(archive, tenant):
+        entry = run_entry(record)
+        try:
+            owner = (
+                params_mod.validate(entry["parameters"], f"the journal of {record}")
+                if entry.get("parameters")
+                else None
+            )
+        except params_mod.ParamsError:
+            owner = None
+        if owner is not None and (holding is None or locks.lock_file(owner) != locks.lock_file(holding)):
+            try:
+                with locks.tenant_lock(owner, command="seal an interrupted record"):
+                    report(seal_from_journal(record, signing_key=signing_key))
+            except LockHeld:
+                continue  # its run is still going
+        elif holding is not None or time.time() - record.stat().st_mtime > JOURNAL_GRACE_SECONDS:
+            report(seal_from_journal(record, signing_key=signing_key))
+        else:
+            continue  # a run that has only just opened it
+        sealed.append(record)
+    return sealed

@@ -22,10 +22,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -40,9 +39,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from . import __version__, diagnose, html_record, interrupts, journal, locks, paths, preflight, records, registry
+from . import __version__, diagnose, interrupts, journal, locks, paths, preflight, records, registry
 from . import params as params_mod
-from .errors import LockHeld
 from .results import STEP_MIME, StepRecord
 
 KERNEL = "runbook-kit"
@@ -50,8 +48,6 @@ CELL_TIMEOUT = 600
 #: how long a new kernel may take to answer (a busy machine is slow to start Python and import)
 KERNEL_START_TIMEOUT = 120
 STOP_FILE = "stop-requested"
-#: a record with no journal entry yet is left alone this long: its run may have only just opened it
-JOURNAL_GRACE_SECONDS = 60
 
 
 @dataclass
@@ -274,71 +270,6 @@ def _execute(
     return current["nb"], StepRecord(spec.name, status="failed", error=f"{problem}; retried once, giving up")
 
 
-def _write_step(record: Path, nb: nbformat.NotebookNode | None, result: StepRecord, mode: str) -> list[str]:
-    """The executed notebook, its HTML for people, and the files the step kept: written once."""
-    written = []
-    if nb is not None:
-        records.write_text(record / f"{result.step}.ipynb", json.dumps(nb, ensure_ascii=False) + "\n")
-        records.write_text(
-            record / f"{result.step}.html",
-            html_record.render(
-                nb,
-                title=f"{mode.upper()}: {result.step}",
-                summary_html=html_record.summary_html(
-                    result, records.header_so_far(record), real_tenant=mode in records.REAL_TENANT_MODES
-                ),
-            ),
-        )
-        written += [f"{result.step}.ipynb", f"{result.step}.html"]
-    for artifact, text in result.artifacts.items():
-        records.write_text(record / f"{result.step}.{artifact}", text)
-        written.append(f"{result.step}.{artifact}")
-    return written
-
-
-def _with_journal(result: StepRecord, entries: list[dict[str, Any]]) -> StepRecord:
-    """A step's record with every change the journal holds for it (a retried step made some in its first
-    attempt; a step stopped at once never published its record)."""
-    known = {(c.resource, c.name, c.action) for c in result.changes}
-    missing = [c for c in records.journal_changes(entries, result.step) if (c.resource, c.name, c.action) not in known]
-    return replace(result, changes=[*result.changes, *missing]) if missing else result
-
-
-def seal_abandoned(
-    archive: Path,
-    tenant: str,
-    *,
-    holding: params_mod.Params | None = None,
-    signing_key: Path | None = None,
-    report: Callable[[str], None] = print,
-) -> list[Path]:
-    """Seal the records of ``tenant`` that killed runs left, each only once its own tenant lock is free
-    (``holding``: the parameters whose lock this process already holds). Runs still going are left alone."""
-    sealed = []
-    for record in records.unsealed(archive, tenant):
-        entry = records.run_entry(record)
-        try:
-            owner = (
-                params_mod.validate(entry["parameters"], f"the journal of {record}")
-                if entry.get("parameters")
-                else None
-            )
-        except params_mod.ParamsError:
-            owner = None
-        if owner is not None and (holding is None or locks.lock_file(owner) != locks.lock_file(holding)):
-            try:
-                with locks.tenant_lock(owner, command="seal an interrupted record"):
-                    report(records.seal_from_journal(record, signing_key=signing_key))
-            except LockHeld:
-                continue  # its run is still going
-        elif holding is not None or time.time() - record.stat().st_mtime > JOURNAL_GRACE_SECONDS:
-            report(records.seal_from_journal(record, signing_key=signing_key))
-        else:
-            continue  # a run that has only just opened it
-        sealed.append(record)
-    return sealed
-
-
 def run(
     params: params_mod.Params,
     *,
@@ -359,7 +290,7 @@ def run(
     notebooks = notebooks or paths.project_root() / "notebooks"
     preflight.require(params, archive=archive, source=f"the parameters of {params.tenant}")
     with locks.tenant_lock(params, wait_seconds=wait_lock, command="run"):
-        seal_abandoned(archive, params.tenant, holding=params, signing_key=signing_key, report=progress)
+        records.seal_abandoned(archive, params.tenant, holding=params, signing_key=signing_key, report=progress)
         record = records.open_record(
             archive,
             params.tenant,
@@ -370,6 +301,7 @@ def run(
                 "kit_version": __version__,
                 "git_commit": _git_commit(),
                 "local_account": locks.local_account(),
+                "started_by": "runbook run",
             },
         )
         log = journal.Journal(record / journal.JOURNAL_FILE)
@@ -402,7 +334,7 @@ def run(
                     current.clear()
                     log.append("step", step=name, event="ended", status=result.status)
                     results.append(result)
-                    files[name] = _write_step(record, nb, result, params.mode)
+                    files[name] = records.write_step(record, nb, result, params.mode)
                     progress(result.summary())
             status = (
                 "interrupted"
@@ -424,9 +356,9 @@ def run(
             done = {r.step for r in results}
             for unfinished in records.steps_from_journal(entries):
                 if unfinished.step not in done:
-                    files[unfinished.step] = _write_step(record, current.get("nb"), unfinished, params.mode)
+                    files[unfinished.step] = records.write_step(record, current.get("nb"), unfinished, params.mode)
                     results.append(unfinished)
-            results = [_with_journal(r, entries) for r in results]
+            results = [records.with_journal(r, entries) for r in results]
             run_entry = next((e for e in entries if e.get("kind") == "run"), {})
             manifest = records.manifest_for(
                 run_entry,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from . import endpoints, journal
@@ -22,27 +23,35 @@ from .errors import Interrupted, RunbookError
 from .executor import Executor
 from .graph import Graph
 from .results import STEP_MIME, Identity, StepRecord
+from .session import NotebookRun
 from .transport import open_transport
 
 _current: Step | None = None
 
 
 class Step:
-    """One notebook's run against one tenant."""
+    """One notebook's run against one tenant. ``run``: the run context a notebook opened itself (run by hand,
+    papermill, nbconvert); none when ``runbook run`` started the kernel, which holds the context itself."""
 
-    def __init__(self, name: str, params: params_mod.Params) -> None:
+    def __init__(self, name: str, params: params_mod.Params, run: NotebookRun | None = None) -> None:
         self.name = name
         self.params = params
+        self.run = run
         self.endpoints = endpoints.for_params(params)
         self.transport = open_transport(params, name)
         self.clock = self.transport.clock
         self.result = StepRecord(name)
         self.facts = self.result.facts
-        self.journal = journal.for_kernel()
+        self.journal = run.journal if run else journal.for_kernel()
         self._signin: OperatorSignIn | None = None
         self._graph: Graph | None = None
         self._exchange: Graph | None = None
         self._executor: Executor | None = None
+
+    @property
+    def record_folder(self) -> Path | None:
+        """The record this step is written into (its run's, or its own when run by hand)."""
+        return self.journal.path.parent if self.journal.path else None
 
     @property
     def signin(self) -> OperatorSignIn:
@@ -147,6 +156,8 @@ class Step:
             self.result.error = "\n".join(filter(None, [self.result.error, error.explain()]))
         self.result.counts = self.transport.counts.as_dict()
         _publish(self.result)
+        if self.run is not None:
+            self.run.seal(self.result)
         if problem is not None and status == "ok":
             raise problem
 
@@ -195,7 +206,13 @@ def start(name: str, namespace: Mapping[str, Any]) -> Step:
         _current.finish()  # the setup cell was run again: close the previous step first
         _current = None
     params, notes = notebook_params(namespace)
-    _current = Step(name, params)
+    run = None if journal.started_by_runner() else NotebookRun(name, params, shell).open()
+    try:
+        _current = Step(name, params, run)
+    except BaseException as error:
+        if run is not None:  # its record is sealed, saying why, and the lock let go
+            run.seal(StepRecord(name, status="failed", error=f"the step could not start: {error}"))
+        raise
     for note in notes:
         _current.facts.warn(note)
     return _current

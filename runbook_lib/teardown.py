@@ -112,13 +112,15 @@ class Proof:
         return "\n".join([self.source + table, *self.notes])
 
 
-def run_archive(archive: str = "") -> Path | None:
+def run_archive(archive: str = "", own: Path | None = None) -> Path | None:
     """The archive a run writes to (its journal is ``<archive>/<tenant>/<stamp>/journal.jsonl``), else the
-    notebook's ``archive`` (relative to the kit), else none."""
+    notebook's ``archive`` (relative to the kit), else the archive of the step's own record (``own``)."""
     running = os.environ.get(journal.JOURNAL_ENV)
     if running:
         return Path(running).parent.parent.parent
-    return paths.resolve(archive) if archive else None
+    if archive:
+        return paths.resolve(archive)
+    return own.parent.parent if own else None
 
 
 def _key(resource: str, name: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> tuple[str, str]:
@@ -166,7 +168,8 @@ def read_records(step: Step, archive: str = "") -> Proof:
     run's own record, being written, is not proof of anything before it."""
     p = step.params
     world = WORLDS[p.mode]
-    folder = run_archive(archive)
+    own = step.record_folder
+    folder = run_archive(archive, own)
     if world is None:
         return Proof(
             "No record: nothing would be removed. A replay's answers were recorded and changed no tenant, "
@@ -175,15 +178,12 @@ def read_records(step: Step, archive: str = "") -> Proof:
         )
     if folder is None:
         return Proof(_NO_ARCHIVE, [])
-    own = os.environ.get(journal.JOURNAL_ENV)
     changes: list[tuple[str, str, Change]] = []
     notes: list[str] = []
     read = 0
     for record in records.record_dirs(folder, p.tenant):
         run = records.run_entry(record)
-        if (own and Path(own).parent == record) or (
-            run.get("tenant_id") != p.tenant_id or WORLDS.get(str(run.get("mode"))) != world
-        ):
+        if record == own or (run.get("tenant_id") != p.tenant_id or WORLDS.get(str(run.get("mode"))) != world):
             continue
         refused = unverified(record)
         if refused:

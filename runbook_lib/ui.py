@@ -27,7 +27,7 @@ import yaml
 from . import params as params_mod
 from . import paths, preflight
 from .errors import ParamsError, shorten
-from .journal import JOURNAL_ENV
+from .journal import started_by_runner
 
 #: the variable of a notebook's parameters cell that names a trainee's parameter file ('' for the cell's values)
 PARAMS_FILE = "params_file"
@@ -58,10 +58,6 @@ FORM_FIELDS = [
 ]
 #: how the form writes a secret store: ``kind:value``, as :meth:`SecretRef.describe` shows it
 STORE_KINDS = ("file", "env", "keyring")
-
-
-def _in_run() -> bool:
-    return bool(os.environ.get(JOURNAL_ENV))
 
 
 def _own_store(tenant: str) -> str:
@@ -104,7 +100,7 @@ def notebook_params(namespace: Mapping[str, Any]) -> tuple[params_mod.Params, li
     """The parameters a notebook's step runs with, and what it should be told about them: the trainee's file when
     ``params_file`` names one, else the cell's (or the form's) values."""
     name = str(namespace.get(PARAMS_FILE) or "")
-    if _in_run():
+    if started_by_runner():
         notes = (
             [f"params_file {shorten(name)} ignored: this run's parameters are the ones it was given"] if name else []
         )
@@ -201,7 +197,7 @@ def parameters_form(namespace: MutableMapping[str, Any]) -> Any:
     them for this notebook; *Save to the file* also writes them to the trainee's parameter file (``params_file``),
     which every notebook can then load; *Load the file* fills the form from it."""
     name = str(namespace.get(PARAMS_FILE) or "")
-    if _in_run():
+    if started_by_runner():
         current = params_mod.from_namespace(namespace).public()
         rows = [(_label(s, n), _value(current, s, n)) for s, n in FORM_FIELDS]
         return _static("Parameters of this run (a form in JupyterLab)", rows)
@@ -319,7 +315,7 @@ def quizzes() -> dict[str, Any]:
 def check_understanding(key: str) -> Any:
     """A multiple-choice question with feedback, for the points trainees most often get wrong."""
     quiz = quizzes()[key]
-    if _in_run():
+    if started_by_runner():
         return _static(
             f"Check your understanding (in JupyterLab): {quiz['question']}",
             [(chr(ord("a") + i), choice) for i, choice in enumerate(quiz["choices"])],

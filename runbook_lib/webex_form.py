@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import entra, secrets, webex
+from . import entra, journal, secrets, webex
 
 if TYPE_CHECKING:
     from .step import Step
@@ -83,15 +83,10 @@ def form_values(step: Step) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value", "note"])
 
 
-def _headless(step: Step) -> bool:
-    """Run by ``runbook run``, which gives the step its run's journal file: nobody is at the notebook."""
-    return step.journal.path is not None
-
-
 def reveal_secret(step: Step) -> Any:
     """A button that shows the secret's Value on screen for a minute (JupyterLab only)."""
     store = step.params.secret_store
-    if _headless(step):
+    if journal.started_by_runner():
         from IPython.display import Markdown
 
         return Markdown(
@@ -132,7 +127,7 @@ def checklist(step: Step) -> Any:
     given = step.params.checklist
     state = {key: key in given.done for key in webex.CHECKLIST}
     step.facts.checklist = {"confirmed_by": given.confirmed_by, "items": state}
-    if _headless(step):
+    if journal.started_by_runner():
         from IPython.display import Markdown
 
         return Markdown(

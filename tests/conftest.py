@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.replay)
 
 
+#: the archives of the test session: one per notebook nbval runs, and one for every other test
+ARCHIVES = Path(tempfile.mkdtemp(prefix="runbook-test-archives-"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(ARCHIVES, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Records go to the test session's own archives, never the checkout's: the tests read only what they made,
+    whatever a user ran before. Each notebook nbval runs keeps its record in an archive of its own (its kernel
+    starts in this setup, with this environment), as `make recordings` ran it, so what a notebook shows never
+    depends on another's records."""
+    os.environ[paths.ARCHIVE_ENV] = str(ARCHIVES / (item.path.stem if item.path.suffix == ".ipynb" else "tests"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Live-mode token caches of the tests go to a temporary folder, not the checkout. The demo secret
-    stores get the mode `make` gives them (git keeps no modes), for runs of pytest without make."""
+    """Live-mode token caches and sandboxes go to a temporary folder, not the checkout. The demo secret stores get
+    the mode `make` gives them (git keeps no modes), for runs of pytest without make."""
     for store in (ROOT / "params" / "demo" / "secrets").glob("*.secret"):
         store.chmod(0o600)
     mp = pytest.MonkeyPatch()

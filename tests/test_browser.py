@@ -10,11 +10,13 @@ import subprocess
 import time
 import urllib.request
 
+import nbformat
 import papermill
 import pytest
 import yaml
 
-from runbook_lib import cli
+from runbook_lib import cli, integrity, paths, records
+from runbook_lib.sandbox import state
 
 from conftest import ROOT
 
@@ -43,6 +45,7 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
 
     trainee = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
     trainee.update(tenant="browser-trainee", secret_store={"file": str(tmp_path / "trainee.secret")})
+    state.reset("browser-trainee")
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "01_webex_connect_app.ipynb"),
         str(tmp_path / "01_webex_connect_app.ipynb"),
@@ -58,6 +61,7 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
                 "--ip=127.0.0.1",
                 "--IdentityProvider.token=",
                 f"--ServerApp.runtime_dir={tmp_path / 'runtime'}",
+                f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",  # no tab of another run is restored
             ],
             folder=tmp_path,
         ),
@@ -100,8 +104,9 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
             page.wait_for_selector(idle, timeout=left())
             page.locator(".jp-Notebook").first.click()
             page.keyboard.press("Escape")
-            cells = page.locator(".jp-Notebook .jp-Cell")
-            for _ in range(cells.count()):  # Shift+Enter through the notebook, as a trainee does, each cell done first
+            # Shift+Enter through the notebook, as a trainee does, each cell done first (counted in the file: the page
+            # renders only the cells in view)
+            for _ in range(len(nbformat.read(tmp_path / "01_webex_connect_app.ipynb", as_version=4).cells)):
                 page.keyboard.press("Shift+Enter")
                 page.wait_for_selector(idle, timeout=left())
             page.get_by_text("well formed").first.wait_for(timeout=left())
@@ -121,3 +126,8 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert (ARTIFACTS / "jupyterlab-notebook-01-sandbox.png").stat().st_size > 10_000
+    # the notebook run in JupyterLab left a sealed record, as `runbook run` would
+    [record] = records.record_dirs(paths.archive_dir(), "browser-trainee")
+    manifest = records.read_manifest(record)
+    assert (manifest["started_by"], manifest["status"], manifest["mode"]) == ("JupyterLab", "ok", "sandbox")
+    assert integrity.verify(record) == [] and (record / "01_webex_connect_app.html").exists()

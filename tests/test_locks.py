@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from runbook_lib import locks, params
 from runbook_lib.errors import LockHeld
@@ -38,9 +39,18 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "state"
 
 
+@pytest.fixture(autouse=True)
+def live_file(tmp_path: Path) -> Path:
+    """The demo tenant reached live: a replay touches no tenant and takes no tenant's lock."""
+    data = yaml.safe_load(DEMO.read_text())
+    data["mode"] = "live"
+    (tmp_path / "live.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path / "live.yaml"
+
+
 @pytest.fixture
-def demo() -> params.Params:
-    return params.load(DEMO)
+def demo(live_file: Path) -> params.Params:
+    return params.load(live_file)
 
 
 def variant(demo: params.Params, **changes: Any) -> params.Params:
@@ -53,10 +63,10 @@ def variant(demo: params.Params, **changes: Any) -> params.Params:
     return params.validate(data)
 
 
-def hold(*seconds: float) -> subprocess.Popen:
+def hold(live_file: Path, *seconds: float) -> subprocess.Popen:
     """Another process holding the demo tenant's lock (it inherits RUNBOOK_STATE)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(DEMO), *map(str, seconds)],
+        [sys.executable, "-c", HOLDER, str(live_file), *map(str, seconds)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -66,8 +76,8 @@ def hold(*seconds: float) -> subprocess.Popen:
 
 
 @pytest.fixture
-def holder() -> Iterator[subprocess.Popen]:
-    proc = hold()
+def holder(live_file: Path) -> Iterator[subprocess.Popen]:
+    proc = hold(live_file)
     yield proc
     proc.stdin.close()
     proc.wait(timeout=30)
@@ -83,8 +93,8 @@ def test_a_second_holder_is_told_who_holds_it_and_since_when(demo, holder):
     assert "--wait SECONDS" in message and demo.tenant_id in message
 
 
-def test_waiting_acquires_once_the_holder_is_done(demo):
-    proc = hold(0.6)
+def test_waiting_acquires_once_the_holder_is_done(demo, live_file):
+    proc = hold(live_file, 0.6)
     started = time.monotonic()
     with locks.tenant_lock(demo, wait_seconds=20):
         waited = time.monotonic() - started
@@ -99,8 +109,8 @@ def test_waiting_gives_up_after_the_time_given(demo, holder):
     assert 0.5 <= time.monotonic() - started < 5
 
 
-def test_a_killed_holders_lock_is_taken_over(demo):
-    proc = hold()
+def test_a_killed_holders_lock_is_taken_over(demo, live_file):
+    proc = hold(live_file)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     proc.stdin.close()
@@ -129,7 +139,26 @@ def test_any_application_name_makes_a_safe_file_name(demo, state):
     for name in ("../../etc/passwd", "Webex ☃ / Email", "   "):
         path = locks.lock_file(variant(demo, display_name=name))
         assert path.parent == state / "locks" and "/" not in path.name and path.name.endswith(".lock")
-    assert locks.lock_file(variant(demo, display_name="A b")) != locks.lock_file(variant(demo, display_name="a-B"))
+    # one key (uniqueName) is one application, however its display name is typed: one lock
+    assert locks.lock_file(variant(demo, display_name="Webex Connect Email")) == locks.lock_file(
+        variant(demo, display_name="WEBEX connect email")
+    )
+    assert locks.lock_file(variant(demo, display_name="A b")) != locks.lock_file(variant(demo, display_name="A c"))
+
+
+def test_a_replay_takes_no_tenants_lock_only_its_archive_folders(demo):
+    """A replay changes no tenant: two demo tenants of one tenant ID replay side by side (a batch of the demo
+    tenants); two replays of one tenant name would seal into one folder, and take turns."""
+    replay = variant(demo, mode="replay")
+    pick = variant(demo, mode="replay", tenant="contoso-pick")
+    with (
+        locks.tenant_lock(demo),
+        locks.tenant_lock(replay),
+        locks.tenant_lock(pick),
+        pytest.raises(LockHeld),
+        locks.tenant_lock(variant(demo, mode="replay")),
+    ):
+        pass
 
 
 def test_private_while_held_and_empty_once_released_even_after_an_error(demo, state):

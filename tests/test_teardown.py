@@ -269,7 +269,7 @@ def test_only_records_of_the_same_tenant_reached_the_same_way_are_proof(
 ):
     monkeypatch.delenv(journal.JOURNAL_ENV, raising=False)
     write_record(tmp_path, "t", "20260101T000000Z", recorded_mode, recorded_tenant, [change("application", "created")])
-    step = SimpleNamespace(params=SimpleNamespace(mode=mode, tenant="t", tenant_id="t-1"))
+    step = SimpleNamespace(params=SimpleNamespace(mode=mode, tenant="t", tenant_id="t-1"), record_folder=None)
     proof = teardown.read_records(step, str(tmp_path))  # type: ignore[arg-type]
     assert bool(proof.made) is proves
     assert proves or proof.source.startswith("No record: nothing would be removed.")
@@ -294,7 +294,7 @@ def test_a_step_3_applied_by_its_script_is_left_with_a_note(tmp_path, monkeypatc
     write_record(
         tmp_path, "t", "20260101T000000Z", "live", "t-1", made, mailbox={"apply_with": apply_with}, apply=apply
     )
-    step = SimpleNamespace(params=SimpleNamespace(mode="live", tenant="t", tenant_id="t-1"))
+    step = SimpleNamespace(params=SimpleNamespace(mode="live", tenant="t", tenant_id="t-1"), record_folder=None)
     proof = teardown.read_records(step, str(tmp_path))  # type: ignore[arg-type]
     assert bool(proof.notes) is noted
     assert not noted or "20260101T000000Z: step 3 was applied by its PowerShell script" in repr(proof)
