@@ -19,6 +19,7 @@ never listed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,10 @@ import pandas as pd
 from . import client_secrets, registry, secrets
 from .changes import Change, Confirm, Write, changes_frame, unchanged
 from .endpoints import EXCHANGE_APP_ID, GRAPH_APP_ID
-from .errors import StepFailed
+from .errors import RunbookError, StepFailed
+from .executor import NotKept
 from .graph import key_segment, odata_quote
+from .params import SecretRef
 from .results import SecretFacts
 
 if TYPE_CHECKING:
@@ -784,6 +787,8 @@ def diff_secret(
     reason = (
         f"the stored secret expires on {cred.expires.date().isoformat()}"
         if match.kind == "matched" and cred
+        else "the application has no client secret yet"
+        if not (app or {}).get("passwordCredentials")
         else match.explain(store)
     )
     return Change(
@@ -804,48 +809,91 @@ def ensure_secret(step: Step, app: dict[str, Any] | None) -> Change:
     store = step.params.secret_store
     application = step.params.application
     match = stored_match(step, app)
-    change, answer = step.executor.apply(
-        diff_secret(
-            app,
-            match,
-            store.describe(),
-            now=step.clock.now(),
-            renew_days=application.secret_renew_days,
-            lifetime_days=application.secret_lifetime_days,
-        )
+    planned = diff_secret(
+        app,
+        match,
+        store.describe(),
+        now=step.clock.now(),
+        renew_days=application.secret_renew_days,
+        lifetime_days=application.secret_lifetime_days,
     )
-    if change.action == "unchanged" and match.secret is not None:
+    if planned.action == "unchanged" and match.secret is not None:
         step.facts.secret = SecretFacts(
             match.secret.hint, match.secret.expires.date().isoformat(), match.secret.key_id, store.describe()
         )
-    elif change.action == "created" and answer is not None and app is not None:
-        change = keep_new_secret(step, app, change, answer)
-    return change
+    # a value that matches none of the application's secrets may be another application's: kept, not overwritten
+    keep_old = secrets.replaced(store) if match.kind == "no match" else None
+    return add_secret(step, app, planned, keep_old=keep_old)
 
 
-def keep_new_secret(step: Step, app: dict[str, Any], change: Change, answer: dict[str, Any], *notes: str) -> Change:
-    """The value of a secret just added goes straight into the store (it is shown once, and never in an output);
-    the record keeps its hint, Secret ID and a fingerprint, and says where the value went (and ``notes``)."""
+def add_secret(step: Step, app: dict[str, Any] | None, change: Change, *, keep_old: SecretRef | None = None) -> Change:
+    """Apply a secret's addition so that the application never holds a secret whose value nobody has: the store
+    is checked before Entra ID is asked (its answer shows the value once); the value goes into the store in the
+    moment Entra ID accepted it, before the change is journaled, in the window a Ctrl-C waits for
+    (:meth:`Executor.apply`'s ``keep``); if storing fails all the same, the new secret is removed again,
+    journaled, or its Secret ID named. ``keep_old``: where the value the store held goes first."""
     store = step.params.secret_store
-    where = secrets.write(store, answer["secretText"])
-    app.setdefault("passwordCredentials", []).append({k: v for k, v in answer.items() if k != "secretText"})
-    step.facts.secret = SecretFacts(
-        answer["hint"],
-        client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
-        answer["keyId"],
-        store.describe(),
-        secrets.fingerprint(answer["secretText"]),
-    )
-    change = Change(
-        change.resource,
-        change.name,
-        change.action,
-        "; ".join([change.summary, *notes, where]),
-        change.before,
-        {**(change.after or {}), "fingerprint": step.facts.secret.fingerprint},
-    )
-    step.result.changes[-1] = change
-    return change
+    if change.action == "planned" and change.write is not None and step.params.apply:
+        problem = secrets.problem_writing(store, interactive=step.interactive)
+        if problem:
+            raise StepFailed(
+                f"no new client secret was added: its value would have nowhere to go ({problem}); nothing was changed",
+                fix="name a secret store this run can write in secret_store (a file, mode 0600, or a keyring entry)",
+                step=STEP,
+            )
+    if app is None or change.write is None:
+        return step.executor.apply(change)[0]
+    try:
+        return step.executor.apply(change, keep=secret_keeper(step, app, keep_old))[0]
+    except NotKept as failed:
+        key_id = str((failed.applied.after or {}).get("keyId"))
+        orphan = Change(
+            "client secret",
+            f"Secret ID {key_id}",
+            "planned",
+            "remove the new secret, whose value could not be stored",
+            {"keyId": key_id},
+            None,
+            remove_password(app, key_id),
+            outcome="removed",
+        )
+        try:
+            step.executor.apply(orphan)
+            left = f"so the new secret (Secret ID {key_id}) was removed again: none is left that nobody holds"
+        except RunbookError:
+            left = f"and the new secret could not be removed again: remove Secret ID {key_id} in the portal"
+        raise StepFailed(
+            f"the new client secret's value could not be stored ({type(failed.__cause__).__name__}), {left}",
+            fix="make the secret store writable, or name another in secret_store, then run the step again",
+            step=STEP,
+        ) from None
+
+
+def secret_keeper(
+    step: Step, app: dict[str, Any], keep_old: SecretRef | None = None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """What is done with a new secret's answer the moment Entra ID accepted it: the value the store held goes to
+    ``keep_old`` (when given), the new value into the store; the record keeps a fingerprint and where the value
+    went, never the value."""
+    store = step.params.secret_store
+
+    def keep(answer: dict[str, Any]) -> dict[str, Any]:
+        notes = []
+        if keep_old is not None:
+            kept = secrets.write(keep_old, secrets.read(store) or "")
+            notes.append(f"the value the store held kept beside it: {kept}")
+        notes.append(secrets.write(store, answer["secretText"]))
+        app.setdefault("passwordCredentials", []).append({k: v for k, v in answer.items() if k != "secretText"})
+        step.facts.secret = SecretFacts(
+            answer["hint"],
+            client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
+            answer["keyId"],
+            store.describe(),
+            secrets.fingerprint(answer["secretText"]),
+        )
+        return {"fingerprint": step.facts.secret.fingerprint, "summary": "; ".join(notes)}
+
+    return keep
 
 
 # --- the operator and the summary ------------------------------------------------------------------

@@ -25,6 +25,18 @@ from .graph import Graph
 from .journal import Journal
 
 
+class NotKept(StepFailed):
+    """The tenant accepted a write, and what had to be done with its answer at once failed (a new secret's value
+    could not be stored); ``applied`` is the change, journaled and recorded."""
+
+    def __init__(self, applied: Change, failure: Exception) -> None:
+        self.applied = applied
+        super().__init__(
+            f"{applied.resource} {applied.name}: the tenant accepted the change, but what had to follow it failed "
+            f"({type(failure).__name__}: {failure})"
+        )
+
+
 class Executor:
     """Applies a step's changes through its API clients, journaling each accepted one."""
 
@@ -54,8 +66,13 @@ class Executor:
             record=step.record,
         )
 
-    def apply(self, change: Change) -> tuple[Change, Any]:
-        """Apply one change; returns it as it now stands and the write's answer (None when nothing was sent)."""
+    def apply(self, change: Change, *, keep: Callable[[Any], dict[str, Any]] | None = None) -> tuple[Change, Any]:
+        """Apply one change; returns it as it now stands and the write's answer (None when nothing was sent).
+
+        ``keep``: what must be done with the answer in the very moment the tenant accepted the write (a new
+        secret's value into its store): it runs before the change is journaled, inside the window a Ctrl-C
+        waits for, and what it returns joins the change's ``after``. If it fails, the change is journaled all
+        the same (the tenant holds what it made), saying so, and :class:`NotKept` is raised with it."""
         write = change.write
         if write is None or change.action != "planned" or not self.apply_writes:
             self.record(change)
@@ -74,8 +91,20 @@ class Executor:
                 applied = replace(applied, action="updated", summary=applied.summary + " (it existed already)")
             if write.keep and isinstance(answer, dict):
                 applied = replace(applied, after={**(applied.after or {}), **{k: answer.get(k) for k in write.keep}})
+            failure: Exception | None = None
+            if keep is not None:
+                try:
+                    kept = dict(keep(answer))
+                    note = kept.pop("summary", "")  # how it was kept, in words, joins the change's summary
+                    summary = "; ".join(filter(None, [applied.summary, note]))
+                    applied = replace(applied, summary=summary, after={**(applied.after or {}), **kept})
+                except Exception as error:  # the tenant holds it whatever happened here: journal it, then say so
+                    failure = error
+                    applied = replace(applied, summary=f"{applied.summary}; NOT KEPT: {type(error).__name__}")
             self.journal.append("change", step=self.step, change=applied.as_dict())
             self.record(applied)
+        if failure is not None:
+            raise NotKept(applied, failure) from failure
         return applied, answer
 
     def _send(self, write: Write) -> Any:

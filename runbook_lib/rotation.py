@@ -207,13 +207,10 @@ def phase_one(step: Step, state: RotationState) -> Change:
     into the store (neither into any output)."""
     ref = step.params.secret_store
     rotation = step.params.rotation
-    change, answer = step.executor.apply(
-        diff_add(state, lifetime_days=step.params.application.secret_lifetime_days, within_days=rotation.within_days)
+    planned = diff_add(
+        state, lifetime_days=step.params.application.secret_lifetime_days, within_days=rotation.within_days
     )
-    if change.action != "created" or answer is None:
-        return change
-    kept = secrets.write(secrets.previous(ref), secrets.read(ref) or "")
-    return entra.keep_new_secret(step, state.app, change, answer, f"old value kept until phase 2: {kept}")
+    return entra.add_secret(step, state.app, planned, keep_old=secrets.previous(ref))  # the old value: until phase 2
 
 
 def phase_two(step: Step, state: RotationState) -> Change:
@@ -259,20 +256,13 @@ def phase_two(step: Step, state: RotationState) -> Change:
             f"delete {previous.describe()}",
             step=STEP,
         )
-    change, _ = step.executor.apply(diff_remove(state, step.params.rotation.confirmed_by))
-    if change.action != "removed":
-        return change
-    state.app["passwordCredentials"] = [c for c in state.app["passwordCredentials"] if c["keyId"] != old.key_id]
-    done = Change(
-        change.resource,
-        change.name,
-        change.action,
-        f"{change.summary}; previous value: {secrets.delete(previous)}",
-        change.before,
-        change.after,
+    change, _ = step.executor.apply(  # the previous value goes with the secret, in the same journaled change
+        diff_remove(state, step.params.rotation.confirmed_by),
+        keep=lambda _: {"summary": f"previous value: {secrets.delete(previous)}"},
     )
-    step.result.changes[-1] = done
-    return done
+    if change.action == "removed":
+        state.app["passwordCredentials"] = [c for c in state.app["passwordCredentials"] if c["keyId"] != old.key_id]
+    return change
 
 
 def rotate(step: Step, state: RotationState) -> pd.DataFrame:

@@ -98,15 +98,52 @@ def write(ref: SecretRef, value: str) -> str:
     return f"stored in the keyring as {ref.keyring}"
 
 
-def previous(ref: SecretRef) -> SecretRef:
-    """Where the value a rotation replaced is kept until its phase 2: ``<file>.previous`` (mode 0600, like the
-    store), the keyring entry ``SERVICE/USERNAME.previous``, or the environment variable ``NAME_PREVIOUS`` (which,
-    like every environment store, the kit can set for its own process only)."""
+def sibling(ref: SecretRef, suffix: str) -> SecretRef:
+    """A store beside ``ref``, under the same rules: ``<file>.<suffix>`` (mode 0600, like the store), the keyring
+    entry ``SERVICE/USERNAME.<suffix>``, or the environment variable ``NAME_<SUFFIX>`` (which, like every
+    environment store, the kit can set for its own process only)."""
     if ref.env:
-        return SecretRef(env=f"{ref.env}_PREVIOUS")
+        return SecretRef(env=f"{ref.env}_{suffix.upper()}")
     if ref.file:
-        return SecretRef(file=f"{ref.file}.previous")
-    return SecretRef(keyring=f"{ref.keyring}.previous")
+        return SecretRef(file=f"{ref.file}.{suffix}")
+    return SecretRef(keyring=f"{ref.keyring}.{suffix}")
+
+
+def previous(ref: SecretRef) -> SecretRef:
+    """Where the value a rotation replaced is kept until its phase 2."""
+    return sibling(ref, "previous")
+
+
+def replaced(ref: SecretRef) -> SecretRef:
+    """Where a value step 2 found in the store and replaced is kept: it matched none of the application's secrets,
+    so it may be another application's, and a store is never overwritten without keeping what it held."""
+    return sibling(ref, "replaced")
+
+
+def problem_writing(ref: SecretRef, *, interactive: bool) -> str:
+    """Why a new secret's value could not be written to ``ref`` (empty when it can): asked before Entra ID is
+    asked for the secret, whose value is shown once, so that the tenant never holds a secret nobody has."""
+    if ref.env:
+        return (
+            ""
+            if interactive
+            else f"environment variable {ref.env} can be set for this process only, and nobody is at this run to "
+            "copy the value out before it ends"
+        )
+    if ref.file:
+        path = _file(ref)
+        if path.is_dir():
+            return f"{ref.file} is a folder"
+        existing = path if path.exists() else next(p for p in path.parents if p.exists())
+        if not os.access(existing, os.W_OK) or (existing != path and not os.access(existing, os.X_OK)):
+            return f"{existing} cannot be written by this account"
+        return ""
+    import keyring
+    from keyring.backends import fail
+
+    if isinstance(keyring.get_keyring(), fail.Keyring):
+        return "no keyring is available on this machine (keyring's backend is 'fail')"
+    return ""
 
 
 def delete(ref: SecretRef) -> str:

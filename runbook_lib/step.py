@@ -49,6 +49,11 @@ class Step:
         self._executor: Executor | None = None
 
     @property
+    def interactive(self) -> bool:
+        """Somebody is at the notebook (JupyterLab by hand), who can act on what a step shows them."""
+        return self.run is not None and self.run.started_by.startswith("Jupyter")
+
+    @property
     def record_folder(self) -> Path | None:
         """The record this step is written into (its run's, or its own when run by hand)."""
         return self.journal.path.parent if self.journal.path else None
@@ -86,6 +91,12 @@ class Step:
         if self.facts.signed_in is None:
             self.facts.signed_in = identity
             self.journal.append("identity", step=self.name, identity=identity.__dict__)
+
+    def made_outside(self, change: Change) -> Change:
+        """A change the tenant made because of this step but not through its executor (a consent the mailbox gave
+        at verify's test sign-in, a test message sent): journaled the moment it is known, then recorded."""
+        self.journal.append("change", step=self.name, change=change.as_dict())
+        return self.record(change)
 
     def record(self, change: Change) -> Change:
         """Add a change to the step's record; returns it so a cell can show it."""

@@ -379,7 +379,19 @@ def smtp_checks(step: Step, checks: Checks, directory: Directory) -> None:
         after = mailbox_user_grants(step, entra.delegated_grants(step, directory.sp))
         made = [g for g in after if (g.get("id"), g.get("scope")) not in known]
         step.facts.grants_made = [describe_grant(g) for g in made]
+        before = {g.get("id"): g for g in directory.grants}
         for grant in made:
+            was = before.get(grant.get("id"))
+            step.made_outside(
+                Change(
+                    "delegated consent",
+                    f"grant {grant.get('id')}",
+                    "updated" if was else "created",
+                    "given by the mailbox user at the test sign-in",
+                    {"scope": was.get("scope")} if was else None,
+                    {k: grant.get(k) for k in ("id", "consentType", "principalId", "resourceId", "scope")},
+                )
+            )
             step.facts.warn(
                 f"the test sign-in made a consent: {describe_grant(grant)}. Generate Token needs SMTP.Send and "
                 "offline_access too (the test's sign-in also asks for openid, which msal adds); to take it back, "
@@ -403,7 +415,12 @@ def smtp_checks(step: Step, checks: Checks, directory: Directory) -> None:
     text = f"{reply['code']} {reply['message']}"
     if reply["code"] == 235:
         checks.add("SMTP AUTH XOAUTH2", "pass", text)
-        test_message(checks, transcript.get("sent"))
+        sent = transcript.get("sent")
+        if sent is not None and 200 <= sent["code"] < 300:  # a message left the mailbox: a change like any other
+            step.made_outside(
+                Change("test message", str(sent["to"]), "created", "sent from the mailbox over SMTP AUTH", None, sent)
+            )
+        test_message(checks, sent)
         return
     finding = next(iter(diagnose.diagnose(text)), None)
     checks.add(
