@@ -154,11 +154,10 @@ def _refresh(scratch: Path) -> None:
         os.environ[paths.ARCHIVE_ENV] = str(scratch / f"{step}.{tenant}")
         target = scenario_notebook(step, tenant)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tenant_params = params_mod.load(paths.project_root() / "params" / "demo" / f"{tenant}.yaml")
         papermill.execute_notebook(
             str(notebooks / f"{step}.ipynb"),
             str(target),
-            parameters=tenant_params.public(),
+            parameters={"params_file": f"params/demo/{tenant}.yaml"},
             kernel_name=runner.kernel_name(),
             cwd=str(target.parent),
             progress_bar=False,

@@ -429,8 +429,3 @@ def override(params: Params, overrides: Mapping[str, Any], source: str) -> Param
     for key, value in overrides.items():
         data[key] = {**(data.get(key) or {}), **value} if isinstance(value, Mapping) else value
     return validate(data, source)
-
-
-def from_namespace(namespace: Mapping[str, Any], source: str = "notebook parameters") -> Params:
-    """Validate the parameters a notebook holds as variables (its ``parameters`` cell, or papermill's)."""
-    return validate({k: namespace[k] for k in Params.model_fields if k in namespace}, source)

@@ -325,7 +325,7 @@ def run(
                     if any(r.status in ("failed", "interrupted") for r in results) and not spec.after_failure:
                         results.append(StepRecord(name, status="skipped", error="an earlier step failed"))
                         continue
-                    parameters = params.public()
+                    parameters: dict[str, Any] = {"parameters": params.public(), "params_file": "", "overrides": {}}
                     if spec.after_failure:
                         parameters["run_errors"] = diagnose.failure_lines(results)
                     log.append("step", step=name, event="started")

@@ -1,11 +1,13 @@
 """JupyterLab helpers for training: the parameters a notebook's step runs with, a form for them, short checks of
 understanding, and the diagram of the whole flow.
 
-A trainee sets their parameters once, in a parameter file of their own: ``params_file`` in a notebook's
-``parameters`` cell (or the form's field) names it, and the file then replaces the cell's values whole, so
-nothing of the demo tenant is mixed into a trainee's run. Outside ``replay`` the notebook also makes the offline
-checks ``runbook run`` makes (:mod:`runbook_lib.preflight`), and refuses the demo tenants' shared secret stores,
-which only replays may write.
+**One source of parameters.** Every notebook's ``parameters`` cell is the same few lines: ``params_file`` (a
+tenant's parameter file, relative to the kit; the demo tenant's by default, a trainee names their own),
+``overrides`` (values that replace the file's for this run only) and ``parameters`` (the validated parameters
+whole, set by ``runbook run`` or by the form). Each notebook reads them through :func:`notebook_params`, exactly as
+``runbook run`` reads a file, so a value set once means the same in every step. Outside ``replay`` the notebook
+also makes the offline checks ``runbook run`` makes (:mod:`runbook_lib.preflight`), and refuses the demo
+tenants' shared secret stores, which only replays may write.
 
 In a headless run (``runbook run``, which starts the kernel with a journal) nobody can use the widgets, so they
 are shown as static HTML instead: the record reads the same and no widget library is loaded or messaged. Such a
@@ -29,10 +31,15 @@ from . import paths, preflight
 from .errors import ParamsError, shorten
 from .journal import started_by_runner
 
-#: the variable of a notebook's parameters cell that names a trainee's parameter file ('' for the cell's values)
+#: the variables of every notebook's parameters cell: the tenant's parameter file, values replacing the file's for
+#: this run only, and the validated parameters whole (set by ``runbook run`` or the form: then no file is read)
 PARAMS_FILE = "params_file"
+OVERRIDES = "overrides"
+PARAMETERS = "parameters"
 #: how the kit's messages show a trainee's parameter file
 EXAMPLE_FILE = "params/training/trainee-07.yaml"
+#: what a notebook opens with: the demo tenant, replayed offline
+DEMO_FILE = "params/demo/contoso.yaml"
 #: the file the flow diagram is drawn in (static SVG: it loads nothing, so it shows offline and in records)
 FLOW_DIAGRAM = Path("docs") / "flow.svg"
 
@@ -97,17 +104,26 @@ def _check(params: params_mod.Params, source: str) -> params_mod.Params:
 
 
 def notebook_params(namespace: Mapping[str, Any]) -> tuple[params_mod.Params, list[str]]:
-    """The parameters a notebook's step runs with, and what it should be told about them: the trainee's file when
-    ``params_file`` names one, else the cell's (or the form's) values."""
-    name = str(namespace.get(PARAMS_FILE) or "")
+    """The parameters a notebook's step runs with, and what it should be told about them: ``parameters`` when set
+    (by ``runbook run``, or the form), else the file ``params_file`` names with ``overrides`` on top."""
+    given = namespace.get(PARAMETERS) or {}
     if started_by_runner():
-        notes = (
-            [f"params_file {shorten(name)} ignored: this run's parameters are the ones it was given"] if name else []
+        return params_mod.validate(dict(given), "this run's parameters"), []
+    if given:
+        return _check(params_mod.validate(dict(given), "the form's parameters"), "the form's parameters"), []
+    name = str(namespace.get(PARAMS_FILE) or "")
+    if not name:
+        raise ParamsError(
+            "the notebook's parameters",
+            {PARAMS_FILE: f"name a tenant's parameter file, such as {EXAMPLE_FILE} (the demo tenant: {DEMO_FILE})"},
         )
-        return params_mod.from_namespace(namespace), notes
-    if name:
-        return _check(_load_file(name), f"params_file {shorten(name)}"), []
-    return _check(params_mod.from_namespace(namespace), "notebook parameters"), []
+    loaded = _load_file(name)
+    overrides = namespace.get(OVERRIDES) or {}
+    if not isinstance(overrides, Mapping):
+        raise ParamsError("the notebook's parameters", {OVERRIDES: "must be a mapping of fields to values, or {}"})
+    if overrides:
+        loaded = params_mod.override(loaded, dict(overrides), f"params_file {shorten(name)} with overrides")
+    return _check(loaded, f"params_file {shorten(name)}"), []
 
 
 def _model_field(section: str, name: str) -> Any:
@@ -198,17 +214,17 @@ def parameters_form(namespace: MutableMapping[str, Any]) -> Any:
     which every notebook can then load; *Load the file* fills the form from it."""
     name = str(namespace.get(PARAMS_FILE) or "")
     if started_by_runner():
-        current = params_mod.from_namespace(namespace).public()
+        current = dict(namespace.get(PARAMETERS) or {})
         rows = [(_label(s, n), _value(current, s, n)) for s, n in FORM_FIELDS]
         return _static("Parameters of this run (a form in JupyterLab)", rows)
     import ipywidgets as widgets
 
     result = widgets.HTML()
     try:
-        current = _load_file(name).public() if name else params_mod.from_namespace(namespace).public()
-    except ParamsError as error:  # e.g. a file the trainee is about to create with Save
-        current = params_mod.from_namespace(namespace).public()
-        result.value = _problems_html(error, "The cell's values are shown, not the file's:")
+        current = notebook_params(namespace)[0].public()
+    except ParamsError as error:  # e.g. a file the trainee is about to create with Save: the demo's, to start from
+        current = _load_file(DEMO_FILE).public()
+        result.value = _problems_html(error, "The demo tenant's values are shown, not the file's:")
     fields = {(s, n): _widget(s, n, _value(current, s, n)) for s, n in FORM_FIELDS}
     file_field = widgets.Text(
         value=name,
@@ -251,7 +267,7 @@ def parameters_form(namespace: MutableMapping[str, Any]) -> Any:
 
     def apply(params: params_mod.Params, file: str) -> None:
         show(params)
-        namespace.update(current)
+        namespace[PARAMETERS] = dict(current)
         namespace[PARAMS_FILE] = file
 
     def on_use(_: Any) -> None:

@@ -46,10 +46,11 @@ def test_a_trainee_runs_notebook_01_in_sandbox_mode_in_jupyterlab(tmp_path):
     trainee = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
     trainee.update(tenant="browser-trainee", secret_store={"file": str(tmp_path / "trainee.secret")})
     state.reset("browser-trainee")
-    papermill.execute_notebook(
+    (tmp_path / "trainee.yaml").write_text(yaml.safe_dump(trainee))
+    papermill.execute_notebook(  # the trainee's way: their parameter file, named once
         str(ROOT / "notebooks" / "01_webex_connect_app.ipynb"),
         str(tmp_path / "01_webex_connect_app.ipynb"),
-        parameters=trainee,
+        parameters={"params_file": str(tmp_path / "trainee.yaml")},
         prepare_only=True,
     )
     port = free_port()

@@ -99,7 +99,7 @@ def test_notebook_parameters_match_the_demo_tenant():
     that changes the tenant (rotation, teardown) opens as a plan of it."""
     import nbformat
 
-    from runbook_lib import params, registry
+    from runbook_lib import params, registry, ui
 
     demo = params.load(ROOT / "params" / "demo" / "contoso.yaml")
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -109,7 +109,7 @@ def test_notebook_parameters_match_the_demo_tenant():
         exec(cell.source, namespace)
         spec = registry.BY_NAME[path.stem]
         expected = demo if spec.by_default or not spec.in_plan else demo.model_copy(update={"apply": False})
-        assert params.from_namespace(namespace) == expected, path.name
+        assert ui.notebook_params(namespace)[0] == expected, path.name
         assert nb.metadata.kernelspec.name == "runbook-kit" and nb.metadata.language_info.name == "python"
 
 

@@ -113,11 +113,6 @@ def test_unreadable_files(tmp_path):
         params.load(bad)
 
 
-def test_from_namespace_ignores_other_variables(demo_raw):
-    namespace = dict(demo_raw, step=object(), pd=object())
-    assert params.from_namespace(namespace).tenant == "contoso"
-
-
 def test_a_proxy_password_is_never_echoed(demo_raw):
     demo_raw["endpoints"] = {"proxy": "ftp://alice:Pa55w0rd@proxy.example:8080"}
     with pytest.raises(ParamsError) as caught:

@@ -18,4 +18,4 @@ def test_scenario_copy_has_the_source_cells(step, tenant):
     copy = nbformat.read(demos.scenario_notebook(step, tenant), as_version=4)
     cells = [c for c in copy.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     assert [c.source for c in cells] == [c.source for c in source.cells]
-    assert copy.metadata.papermill.parameters["tenant"] == tenant
+    assert copy.metadata.papermill.parameters == {"params_file": f"params/demo/{tenant}.yaml"}

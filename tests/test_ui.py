@@ -44,49 +44,52 @@ def trainee_raw(tmp_path: Path) -> dict:
     return raw
 
 
+def cell(**values: object) -> dict:
+    """A notebook's parameters cell as it opens (the demo tenant), with ``values`` set."""
+    return {"params_file": "params/demo/contoso.yaml", "overrides": {}, "parameters": {}, **values}
+
+
 def test_form_uses_valid_parameters_and_refuses_bad_ones(demo_raw):
-    namespace = dict(demo_raw)
+    namespace = cell()
     _, _, by_label, use, _, result = form_parts(ui.parameters_form(namespace))
     by_label["webex.callback_url"].value = "https://contoso.us.webexconnect.io/callbak"
     use.click()
-    assert "webex.callback_url" in result.value and namespace["webex"] == demo_raw["webex"]
+    assert "webex.callback_url" in result.value and namespace["parameters"] == {}
     by_label["webex.callback_url"].value = "https://contoso.eu.webexconnect.io/callback"
     by_label["apply"].value = False
     use.click()
     assert "Parameters set" in result.value
-    assert (
-        namespace["webex"]["callback_url"] == "https://contoso.eu.webexconnect.io/callback"
-        and namespace["apply"] is False
-        and namespace["params_file"] == ""
-    )
+    used = namespace["parameters"]
+    assert used["webex"]["callback_url"] == "https://contoso.eu.webexconnect.io/callback" and used["apply"] is False
+    assert namespace["params_file"] == "" and ui.notebook_params(namespace)[0] == params.validate(used)
     assert by_label["mode"].options == ("replay", "live", "record", "sandbox")
     assert {"secret_store", "recordings", "mode", "verify.mailbox_sign_in"} <= set(by_label)
 
 
-def test_the_form_refuses_a_trainee_run_that_would_write_the_demo_store(demo_raw):
-    namespace = dict(demo_raw)
+def test_the_form_refuses_a_trainee_run_that_would_write_the_demo_store():
+    namespace = cell()
     _, _, by_label, use, _, result = form_parts(ui.parameters_form(namespace))
     by_label["mode"].value = "sandbox"
     by_label["tenant"].value = "trainee-07"
     by_label["recordings"].value = "recordings/contoso"
     use.click()
-    assert "secret_store" in result.value and "demo tenant" in result.value and namespace["mode"] == "replay"
+    assert "secret_store" in result.value and "demo tenant" in result.value and namespace["parameters"] == {}
     assert "{file: .runbook/secrets/trainee-07.secret}" in result.value  # the fix names a store of the trainee's own
     by_label["secret_store"].value = "the secret itself"
     use.click()
-    assert "write file:PATH, env:NAME or keyring:SERVICE/USER" in result.value and namespace["mode"] == "replay"
+    assert "write file:PATH, env:NAME or keyring:SERVICE/USER" in result.value and namespace["parameters"] == {}
     by_label["recordings"].value = ""
     by_label["secret_store"].value = "file:.runbook/secrets/trainee-07.secret"
     use.click()  # the seed of recordings/trainee-07 does not exist: named before any request
-    assert "sandbox mode needs the seed" in result.value and namespace["mode"] == "replay"
+    assert "sandbox mode needs the seed" in result.value and namespace["parameters"] == {}
 
 
-def test_a_trainee_saves_the_form_to_a_file_every_notebook_then_loads(demo_raw, tmp_path):
+def test_a_trainee_saves_the_form_to_a_file_every_notebook_then_loads(tmp_path):
     raw = trainee_raw(tmp_path)
     target = tmp_path / "trainee-07.yaml"
-    first: dict = {**demo_raw, "params_file": str(target)}  # the file does not exist yet
+    first = cell(params_file=str(target))  # the file does not exist yet
     file_field, _, by_label, _, save, result = form_parts(ui.parameters_form(first))
-    assert "does not exist" in result.value and by_label["tenant"].value == "contoso"  # the cell's values shown
+    assert "does not exist" in result.value and by_label["tenant"].value == "contoso"  # the demo's values shown
     for label, value in {
         "tenant": "trainee-07",
         "mode": "sandbox",
@@ -100,13 +103,14 @@ def test_a_trainee_saves_the_form_to_a_file_every_notebook_then_loads(demo_raw, 
     assert "Saved to" in result.value, result.value
     saved = params.load(target)
     assert saved.tenant == "trainee-07" and saved.mode == "sandbox" and saved.verify.probe_authorize_url
-    assert first["params_file"] == str(target) and first["tenant"] == "trainee-07"
+    assert first["params_file"] == str(target) and first["parameters"]["tenant"] == "trainee-07"
     assert "network" not in yaml.safe_load(target.read_text())  # defaults are left out: it reads like a person's
 
-    second = {**demo_raw, "params_file": ""}  # another notebook: its cell still holds the demo values
+    second = cell()  # another notebook: its cell still names the demo file
     file_field, load, by_label, _, save, result = form_parts(ui.parameters_form(second))
+    file_field.value = ""
     load.click()
-    assert "name the file to load" in result.value and second["tenant"] == "contoso"
+    assert "name the file to load" in result.value and second["parameters"] == {}
     file_field.value = str(target)
     load.click()
     assert "Loaded" in result.value and by_label["tenant"].value == "trainee-07"
@@ -117,37 +121,43 @@ def test_a_trainee_saves_the_form_to_a_file_every_notebook_then_loads(demo_raw, 
     assert "params/demo/ holds the demo tenants" in result.value and not (ROOT / "params/demo/mine.yaml").exists()
 
 
-def test_a_file_with_a_problem_loads_into_the_form_to_be_fixed_and_saved(demo_raw, tmp_path):
+def test_a_file_with_a_problem_loads_into_the_form_to_be_fixed_and_saved(tmp_path):
     raw = trainee_raw(tmp_path)
     raw["secret_store"] = {"file": "params/demo/secrets/contoso.secret"}  # a sandbox must not write it
     target = tmp_path / "trainee-01.yaml"
     target.write_text(yaml.safe_dump(raw))
-    namespace = {**demo_raw, "params_file": ""}
+    namespace = cell()
     file_field, load, by_label, _, save, result = form_parts(ui.parameters_form(namespace))
     file_field.value = str(target)
     load.click()
-    assert "not used yet" in result.value and "demo tenant" in result.value and namespace["tenant"] == "contoso"
+    assert "not used yet" in result.value and "demo tenant" in result.value and namespace["parameters"] == {}
     by_label["secret_store"].value = f"file:{tmp_path / 'own.secret'}"
     save.click()
-    saved = params.load(target)  # the values the form does not show are the file's, not the cell's
+    saved = params.load(target)  # the values the form does not show are the file's
     assert saved.checklist.confirmed_by == "trainee-01" and saved.secret_store.file == str(tmp_path / "own.secret")
-    assert namespace["tenant"] == "trainee-01" and namespace["params_file"] == str(target)
+    assert namespace["parameters"]["tenant"] == "trainee-01" and namespace["params_file"] == str(target)
 
 
-def test_a_params_file_replaces_the_cells_values_whole(demo_raw, tmp_path):
+def test_the_parameters_are_the_file_with_the_overrides_on_top(tmp_path):
     raw = trainee_raw(tmp_path)
-    del raw["mailbox"]  # left out of the file: the default, never the cell's value
+    del raw["mailbox"]  # left out of the file: the default
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
-    cell = {**demo_raw, "mailbox": {"apply_with": "adminapi", "keep_copy": False}, "params_file": ""}
-    assert ui.notebook_params(cell)[0] == params.from_namespace(cell)
-    cell["params_file"] = str(tmp_path / "t.yaml")
-    got, notes = ui.notebook_params(cell)
+    got, notes = ui.notebook_params(cell(params_file=str(tmp_path / "t.yaml")))
     assert got == params.validate(raw) and got.mailbox == params.Mailbox() and notes == []
+    changed = cell(params_file=str(tmp_path / "t.yaml"), overrides={"apply": False, "mailbox": {"keep_copy": False}})
+    got = ui.notebook_params(changed)[0]
+    assert got.apply is False and got.mailbox.keep_copy is False and got.tenant == raw["tenant"]
+    with pytest.raises(ParamsError) as bad:
+        ui.notebook_params(cell(overrides=["apply"]))
+    assert set(bad.value.problems) == {"overrides"}
+    with pytest.raises(ParamsError) as none:
+        ui.notebook_params(cell(params_file=""))
+    assert set(none.value.problems) == {"params_file"} and "params/demo/contoso.yaml" in none.value.explain()
 
 
-def test_a_missing_or_incomplete_params_file_is_named_never_a_raw_error(demo_raw, tmp_path):
+def test_a_missing_or_incomplete_params_file_is_named_never_a_raw_error(tmp_path):
     with pytest.raises(ParamsError) as missing:
-        ui.notebook_params({**demo_raw, "params_file": "params/training/nobody.yaml"})
+        ui.notebook_params(cell(params_file="params/training/nobody.yaml"))
     assert set(missing.value.problems) == {"params_file"}
     assert (
         "does not exist" in missing.value.explain() and "params_file in the parameters cell" in missing.value.explain()
@@ -156,19 +166,37 @@ def test_a_missing_or_incomplete_params_file_is_named_never_a_raw_error(demo_raw
     del raw["secret_store"]
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError) as incomplete:
-        ui.notebook_params({**demo_raw, "params_file": str(tmp_path / "t.yaml")})
+        ui.notebook_params(cell(params_file=str(tmp_path / "t.yaml")))
     assert "a store of their own, {file: .runbook/secrets/TENANT.secret}" in incomplete.value.problems["secret_store"]
 
 
-def test_a_run_uses_its_own_parameters_and_says_it_ignored_the_notebooks_file(demo_raw, monkeypatch):
-    """`runbook run` read its file once and injected it; a file a saved notebook names must not replace it."""
+def test_a_run_uses_the_parameters_it_injected_never_a_file_the_notebook_names(demo_raw, monkeypatch):
+    """`runbook run` read its file once and injected it whole; a file a saved notebook names must not replace it."""
     monkeypatch.setenv(JOURNAL_ENV, "journal.jsonl")
-    got, notes = ui.notebook_params({**demo_raw, "params_file": "params/training/trainee.yaml"})
-    assert got.tenant == "contoso" and notes == [
-        "params_file params/training/trainee.yaml ignored: " + ("this run's parameters are the ones it was given")
-    ]
-    html = ui.parameters_form({**demo_raw}).data  # headless: a table, no widget
+    got, notes = ui.notebook_params(cell(parameters=demo_raw, params_file="params/training/trainee.yaml"))
+    assert got == params.validate(demo_raw) and notes == []
+    html = ui.parameters_form(cell(parameters=demo_raw)).data  # headless: a table, no widget
     assert "Parameters of this run" in html and "file:params/demo/secrets/contoso.secret" in html
+
+
+def test_every_notebook_has_the_same_small_parameters_cell_and_reads_every_field_from_it(tmp_path):
+    """One source of parameters: each notebook's cell is a few lines naming the file, and a value set once in it
+    (``mail_send`` included, which step 3 decides on) means the same in every step."""
+    raw = trainee_raw(tmp_path)
+    raw["application"] = {"display_name": "Webex Connect Email (EU)", "mail_send": "scoped", "secret_lifetime_days": 90}
+    raw.update(consent="admin", verify={"mailbox_sign_in": False, "secret_warn_days": 12})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    expected = params.validate(raw)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        [parameters] = [
+            c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])
+        ]
+        assert len(parameters.source.splitlines()) <= 10, path.name
+        namespace: dict = {}
+        exec(parameters.source, namespace)
+        assert {"params_file", "overrides", "parameters"} <= set(namespace), path.name
+        namespace.update(params_file=str(tmp_path / "t.yaml"), overrides={})
+        assert ui.notebook_params(namespace)[0] == expected, path.name
 
 
 @pytest.mark.parametrize("key", sorted(ui.quizzes()))
