@@ -206,6 +206,13 @@ def failed_files(batch_record: Path) -> list[str]:
             f"{batch_record} is not a batch record: it has no readable batch.json",
             fix="give a folder such as archive/_batches/<UTC time>/",
         ) from None
+    if not isinstance(tenants, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("params_file"), str) for t in tenants
+    ):
+        raise RunbookError(
+            f"{batch_record}/batch.json is damaged: every tenant entry needs its params_file",
+            fix="check the batch record with `runbook verify-record`, or name the parameter files yourself",
+        )
     return [t["params_file"] for t in tenants if t.get("status") not in DONE]
 
 

@@ -7,6 +7,7 @@ sent or written), 130 the run was interrupted (its record is sealed, holding eve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -56,8 +57,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     bad = 0
     for path in args.params:
         try:
-            _load(path, {}, _archive(args))
+            loaded = _load(path, {}, _archive(args))
             print(f"{path}: valid")
+            for warning in params_mod.name_warnings(loaded):
+                print(f"  warning: {warning}")
         except ParamsError as exc:
             print(exc.explain(), file=sys.stderr)
             bad += 1
@@ -222,23 +225,50 @@ KERNELS_OVER_IPC = ["--KernelManager.transport=ipc"] if os.name == "posix" else 
 
 
 def lab_command(extra: list[str], folder: Path | None = None) -> list[str]:
-    """JupyterLab on the kit's notebooks (or ``folder``), from this environment so the kit's kernel is there. Its
-    kernels talk over IPC (Unix sockets beside their connection files, in the runtime folder :func:`cmd_lab` makes
-    private), never TCP."""
+    """JupyterLab on the kit (or ``folder``), opening on its notebooks, from this environment so the kit's kernel is
+    there: a trainee reaches ``params/`` and ``archive/`` too. Its kernels talk over IPC (Unix sockets beside their
+    connection files, in the runtime folder :func:`cmd_lab` makes private), never TCP."""
     as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers, CI
-    folder = folder or paths.project_root() / "notebooks"
-    return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}", *KERNELS_OVER_IPC, *as_root, *extra]
+    opening = [] if folder else ["--LabApp.default_url=/lab/tree/notebooks/01_webex_connect_app.ipynb"]
+    folder = folder or paths.project_root()
+    root = [f"--ServerApp.root_dir={folder}", *opening]
+    return [sys.executable, "-m", "jupyterlab", *root, *KERNELS_OVER_IPC, *as_root, *extra]
+
+
+#: how long JupyterLab may take to shut its kernels down once asked to stop, before it is killed
+LAB_STOP_SECONDS = 30
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
     """JupyterLab with its connection files and kernel sockets in a new folder only this account can enter (mode
-    0700, removed afterwards), under /tmp: a Unix socket's path must stay under about 100 bytes."""
+    0700, removed afterwards), under /tmp: a Unix socket's path must stay under about 100 bytes. Ctrl-C or SIGTERM
+    (stopped by its PID) stops JupyterLab and every kernel it started, then removes that folder: nothing is left
+    serving on loopback."""
+    import signal
     import subprocess
     import tempfile
 
     base = "/tmp" if os.path.isdir("/tmp") else None
     with tempfile.TemporaryDirectory(prefix="runbook-lab-", dir=base) as runtime:
-        return subprocess.call(lab_command(args.jupyter_args), env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime})
+        lab = subprocess.Popen(
+            lab_command(args.jupyter_args), env={**os.environ, "JUPYTER_RUNTIME_DIR": runtime}, start_new_session=True
+        )
+
+        def stop(signum: int, frame: object) -> None:  # JupyterLab shuts its kernels down on SIGTERM
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(lab.pid, signal.SIGTERM)
+
+        previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = lab.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                lab.wait(timeout=LAB_STOP_SECONDS)
+            with contextlib.suppress(ProcessLookupError):  # whatever is left of it and its kernels
+                os.killpg(lab.pid, signal.SIGKILL)
+        return 0 if code in (0, -signal.SIGTERM, 128 + signal.SIGTERM) else code
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -323,10 +353,12 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         status = fleet.judge(health).status
         print(f"[{done}/{total}] {health.tenant} ({health.mode}): {status}", file=sys.stderr, flush=True)
 
+    given = {"html": args.html, "csv_file": args.csv, "json_file": args.json}
+    outputs = {k: Path(v) if v else None for k, v in given.items()}
+    fleet_report.check_outputs(fleet.expand(args.params), **outputs)  # before anything is read or written
     result = fleet.read_fleet(args.params, jobs=args.jobs, archive=_archive(args), progress=progress)
     generated = datetime.now(UTC).isoformat(timespec="seconds")
-    given = {"html": args.html, "csv_file": args.csv, "json_file": args.json}
-    fleet_report.write(result, generated, **{k: Path(v) if v else None for k, v in given.items()})
+    fleet_report.write(result, generated, **outputs)
     print(fleet_report.text(result))
     for kind, path in given.items():
         if path:
@@ -507,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunbookError as exc:
         print(exc.explain(), file=sys.stderr)
+        return 1
+    except OSError as exc:  # a folder that cannot be made or written (an archive under /proc, a full disk)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{where}{exc.strerror or type(exc).__name__}", file=sys.stderr)
+        print("Fix: give a folder this account can write (--archive), with room on its disk", file=sys.stderr)
         return 1
 
 

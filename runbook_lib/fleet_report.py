@@ -18,12 +18,17 @@ import csv
 import io
 import json
 import math
+import os
+import stat
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import records
+from . import paths, records
+from .errors import ParamsError, RunbookError
 from .html_record import page  # the records' page conventions: the same policy and base style
 
 if TYPE_CHECKING:
@@ -188,11 +193,21 @@ and its last successful verify.</p>
     return page("Fleet health", body, _FLEET_CSS)
 
 
+#: what a spreadsheet takes for the start of a formula (OWASP, CSV injection): a text cell starting with one is
+#: prefixed with a single quote, so it is shown as text and never evaluated
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell as the CSV holds it: text that a spreadsheet would read as a formula made inert; numbers as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def csv_text(fleet: Fleet) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(fleet.records()[0]) if fleet.rows else COLUMNS)
     writer.writeheader()
-    writer.writerows(fleet.records())
+    writer.writerows({k: csv_cell(v) for k, v in record.items()} for record in fleet.records())
     return out.getvalue()
 
 
@@ -201,17 +216,113 @@ def json_text(fleet: Fleet, generated: str) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+#: the command's option of each report
+OPTIONS = {"html": "--html", "csv_file": "--csv", "json_file": "--json"}
+
+
+def _output_problem(path: Path, inputs: set[Path]) -> str:
+    """What keeps ``path`` from taking a report, or "" (its folder is made when missing and possible)."""
+    full = path.resolve()
+    if full in inputs:
+        return f"{path} is one of the parameter files read: the report would overwrite it"
+    if path.is_dir():
+        return f"{path} is a folder: name a file in it"
+    if path.exists():
+        if not stat.S_ISREG(path.stat().st_mode):
+            return f"{path} is not a regular file"
+        if not os.access(path, os.W_OK):
+            return f"{path} cannot be written"
+    folder = full.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"its folder cannot be made: {folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} cannot be written"
+    return ""
+
+
+def check_outputs(
+    inputs: Iterable[str | Path], *, html: Path | None, csv_file: Path | None, json_file: Path | None
+) -> None:
+    """Refuse, before anything is read or written, a report that would overwrite a parameter file of ``inputs``
+    (resolved as the fleet reads them), go to a folder, a device or anything but a regular file, into a folder
+    that cannot be made or written, or to the same file as another report: a :class:`ParamsError` naming each
+    option (the command's exit code 2)."""
+    read = {paths.resolve(i).resolve() for i in inputs}
+    problems: dict[str, str] = {}
+    taken: dict[Path, str] = {}
+    for key, path in {"html": html, "csv_file": csv_file, "json_file": json_file}.items():
+        if path is None:
+            continue
+        option = OPTIONS[key]
+        try:
+            full = path.resolve()
+            why = f"{path} is the same file as {taken[full]}" if full in taken else _output_problem(path, read)
+        except (OSError, RuntimeError) as error:  # a folder that may not be looked into, a loop of links
+            full, why = path, f"{path} cannot be checked: {getattr(error, 'strerror', None) or error}"
+        if why:
+            problems[option] = why
+        taken.setdefault(full, option)
+    if problems:
+        raise ParamsError("the command line", problems)
+
+
+def _write_failed(path: Path, error: OSError) -> RunbookError:
+    reason = error.strerror or str(error)
+    return RunbookError(
+        f"{path}: the report could not be written: {reason}",
+        fix="free space on its disk or name another file, and run again; no report was left half written",
+    )
+
+
+def _temporary(target: Path, text: str) -> Path:
+    """``text`` in a new file beside ``target`` (same folder, so replacing is atomic), synced to disk; the file is
+    removed again when writing fails. Its mode: the target's when it exists, else the one the umask gives."""
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if target.exists():
+            os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
 def write(fleet: Fleet, generated: str, *, html: Path | None, csv_file: Path | None, json_file: Path | None) -> None:
-    """Each report asked for."""
+    """Each report asked for, whole or not at all: every report is written to a temporary file beside it, and
+    only when all are written does each replace its file (a symbolic link's target). A write that fails (a full
+    disk) removes the temporary files, leaves every report as it was, and raises a :class:`RunbookError` naming
+    the file and the reason."""
     wanted = (
         (html, lambda: html_page(fleet, generated)),
         (csv_file, lambda: csv_text(fleet)),
         (json_file, lambda: json_text(fleet, generated)),
     )
-    for path, text in wanted:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text(), encoding="utf-8")
+    written: list[tuple[Path, Path, Path]] = []
+    try:
+        for path, text in wanted:
+            if path is None:
+                continue
+            target = path.resolve()
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written.append((path, _temporary(target, text()), target))
+            except OSError as error:
+                raise _write_failed(path, error) from error
+        for path, temporary, target in written:
+            try:
+                os.replace(temporary, target)
+            except OSError as error:
+                raise _write_failed(path, error) from error
+    finally:
+        for _, temporary, _ in written:
+            temporary.unlink(missing_ok=True)
 
 
 def text(fleet: Fleet) -> str:

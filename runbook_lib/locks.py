@@ -29,9 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from . import paths
+import requests
+import yaml
+
+from . import endpoints, paths
 from .errors import LockHeld, RunbookError
-from .params import Params
+from .params import GUID_RE, Params
 from .secrets import private_folder
 
 #: how often a run that may wait tries the lock again
@@ -47,7 +50,44 @@ def lock_file(params: Params) -> Path:
     key = params.application.key.casefold()
     slug = "-".join(re.findall(r"[a-z0-9]+", key))[:40] or "app"
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:10]
-    return paths.state_dir() / "locks" / f"{params.tenant_id.casefold()}--{slug}-{digest}.lock"
+    return paths.state_dir() / "locks" / f"{tenant_guid(params)}--{slug}-{digest}.lock"
+
+
+def tenant_guid(params: Params) -> str:
+    """The tenant's ID however the parameters name it, so that a run by the tenant's domain and one by its ID take
+    one lock: a GUID as it is; a verified domain resolved the way Entra ID resolves it, through its OpenID
+    configuration (whose issuer names the tenant's ID), or, for a trainee's sandbox, through its seed."""
+    given = params.tenant_id.casefold()
+    if GUID_RE.fullmatch(given):
+        return given
+    if params.mode == "sandbox":
+        seed = yaml.safe_load((paths.resolve(params.recordings) / "tenant.yaml").read_text(encoding="utf-8")) or {}
+        if str(seed.get("domain", "")).casefold() == given and GUID_RE.fullmatch(str(seed.get("tenant_id", ""))):
+            return str(seed["tenant_id"]).casefold()
+        return given
+    host = endpoints.for_params(params).authority_host
+    session = requests.Session()
+    if params.endpoints.ca_bundle or params.endpoints.proxy:
+        session.trust_env = False
+    if params.endpoints.ca_bundle:
+        session.verify = str(paths.resolve(params.endpoints.ca_bundle))
+    if params.endpoints.proxy:
+        session.proxies = {"https": params.endpoints.proxy}
+    url = f"https://{host}/{params.tenant_id}/v2.0/.well-known/openid-configuration"
+    try:
+        issuer = str(session.get(url, timeout=params.network.read_timeout).json().get("issuer", ""))
+    except (requests.RequestException, ValueError) as error:
+        raise RunbookError(
+            f"the tenant {params.tenant_id} could not be resolved to its ID ({type(error).__name__})",
+            fix="give tenant_id as the tenant's Directory (tenant) ID, a GUID, or check the network",
+        ) from None
+    found = re.search(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}", issuer.casefold())
+    if found is None:
+        raise RunbookError(
+            f"Entra ID does not know the tenant {params.tenant_id}",
+            fix="give tenant_id as the tenant's Directory (tenant) ID, a GUID, or one of its verified domains",
+        )
+    return found.group(0)
 
 
 @contextmanager
@@ -73,21 +113,24 @@ def tenant_lock(params: Params, *, wait_seconds: float = 0.0, command: str = "ru
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _acquire(handle: IO[str], params: Params, wait_seconds: float) -> None:
+def flock_within(handle: IO[str], wait_seconds: float) -> bool:
+    """Take ``handle``'s exclusive lock, trying again until ``wait_seconds`` have passed; False if it stayed held."""
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise LockHeld(
-                    params.tenant_id,
-                    params.application.display_name,
-                    _read_holder(handle),
-                    waited=max(wait_seconds, 0.0),
-                ) from None
+                return False
             time.sleep(POLL_SECONDS)
+
+
+def _acquire(handle: IO[str], params: Params, wait_seconds: float) -> None:
+    if not flock_within(handle, wait_seconds):
+        raise LockHeld(
+            params.tenant_id, params.application.display_name, _read_holder(handle), waited=max(wait_seconds, 0.0)
+        )
 
 
 def local_account() -> str:

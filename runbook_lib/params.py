@@ -9,13 +9,23 @@ secrets out of the change record.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from . import registry, strict_yaml, webex
 from .endpoints import CLOUDS
@@ -26,12 +36,232 @@ DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 SECRET_WORDS = re.compile(r"secret|password|passwd|token|credential", re.IGNORECASE)
 
+#: what a value of any field must not hold: a secret written as ``word=value`` or ``word:value`` (not
+#: ``word: text``, which is prose), an Entra ID client secret's value (three characters, a digit and ``Q~``, then
+#: 30 or more), or a token (a JWT starts ``eyJ``)
+SECRET_LOOKING = re.compile(
+    rf"(?:{SECRET_WORDS.pattern})\w*(?:\s*=\s*|:)\S|[\w.~-]{{3}}\dQ~|\beyJ[\w-]+\.[\w-]+", re.IGNORECASE
+)
+#: literal pieces every match of :data:`SECRET_LOOKING` holds, looked for first: the expression itself is slow on a
+#: value megabytes long, and such a value is refused for its length anyway
+_SECRET_PIECES = ("secret", "password", "passwd", "token", "credential", "q~", "eyj")
+
+
+def looks_secret(value: str) -> bool:
+    """Whether ``value`` holds what looks like a secret (:data:`SECRET_LOOKING`), quickly for any length."""
+    lowered = value.lower()
+    return any(piece in lowered for piece in _SECRET_PIECES) and SECRET_LOOKING.search(value) is not None
+
+
+#: said of such a value, which is never quoted: it may be the very secret refused
+SECRET_REFUSED = (
+    "looks like it holds a secret (a password, a client secret's value or a token): a parameter file and every "
+    "record are shared, so name things here, never a credential (a secret goes in secret_store)"
+)
+
+#: Unicode categories of characters that show as nothing, or break a line: control (Cc), format (Cf, such as the
+#: zero-width space U+200B), surrogate (Cs), line and paragraph separators (Zl, Zp)
+INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: characters a message names in words
+_CHAR_WORDS = {
+    " ": "a space",
+    "\t": "a tab",
+    "\n": "a line break",
+    "\r": "a line break (carriage return)",
+    "\u00a0": "a no-break space (U+00A0)",
+}
+
+#: Webex Connect's regions, as its hosts name them (``<tenant>.<region>.webexconnect.io``,
+#: ``mail-<region>.imiconnect.io``): Webex Connect's API reference lists us, eu, uk, ca, au, sg and in. London's
+#: environment is ``prodeu1`` and Japan shares Sydney's hosts, so eu/uk and au/jp are not told apart: only a
+#: mismatch between two groups is certain.
+REGION_GROUPS = {"us": "us", "eu": "eu", "uk": "eu", "ca": "ca", "au": "au", "jp": "au", "sg": "sg", "in": "in"}
+_FORWARDING_REGION = re.compile(r"@mail-([a-z0-9]+)\.imiconnect\.io", re.IGNORECASE)
+#: scripts whose letters look alike: a name mixing them may only look like the name meant
+CONFUSABLE_SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
+
 #: The "Microsoft Graph Command Line Tools" public client: preauthorized for dynamic Graph scopes.
 GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 
 Mode = Literal["replay", "live", "record", "sandbox"]
 #: the procedure's notebooks, in order: what a run includes unless ``steps`` names others
 STEP_NAMES = registry.PROCEDURE
+
+
+def _char(ch: str) -> str:
+    """``ch`` in words, for a message: "a tab", "an invisible character (U+200B ZERO WIDTH SPACE)"."""
+    if ch in _CHAR_WORDS:
+        return _CHAR_WORDS[ch]
+    name = unicodedata.name(ch, "")
+    kind = {"Cc": "a control character", "Zs": "a space"}.get(unicodedata.category(ch), "an invisible character")
+    return f"{kind} (U+{ord(ch):04X}{' ' + name if name else ''})"
+
+
+def _blank(ch: str) -> bool:
+    """Whitespace of any kind, or a character that shows as nothing."""
+    return ch.isspace() or unicodedata.category(ch) in INVISIBLE | {"Zs"}
+
+
+def hidden_problem(value: str, *, spaces_inside: bool) -> str | None:
+    """What in ``value`` cannot be seen or breaks a line, in words, or None: whitespace or an invisible character
+    at either end, and inside, an invisible character (and, unless ``spaces_inside``, any whitespace)."""
+    if value and _blank(value[0]):
+        return f"starts with {_char(value[0])}"
+    if value and _blank(value[-1]):
+        return f"ends with {_char(value[-1])}"
+    for found in re.finditer(r"[^\x21-\x7e]", value):  # anything but visible ASCII: rare, so looked at one by one
+        ch = found.group()
+        if unicodedata.category(ch) in INVISIBLE or (not spaces_inside and _blank(ch)):
+            return f"holds {_char(ch)} at character {found.start() + 1}"
+    return None
+
+
+def _name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a name that becomes an object's name or a record's text, or None."""
+    why = hidden_problem(value, spaces_inside=True)
+    if why:
+        return f"{why}: a name must not start or end with a space or hold an invisible character; type it again"
+    if looks_secret(value):
+        return SECRET_REFUSED
+    return None
+
+
+def _valid_name(value: str) -> str:
+    """``value``, once it can be a name (:func:`_name_problem`): a pydantic validator."""
+    why = _name_problem(value)
+    if why:
+        raise ValueError(why)
+    return value
+
+
+#: a name that becomes an object's name or a record's text
+Name = Annotated[str, AfterValidator(_valid_name)]
+
+
+def _address_problem(value: str, expected: str) -> str | None:
+    """Why ``value`` is not an email address as it will be used (the whole value, not a line of it), or None."""
+    why = hidden_problem(value, spaces_inside=False)
+    if why:
+        return f"{why}: an email address holds no space, line break or invisible character; copy it again"
+    if not webex.EMAIL_RE.fullmatch(value):
+        return f"{quoted(value)} is not {expected}"
+    return None
+
+
+def callback_problem(value: str) -> str | None:
+    """Why ``value`` cannot be registered as the Webex Connect Call Back URL, in plain words, or None. Accepted
+    only as it will be registered: ``https://`` + the host in lower case + ``/callback``, nothing else."""
+    again = "copy the Call Back URL again from Webex Connect"
+    why = hidden_problem(value, spaces_inside=False)
+    if why:
+        return (
+            f"{why}: a URL holds no space, line break or invisible character, and it is registered as written; {again}"
+        )
+    if not value.isascii():
+        ch = next(c for c in value if not c.isascii())
+        return (
+            f"holds {ch!r} (U+{ord(ch):04X} {unicodedata.name(ch, '')}) at character {value.index(ch) + 1}: Webex "
+            f"Connect's Call Back URL is plain ASCII, and a letter that only looks like another names another host; "
+            f"{again}"
+        )
+    scheme, sep, rest = value.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if not sep or scheme.lower() != "https":
+        return f"{quoted(value)} must start with https:// (a web redirect URI is https only); {again}"
+    if "@" in authority:  # never quoted: the part before @ may be a password
+        return (
+            "has a user name or password before the host (text ending in '@'): a Call Back URL has none, and the "
+            f"host it seems to name is not the one it does; {again}"
+        )
+    if ":" in authority:
+        return f"{quoted(value)} names a port (':' after the host): Webex Connect's Call Back URL has none; {again}"
+    if "?" in value:
+        return f"{quoted(value)} has a query ('?' and what follows, even empty): the URL ends with /callback; {again}"
+    if "#" in value:
+        return f"{quoted(value)} has a fragment ('#' and what follows): the URL ends with /callback; {again}"
+    why = webex.problem("callback_url", value)
+    if why:
+        return why
+    normal = f"https://{authority.lower()}/callback"
+    if value != normal:
+        return (
+            f"{quoted(value)} is not written in its normal form: write it as {quoted(normal)} (https and the host "
+            "in lower case), exactly as it is registered as the redirect URI"
+        )
+    return None
+
+
+def region_problems(data: Any) -> dict[str, str]:
+    """The Call Back URL's region against the forwarding address's, on raw parameter data: both are copied from
+    one Webex Connect tenant, so a clear mismatch (``eu`` beside ``mail-us``) is a value copied from another."""
+    values = data.get("webex") if isinstance(data, Mapping) else None
+    if not isinstance(values, Mapping):
+        return {}
+    url, address = values.get("callback_url"), values.get("forwarding_address")
+    if not (isinstance(url, str) and isinstance(address, str)) or callback_problem(url):
+        return {}
+    if not webex.FORWARDING_RE.fullmatch(address):
+        return {}
+    labels = (urlsplit(url).hostname or "").split(".")
+    found = _FORWARDING_REGION.search(address)
+    if len(labels) != 4 or labels[-2:] != ["webexconnect", "io"] or not found:
+        return {}  # a legacy https://<pod>.imiconnect.io/callback names no region
+    ours, theirs = labels[1], found.group(1).lower()
+    if ours in REGION_GROUPS and theirs in REGION_GROUPS and REGION_GROUPS[ours] != REGION_GROUPS[theirs]:
+        return {
+            "webex.callback_url": f"is in Webex Connect region {ours!r} (.{ours}.webexconnect.io) but "
+            f"webex.forwarding_address is in region {theirs!r} (mail-{theirs}.imiconnect.io): both come from the "
+            "same Webex Connect tenant, so their regions agree; copy both again from Webex Connect"
+        }
+    return {}
+
+
+def _scripts(text: str) -> Counter[str]:
+    """How many of ``text``'s letters each confusable script has (the script: the start of a letter's Unicode
+    name, as in LATIN SMALL LETTER A)."""
+    scripts = (unicodedata.name(ch, "").split(" ", 1)[0] for ch in text if ch.isalpha())
+    return Counter(script for script in scripts if script in CONFUSABLE_SCRIPTS)
+
+
+def name_warnings(params: Params) -> list[str]:
+    """Sentences about names that mix Latin, Cyrillic or Greek letters (a Cyrillic 'а' among Latin ones): not
+    refused, since a name may mix scripts on purpose, but such a name may only look like the one meant."""
+    names = [
+        ("webex.asset_name", params.webex.asset_name),
+        ("application.display_name", params.application.display_name),
+        ("mailbox.forwarding_policy", params.mailbox.forwarding_policy),
+        ("checklist.confirmed_by", params.checklist.confirmed_by),
+        ("rotation.confirmed_by", params.rotation.confirmed_by or ""),
+    ]
+    warnings = []
+    for field, value in names:
+        scripts = _scripts(value)
+        if len(scripts) < 2:
+            continue
+        main, *others = (script for script, _ in scripts.most_common())
+        firsts = []
+        for script in others:
+            i, ch = next((i, ch) for i, ch in enumerate(value) if unicodedata.name(ch, "").startswith(script + " "))
+            firsts.append(f"{script.title()} {ch!r} (U+{ord(ch):04X} {unicodedata.name(ch)}, character {i + 1})")
+        warnings.append(
+            f"{field} {quoted(value)} mixes {main.title()} letters with {' and '.join(firsts)}: a letter of another "
+            "script can look the same and still make another name; type the name again if it was copied"
+        )
+    return warnings
+
+
+def _secret_shaped(data: Any, path: str = "") -> dict[str, str]:
+    """Every string of the raw data that looks like a secret, by where it is: checked before the fields' own
+    validators, whose messages quote the value."""
+    found: dict[str, str] = {}
+    items = data.items() if isinstance(data, Mapping) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(value, str) and looks_secret(value):
+            found[where] = SECRET_REFUSED
+        elif isinstance(value, (Mapping, list)):
+            found.update(_secret_shaped(value, where))
+    return found
 
 
 class _Strict(BaseModel):
@@ -51,6 +281,18 @@ class SecretRef(_Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of env, file or keyring")
         return self
+
+    @field_validator("file")
+    @classmethod
+    def _not_a_secret_id(cls, value: str | None) -> str | None:
+        """A client secret's Secret ID (a GUID) is what operators paste by mistake for its value, and here for
+        where the value goes."""
+        if value is not None and GUID_RE.fullmatch(Path(value.strip()).name):
+            raise ValueError(
+                "is a GUID, the shape of a client secret's Secret ID: a Secret ID is not where a secret is kept. "
+                "Name the file the secret's value is written to, such as .runbook/secrets/TENANT.secret"
+            )
+        return value
 
     def describe(self) -> str:
         kind = next(k for k in ("env", "file", "keyring") if getattr(self, k))
@@ -105,7 +347,14 @@ class WebexValues(_Strict):
     @field_validator("asset_name", "email_id", "callback_url")
     @classmethod
     def _shape(cls, value: str, info: Any) -> str:
-        why = webex.problem(info.field_name, value)
+        """Checked as it will be used: the value registered, typed or applied is the value checked."""
+        field = info.field_name
+        if field == "callback_url":
+            why = callback_problem(value)
+        elif field == "email_id":
+            why = _address_problem(value, webex.EXPECTED["email_id"])
+        else:
+            why = webex.problem(field, value) or _name_problem(value)
         if why:
             raise ValueError(why)
         return value
@@ -114,15 +363,16 @@ class WebexValues(_Strict):
     @classmethod
     def _address(cls, value: str) -> str:
         """Any address here; the Webex Connect shape is required in :func:`_non_webex_forwarding`."""
-        if not webex.EMAIL_RE.match(value):
-            raise ValueError(f"{quoted(value)} is not {webex.EXPECTED['forwarding_address']}")
+        why = _address_problem(value, webex.EXPECTED["forwarding_address"])
+        if why:
+            raise ValueError(why)
         return value
 
 
 class Application(_Strict):
     """Step 2: the Entra ID application registration."""
 
-    display_name: str = Field("Webex Connect Email", min_length=1, max_length=120)
+    display_name: Name = Field("Webex Connect Email", min_length=1, max_length=120)
     app_id: str | None = Field(None, pattern=GUID_RE.pattern)
     secret_lifetime_days: int = Field(180, ge=1, le=730)
     secret_renew_days: int = Field(30, ge=0, le=365)
@@ -161,7 +411,7 @@ class Rotation(_Strict):
         """Named on the field itself, so the error says ``rotation.confirmed_by``."""
         if info.data.get("phase") == 2 and not value:
             raise ValueError("phase 2 removes the old secret: say who confirmed Webex Connect uses the new one")
-        return value
+        return _valid_name(value) if value else value
 
 
 class Mailbox(_Strict):
@@ -169,7 +419,7 @@ class Mailbox(_Strict):
 
     apply_with: Literal["powershell", "adminapi"] = "powershell"
     keep_copy: bool = True
-    forwarding_policy: str = Field(
+    forwarding_policy: Name = Field(
         "Webex Connect forwarding", min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"
     )
     use_default_policy: bool = False
@@ -181,6 +431,11 @@ class Checklist(_Strict):
 
     confirmed_by: str = Field("", max_length=120)
     done: list[Literal[tuple(webex.CHECKLIST)]] = []  # type: ignore[valid-type]
+
+    @field_validator("confirmed_by")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _valid_name(value) if value else value
 
 
 class Network(_Strict):
@@ -206,8 +461,9 @@ class Verify(_Strict):
     @field_validator("test_message_to")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        if value is not None and not webex.EMAIL_RE.match(value):
-            raise ValueError(f"{quoted(value)} is not an email address")
+        why = _address_problem(value, "an email address") if value is not None else None
+        if why:
+            raise ValueError(why)
         return value
 
     @model_validator(mode="after")
@@ -234,14 +490,6 @@ class Operator(_Strict):
         return self
 
 
-#: what a change's reason or ticket must not hold: a secret written as ``word=value`` or ``word:value`` (not
-#: ``word: text``, which is prose), an Entra ID client secret's value (a digit and ``Q~`` after three characters),
-#: or a token (a JWT starts ``eyJ``)
-SECRET_LOOKING = re.compile(
-    rf"(?:{SECRET_WORDS.pattern})\w*(?:\s*=\s*|:)\S|\b\w{{3}}\dQ~|\beyJ[\w-]+\.[\w-]+", re.IGNORECASE
-)
-
-
 class ChangeRequest(_Strict):
     """Why a run changes the tenant, named at the top of its record: the operator's reason and change ticket.
     A run that may change a real tenant (live or record mode, applying) needs both (:mod:`runbook_lib.preflight`)."""
@@ -263,7 +511,7 @@ class ChangeRequest(_Strict):
             raise ValueError("is empty: say it in a few words, or leave it out")
         if re.search(r"[\x00-\x1f\x7f]", value):
             raise ValueError("must be one line of text (no line break, tab or control character)")
-        if SECRET_LOOKING.search(value):
+        if looks_secret(value):
             raise ValueError(
                 "looks like it holds a secret (a password, a client secret's value or a token): a record is "
                 "shared, so name the change, never a credential"
@@ -274,7 +522,7 @@ class ChangeRequest(_Strict):
 class Params(_Strict):
     """One tenant's parameters: the same keys as the notebooks' ``parameters`` cells."""
 
-    tenant: str = Field(pattern=SLUG_RE.pattern)
+    tenant: str
     tenant_id: str
     cloud: Literal["global", "usgov", "usgov-dod", "china"] = "global"
     endpoints: Endpoints = Endpoints()
@@ -294,10 +542,20 @@ class Params(_Strict):
     rotation: Rotation = Rotation()
     steps: list[Literal[tuple(registry.NAMES)]] = list(STEP_NAMES)  # type: ignore[valid-type]
 
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not SLUG_RE.fullmatch(value):
+            raise ValueError(
+                f"{quoted(value)} is not a tenant name: the kit's short name for the tenant, such as contoso or "
+                "trainee-07: 1 to 64 lowercase letters, digits and hyphens, starting and ending with a letter or digit"
+            )
+        return value
+
     @field_validator("tenant_id")
     @classmethod
     def _tenant_id(cls, value: str) -> str:
-        if not (GUID_RE.match(value) or DOMAIN_RE.match(value)):
+        if not (GUID_RE.fullmatch(value) or DOMAIN_RE.fullmatch(value)):
             raise ValueError(
                 f"{quoted(value)} is neither a tenant GUID nor a verified domain such as contoso.onmicrosoft.com"
             )
@@ -358,7 +616,7 @@ def _non_webex_forwarding(data: Mapping[str, Any]) -> dict[str, str]:
     mailbox = data.get("mailbox")
     address = values.get("forwarding_address") if isinstance(values, Mapping) else None
     allowed = isinstance(mailbox, Mapping) and mailbox.get("allow_non_webex_forwarding") is True
-    if isinstance(address, str) and webex.EMAIL_RE.match(address) and not allowed:
+    if isinstance(address, str) and webex.EMAIL_RE.fullmatch(address) and not allowed:
         why = webex.problem("forwarding_address", address)
         if why:
             return {
@@ -388,7 +646,7 @@ def validate(data: Any, source: str = "parameters") -> Params:
     """Validate raw parameter data; raise one :class:`ParamsError` naming every bad field."""
     if not isinstance(data, Mapping):
         raise ParamsError(source, {"(file)": "must be a mapping of parameter names to values"})
-    problems = _secret_values(data, Params) | _non_webex_forwarding(data)
+    problems = _non_webex_forwarding(data) | _secret_shaped(data) | _secret_values(data, Params) | region_problems(data)
     try:
         params = Params.model_validate(dict(data))
     except ValidationError as exc:

@@ -15,6 +15,7 @@ second Ctrl-C or a SIGTERM stops at once. Every ending seals the record (``ok``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -33,7 +34,7 @@ from typing import Any
 import nbformat
 from jupyter_client.kernelspec import find_kernel_specs
 from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
+from jupyter_core.utils import ensure_event_loop, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from papermill.iorw import load_notebook_node
@@ -137,6 +138,23 @@ def stop_now() -> None:
         kernels = list(_RUNNING)
     for kernel in kernels:
         kernel.kill()
+
+
+def _quiet_dead_kernel() -> None:
+    """A stop at once leaves the cell's nbclient task to end with DeadKernelError when its kernel is killed; the
+    sealed record says what happened, so asyncio's late report of that task is not shown as a traceback."""
+    loop = ensure_event_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), DeadKernelError):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 class Kernel:
@@ -344,6 +362,7 @@ def run(
                 else "failed"
             )
         except KeyboardInterrupt:
+            _quiet_dead_kernel()
             stop_now()  # a kernel the run did not start (one it was given) would otherwise go on with the cell
             status, note = "interrupted", "stopped at once (a second Ctrl-C, or SIGTERM)"
         except BaseException as crash:

@@ -110,7 +110,8 @@ def notebook_params(namespace: Mapping[str, Any]) -> tuple[params_mod.Params, li
     if started_by_runner():
         return params_mod.validate(dict(given), "this run's parameters"), []
     if given:
-        return _check(params_mod.validate(dict(given), "the form's parameters"), "the form's parameters"), []
+        used = _check(params_mod.validate(dict(given), "the form's parameters"), "the form's parameters")
+        return used, params_mod.name_warnings(used)
     name = str(namespace.get(PARAMS_FILE) or "")
     if not name:
         raise ParamsError(
@@ -123,7 +124,7 @@ def notebook_params(namespace: Mapping[str, Any]) -> tuple[params_mod.Params, li
         raise ParamsError("the notebook's parameters", {OVERRIDES: "must be a mapping of fields to values, or {}"})
     if overrides:
         loaded = params_mod.override(loaded, dict(overrides), f"params_file {shorten(name)} with overrides")
-    return _check(loaded, f"params_file {shorten(name)}"), []
+    return _check(loaded, f"params_file {shorten(name)}"), params_mod.name_warnings(loaded)
 
 
 def _model_field(section: str, name: str) -> Any:

@@ -67,8 +67,9 @@ def slowed(sandbox):
     return sandbox
 
 
-def test_ctrl_c_after_step_2_seals_an_interrupted_record_with_its_changes(tmp_path, monkeypatch):
-    """In sandbox mode, as a trainee runs it: the trainee's simulated tenant is slowed in step 3 beforehand."""
+def sandbox_run_in_step_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[subprocess.Popen, Path]:
+    """A trainee's run in sandbox mode, its simulated tenant slowed in step 3 beforehand, caught in step 3's slow
+    read."""
     monkeypatch.setenv("RUNBOOK_STATE", str(tmp_path / "state"))
     raw = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
     raw.update(tenant="contoso", secret_store={"file": str(tmp_path / "secrets" / "trainee.secret")})
@@ -78,6 +79,12 @@ def test_ctrl_c_after_step_2_seals_an_interrupted_record_with_its_changes(tmp_pa
     process, archive = start_run(tmp_path, raw, {"RUNBOOK_STATE": str(tmp_path / "state")})
     wait_for(lambda: in_step3(archive))
     time.sleep(1)  # step 3's slow read is in flight
+    return process, archive
+
+
+def test_ctrl_c_after_step_2_seals_an_interrupted_record_with_its_changes(tmp_path, monkeypatch):
+    """In sandbox mode, as a trainee runs it: the trainee's simulated tenant is slowed in step 3 beforehand."""
+    process, archive = sandbox_run_in_step_3(tmp_path, monkeypatch)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == cli.EXIT_INTERRUPTED, err
@@ -177,3 +184,17 @@ def test_an_interrupted_batch_keeps_a_record_and_only_failed_reruns_the_rest(tmp
     [live_record] = records.record_dirs(archive, "contoso-live")
     assert records.read_manifest(live_record)["status"] == "interrupted"
     assert sorted(batch.failed_files(batch_dir)) == sorted(str(f) for f in files[1:])
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]], ids=["sigterm", "ctrl-c twice"])
+def test_a_stop_at_once_ends_with_the_sealed_records_summary_and_no_traceback(tmp_path, monkeypatch, signals):
+    process, archive = sandbox_run_in_step_3(tmp_path, monkeypatch)
+    for signum in signals:
+        process.send_signal(signum)
+        time.sleep(0.3)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == cli.EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and "DeadKernelError" not in err, err
+    [record] = records.record_dirs(archive, "contoso")
+    assert records.is_sealed(record) and records.read_manifest(record)["status"] == "interrupted"
+    assert f"Record: {record}" in out and "status: INTERRUPTED" in out

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from runbook_lib import locks, params
-from runbook_lib.errors import LockHeld
+from runbook_lib.errors import LockHeld, RunbookError
 
 from conftest import DEMO
 
@@ -129,14 +129,14 @@ def test_the_lock_is_the_tenants_whatever_the_parameter_file_or_archive(demo, tm
 
 
 def test_other_tenants_and_other_applications_are_not_blocked(demo):
-    other_tenant = variant(demo, tenant_id="fabrikam.onmicrosoft.com")
+    other_tenant = variant(demo, tenant_id="1f9d4c2e-6b7a-4e3d-9a8b-0c1d2e3f4a5b")
     other_app = variant(demo, display_name="Webex Connect Email (EU)")
     with locks.tenant_lock(demo), locks.tenant_lock(other_tenant), locks.tenant_lock(other_app):
         pass
 
 
 def test_any_application_name_makes_a_safe_file_name(demo, state):
-    for name in ("../../etc/passwd", "Webex ☃ / Email", "   "):
+    for name in ("../../etc/passwd", "Webex ☃ / Email", "§§§"):
         path = locks.lock_file(variant(demo, display_name=name))
         assert path.parent == state / "locks" and "/" not in path.name and path.name.endswith(".lock")
     # one key (uniqueName) is one application, however its display name is typed: one lock
@@ -170,3 +170,18 @@ def test_private_while_held_and_empty_once_released_even_after_an_error(demo, st
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     with locks.tenant_lock(demo):
         pass
+
+
+def test_a_run_by_the_tenants_domain_takes_the_lock_of_a_run_by_its_id(demo, tmp_path):
+    """The trainee's sandbox knows its domain from its seed; a live tenant's is resolved as Entra ID resolves it."""
+    sandbox = variant(demo, mode="sandbox", recordings="recordings/contoso")
+    by_domain = variant(demo, mode="sandbox", recordings="recordings/contoso", tenant_id="Contoso.onmicrosoft.com")
+    assert locks.lock_file(sandbox) == locks.lock_file(by_domain)
+
+
+def test_a_live_run_by_domain_is_resolved_through_entra_ids_openid_configuration(live_raw):
+    by_id = params.validate(live_raw)
+    by_domain = params.validate({**live_raw, "tenant_id": "contoso.onmicrosoft.com"})
+    assert locks.lock_file(by_domain) == locks.lock_file(by_id)
+    with pytest.raises(RunbookError, match="does not know the tenant|could not be resolved"):
+        locks.lock_file(params.validate({**live_raw, "tenant_id": "nobody.onmicrosoft.com"}))

@@ -15,6 +15,8 @@ import pytest
 from runbook_lib import cli, integrity, journal, records
 from runbook_lib.changes import Change
 
+from conftest import ROOT
+
 pytestmark = pytest.mark.unit
 
 OLD = time.time() - 3600  # older than the grace a record just opened is given
@@ -158,3 +160,19 @@ def test_an_archive_that_is_a_file_is_refused(tmp_path, capsys):
     assert cli.main(["records", "contoso", "--archive", str(file)]) == 2
     assert "--archive" in capsys.readouterr().err
     assert stat.S_ISREG(file.stat().st_mode) and file.read_text() == "not a folder"
+
+
+def test_an_archive_that_cannot_be_made_is_a_clear_error_not_a_traceback(capsys):
+    assert cli.main(["run", str(ROOT / "params" / "demo" / "contoso.yaml"), "--archive", "/proc/no-such/archive"]) == 1
+    err = capsys.readouterr().err
+    assert "/proc/no-such" in err and "Fix:" in err and "Traceback" not in err
+
+
+def test_a_batch_record_whose_tenant_has_no_parameter_file_is_named(tmp_path, capsys):
+    damaged = tmp_path / "batch"
+    damaged.mkdir()
+    (damaged / "batch.json").write_text(
+        json.dumps({"status": "failed", "tenants": [{"tenant": "x", "status": "failed"}]})
+    )
+    assert cli.main(["batch", "--only-failed", str(damaged)]) == 1
+    assert "every tenant entry needs its params_file" in capsys.readouterr().err

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
+import signal
 import socket
 import stat
 import subprocess
-import tempfile
+import sys
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -55,12 +55,12 @@ def test_form_uses_valid_parameters_and_refuses_bad_ones(demo_raw):
     by_label["webex.callback_url"].value = "https://contoso.us.webexconnect.io/callbak"
     use.click()
     assert "webex.callback_url" in result.value and namespace["parameters"] == {}
-    by_label["webex.callback_url"].value = "https://contoso.eu.webexconnect.io/callback"
+    by_label["webex.callback_url"].value = "https://contoso-two.us.webexconnect.io/callback"
     by_label["apply"].value = False
     use.click()
     assert "Parameters set" in result.value
     used = namespace["parameters"]
-    assert used["webex"]["callback_url"] == "https://contoso.eu.webexconnect.io/callback" and used["apply"] is False
+    assert used["webex"]["callback_url"] == "https://contoso-two.us.webexconnect.io/callback" and used["apply"] is False
     assert namespace["params_file"] == "" and ui.notebook_params(namespace)[0] == params.validate(used)
     assert by_label["mode"].options == ("replay", "live", "record", "sandbox")
     assert {"secret_store", "recordings", "mode", "verify.mailbox_sign_in"} <= set(by_label)
@@ -244,64 +244,75 @@ def test_the_flow_diagram_is_static_and_names_every_token():
     )
 
 
-def test_runbook_lab_runs_kernels_over_ipc_in_a_private_folder(monkeypatch):
-    assert "--KernelManager.transport=ipc" in cli.lab_command([])
-    seen = {}
+def lab_processes(runtime: str) -> list[int]:
+    """Processes whose command line names ``runtime`` (JupyterLab's kernels are started with a connection file in
+    it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if runtime.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
-    def call(command, env):
-        runtime = Path(env["JUPYTER_RUNTIME_DIR"])
-        seen.update(command=command, runtime=runtime, mode=stat.S_IMODE(runtime.stat().st_mode))
-        return 0
 
-    monkeypatch.setattr(subprocess, "call", call)
-    assert cli.main(["lab", "--no-browser"]) == 0
-    assert seen["command"] == cli.lab_command(["--no-browser"]) and seen["mode"] & 0o077 == 0
-    assert not seen["runtime"].exists()  # connection files and sockets go with the session
-
-
-def test_runbook_lab_serves_the_notebooks_and_its_kernels_listen_on_no_port():
-    """`runbook lab` starts JupyterLab on the notebooks: it answers on loopback and lists them; a kernel it starts
-    talks over Unix sockets in the private runtime folder, and answers there."""
+def test_runbook_lab_serves_the_kit_its_kernels_listen_on_no_port_and_a_sigterm_leaves_nothing_behind():
+    """`runbook lab` starts JupyterLab on the kit (the notebooks, params/ and archive/ in reach): it answers on
+    loopback; a kernel it starts talks over Unix sockets in a private runtime folder. Stopped by its PID, it stops
+    JupyterLab and the kernel, and removes the folder."""
     from jupyter_client import BlockingKernelClient
 
+    assert "--KernelManager.transport=ipc" in cli.lab_command([])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     token = "test-token"
     headers = {"Authorization": f"token {token}"}
     args = ["--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}"]
-    with tempfile.TemporaryDirectory(prefix="runbook-lab-", dir="/tmp") as runtime:  # as `runbook lab` makes it
-        env = {**os.environ, "JUPYTER_RUNTIME_DIR": runtime}
-        server = subprocess.Popen(cli.lab_command(args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(120):
-                try:
-                    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/contents", headers=headers)
-                    with urllib.request.urlopen(request, timeout=2) as answer:
-                        listing = json.load(answer)
-                    break
-                except OSError:
-                    time.sleep(0.5)
-            else:
-                raise AssertionError("JupyterLab did not answer within a minute")
-            assert "05_verify.ipynb" in {item["name"] for item in listing["content"]}
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/kernels", data=b'{"name": "runbook-kit"}', headers=headers
-            )
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                kernel = json.load(answer)
-            connection = Path(runtime) / f"kernel-{kernel['id']}.json"
-            info = json.loads(connection.read_text())
-            assert info["transport"] == "ipc" and info["ip"].startswith(runtime)
-            client = BlockingKernelClient(connection_file=str(connection))
-            client.load_connection_file()
-            client.start_channels()
+    before = set(Path("/tmp").glob("runbook-lab-*"))
+    lab = subprocess.Popen(
+        [str(Path(sys.executable).parent / "runbook"), "lab", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(120):
             try:
-                client.wait_for_ready(timeout=60)
-                reply = client.execute_interactive("6 * 7", timeout=60)
-                assert reply["content"]["status"] == "ok"
-            finally:
-                client.stop_channels()
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/api/contents", headers=headers)
+                with urllib.request.urlopen(request, timeout=2) as answer:
+                    listing = json.load(answer)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError("JupyterLab did not answer within a minute")
+        assert {"notebooks", "params"} <= {item["name"] for item in listing["content"]}
+        [runtime] = set(Path("/tmp").glob("runbook-lab-*")) - before
+        assert stat.S_IMODE(runtime.stat().st_mode) & 0o077 == 0
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/kernels", data=b'{"name": "runbook-kit"}', headers=headers
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            kernel = json.load(answer)
+        connection = runtime / f"kernel-{kernel['id']}.json"
+        info = json.loads(connection.read_text())
+        assert info["transport"] == "ipc" and info["ip"].startswith(str(runtime))
+        client = BlockingKernelClient(connection_file=str(connection))
+        client.load_connection_file()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=60)
+            assert client.execute_interactive("6 * 7", timeout=60)["content"]["status"] == "ok"
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            client.stop_channels()
+        assert lab_processes(str(runtime))  # the kernel runs
+        lab.send_signal(signal.SIGTERM)  # stopped by its PID
+        assert lab.wait(timeout=90) == 0
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=2)
+    assert not runtime.exists() and lab_processes(str(runtime)) == []

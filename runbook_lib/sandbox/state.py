@@ -13,11 +13,14 @@ secret values and its token-signing key.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import secrets as pysecrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ import yaml
 from .. import paths
 from ..endpoints import EXCHANGE_APP_ID
 from ..errors import RunbookError
+from ..locks import flock_within
+from ..secrets import private_folder
 from .identity import mailbox_upn
 from .messages import iso
 from .mistakes import FAULTS
@@ -102,27 +107,79 @@ def state_file(tenant: str) -> Path:
     return sandbox_dir() / f"{tenant}.json"
 
 
+def _reset_fix(tenant: str) -> str:
+    return f"start it over from its seed: runbook sandbox reset TRAINEE.yaml (the parameter file of {tenant})"
+
+
 def read(path: Path) -> TraineeTenant:
-    """The tenant a state file holds; an older kit's file that lacks part of the state is refused."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    """The tenant a state file holds; an older kit's file that lacks part of the state, or a file that is not a
+    state at all (damaged, edited, a folder), is refused with ``sandbox reset`` as the fix, never a traceback."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        why = error.strerror if isinstance(error, OSError) else "it is not valid JSON"
+        raise RunbookError(
+            f"the sandbox state of {path.stem} cannot be read ({why})", fix=_reset_fix(path.stem)
+        ) from None
+    if not isinstance(data, dict):
+        raise RunbookError(
+            f"the sandbox state of {path.stem} is damaged (not a JSON object)", fix=_reset_fix(path.stem)
+        )
     missing = [name for name in (*STATE, *RANDOM) if name not in data]
     if missing:
         raise RunbookError(
-            f"the sandbox state of {path.stem} lacks {', '.join(missing)}: an older kit wrote it",
-            fix=f"runbook sandbox reset with {path.stem}'s parameter file",
+            f"the sandbox state of {path.stem} lacks {', '.join(missing)}: an older kit wrote it, or it was damaged",
+            fix=_reset_fix(path.stem),
         )
-    simulated = TraineeTenant(data["seed"], salt=data["salt"])
-    for name in STATE:
-        setattr(simulated, name, data[name])
-    for name in RANDOM:
-        version, internal, gauss = data[name]
-        getattr(simulated, name).setstate((version, tuple(internal), gauss))
+    try:
+        simulated = TraineeTenant(data["seed"], salt=data["salt"])
+        for name in STATE:
+            setattr(simulated, name, data[name])
+        for name in RANDOM:
+            version, internal, gauss = data[name]
+            getattr(simulated, name).setstate((version, tuple(internal), gauss))
+        simulated.exchange_sp  # noqa: B018 - a damaged list of service principals shows here, not mid-step
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+        raise RunbookError(
+            f"the sandbox state of {path.stem} is damaged (a value of the wrong type or shape)",
+            fix=_reset_fix(path.stem),
+        ) from None
     for name in LATER:
         setattr(simulated, name, data.get(name, []))
     simulated.started = data.get("started")
     simulated.injected = data.get("injected", [])
     simulated.store = data.get("store")
     return simulated
+
+
+#: how long a trainer's break or repair waits for a trainee's step to save the sandbox
+LOCK_WAIT_SECONDS = 30.0
+
+
+@contextmanager
+def locked(tenant: str, *, holder: str, wait_seconds: float | None = None) -> Iterator[None]:
+    """Hold the trainee's sandbox for the ``with`` block: a step from its load to its save, a break, a repair.
+    Otherwise a fault injected while a step runs would be wiped out by the step's save, and the break reported a
+    success. Another holder waits up to ``wait_seconds``, then is refused naming what holds it."""
+    path = state_file(tenant).with_suffix(".lock")
+    private_folder(path.parent)
+    with open(path, "a+", encoding="utf-8") as handle:
+        if not flock_within(handle, LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds):
+            handle.seek(0)
+            raise RunbookError(
+                f"the sandbox of {tenant} is in use ({handle.read().strip() or 'by another process'})",
+                fix="wait for the step to end, then try again",
+            )
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{holder}, pid {os.getpid()}")
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load(tenant: str, seed_path: Path) -> TraineeTenant:
@@ -154,10 +211,17 @@ def save(tenant: str, simulated: TraineeTenant, store: dict[str, Any] | None = N
 
 
 def reset(tenant: str) -> bool:
-    """Start the trainee's tenant over (every fault injected goes with it); True if there was one."""
+    """Start the trainee's tenant over (every fault injected goes with it); True if there was one. A folder or
+    anything else in the state file's place is not the kit's, and is refused."""
     path = state_file(tenant)
-    existed = path.exists()
-    path.unlink(missing_ok=True)
+    if path.is_dir() or path.is_symlink():
+        raise RunbookError(
+            f"{path} is not a sandbox state file (a folder or a link): the kit removes only files it wrote",
+            fix=f"move {path} away by hand",
+        )
+    with locked(tenant, holder="sandbox reset"):
+        existed = path.exists()
+        path.unlink(missing_ok=True)
     return existed
 
 
@@ -169,10 +233,11 @@ def _existing(tenant: str) -> TraineeTenant:
 
 def break_tenant(tenant: str, fault: str) -> str:
     """Inject one classic mistake into the trainee's tenant, remembering which and when; returns what was done."""
-    simulated = _existing(tenant)
-    done = FAULTS[fault].inject(simulated)
-    simulated.injected.append({"fault": fault, "at": iso(simulated.now())})
-    save(tenant, simulated)
+    with locked(tenant, holder=f"sandbox break {fault}"):
+        simulated = _existing(tenant)
+        done = FAULTS[fault].inject(simulated)
+        simulated.injected.append({"fault": fault, "at": iso(simulated.now())})
+        save(tenant, simulated)
     return done
 
 
@@ -184,7 +249,8 @@ def repair_tenant(tenant: str, fault: str) -> str:
             f"the kit repairs {fault} itself: no portal fix to make",
             fix=f"run notebook {FAULTS[fault].describe.notebook} again (`runbook sandbox break --list` says how)",
         )
-    simulated = _existing(tenant)
-    done = repair(simulated)
-    save(tenant, simulated)
+    with locked(tenant, holder=f"sandbox repair {fault}"):
+        simulated = _existing(tenant)
+        done = repair(simulated)
+        save(tenant, simulated)
     return done

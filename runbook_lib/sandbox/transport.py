@@ -25,9 +25,15 @@ class SandboxTransport(Transport):
         super().__init__(params, step)
         self._name = params.tenant
         self._store = params.secret_store.model_dump(exclude_none=True)
-        self._tenant = state.load(params.tenant, paths.resolve(params.recordings) / "tenant.yaml")
         self._stack = ExitStack()
-        running = self._stack.enter_context(serve(self._tenant))
+        # the trainee's sandbox is this step's from its load to its save: a trainer's break or repair meanwhile waits
+        self._stack.enter_context(state.locked(params.tenant, holder=f"step {step}"))
+        try:
+            self._tenant = state.load(params.tenant, paths.resolve(params.recordings) / "tenant.yaml")
+            running = self._stack.enter_context(serve(self._tenant))
+        except BaseException:
+            self._stack.close()
+            raise
         self.session.trust_env = False
         self.session.proxies = {"https": running.proxy}
         self.session.verify = self.ca_bundle = running.ca_bundle
@@ -37,6 +43,8 @@ class SandboxTransport(Transport):
         return SmtpTarget("127.0.0.1", self._smtp_port, ssl.create_default_context(cafile=self.ca_bundle))
 
     def close(self) -> None:
-        super().close()
-        state.save(self._name, self._tenant, self._store)
-        self._stack.close()
+        try:
+            super().close()
+            state.save(self._name, self._tenant, self._store)
+        finally:
+            self._stack.close()
