@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import exchange
+from . import exchange, exchange_admin
 from .errors import GraphError, OutcomeUnknown, StepFailed
 
 if TYPE_CHECKING:
+    from .checks import Checks
     from .step import Step
-    from .verify import Checks
 
 #: Conditional Access names Exchange Online by its appId, or all of Office 365 by this word
 EXCHANGE_APP_IDS = ("00000002-0000-0ff1-ce00-000000000000", "Office365")
@@ -258,8 +258,8 @@ def forwarding(step: Step, checks: Checks, state: exchange.MailboxState | None) 
         return
     mailbox, forward_to = step.params.webex.email_id, step.params.webex.forwarding_address
     try:
-        domain = remote_domain_for(exchange.invoke(step, "Get-RemoteDomain"), forward_to)
-        rules = exchange.invoke(step, "Get-TransportRule")
+        domain = remote_domain_for(exchange_admin.invoke(step, "Get-RemoteDomain"), forward_to)
+        rules = exchange_admin.invoke(step, "Get-TransportRule")
     except (StepFailed, OutcomeUnknown) as error:
         checks.add("external forwarding blockers", "not tested", f"not read: {error}", code="forwarding_blockers")
         return

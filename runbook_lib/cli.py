@@ -140,11 +140,11 @@ def _seal_abandoned(archive: Path, tenant: str) -> None:
 
 
 def cmd_records(args: argparse.Namespace) -> int:
-    from . import records
+    from . import record_views, records
 
     records.tenant_folder(_archive(args), args.tenant)  # a tenant's name, never a path, before anything is done
     _seal_abandoned(_archive(args), args.tenant)
-    table = records.history(_archive(args), args.tenant)
+    table = record_views.history(_archive(args), args.tenant)
     print(table.to_string(index=False) if len(table) else f"no records of tenant {args.tenant}")
     return 0
 
@@ -152,7 +152,7 @@ def cmd_records(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Only reads: a record is checked before it is shown, and one that does not verify is shown as such (exit 1).
     Sealing a killed run's record is the business of the commands that take a tenant, never of a path."""
-    from . import integrity, records
+    from . import integrity, record_views, records
 
     record = records.require_record(Path(args.record))
     if not records.is_sealed(record):
@@ -164,7 +164,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if problems:
         print(f"WARNING: this record does not verify; what it says may be forged ({len(problems)} problem(s)):")
         print("\n".join(f"  - {p}" for p in problems) + "\n")
-    print(records.describe(record))
+    print(record_views.describe(record))
     return 1 if problems else 0
 
 
@@ -301,9 +301,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             )
         )
     elif args.action == "break":
-        print(f"{params.tenant}: {state.break_tenant(params.tenant, args.fault)}")
+        print(f"{params.tenant}: {mistakes.break_tenant(params.tenant, args.fault)}")
     else:
-        print(f"{params.tenant}: {state.repair_tenant(params.tenant, args.fault)}")
+        print(f"{params.tenant}: {mistakes.repair_tenant(params.tenant, args.fault)}")
     return 0
 
 

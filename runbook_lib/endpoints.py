@@ -8,25 +8,15 @@ is told (step 4) always uses the cloud's public hosts, whatever the kit itself t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import yaml
+from .clouds import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
 
 if TYPE_CHECKING:
     from .params import Params
 
-CLOUDS: dict[str, dict[str, Any]] = yaml.safe_load(files("runbook_lib").joinpath("data/clouds.yaml").read_text())
 #: the row fields a parameter file may override: hosts and ports only
 HOST_FIELDS = ("authority_host", "graph_url", "exchange_url", "smtp_host", "smtp_port")
-
-#: Office 365 Exchange Online's well-known application (resource) ID, the same in every cloud.
-EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
-#: Microsoft Graph's well-known application (resource) ID, the same in every cloud.
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
-#: OpenID Connect's scopes: Microsoft Graph's delegated permissions, consented like any other (Learn: "Configure
-#: permission classifications")
-OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 
 
 @dataclass(frozen=True)

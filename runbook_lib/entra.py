@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import client_secrets, registry, secrets
 from .changes import Change, Confirm, Write, changes_frame, unchanged
-from .endpoints import EXCHANGE_APP_ID, GRAPH_APP_ID
+from .clouds import EXCHANGE_APP_ID, GRAPH_APP_ID
 from .errors import RunbookError, StepFailed
 from .executor import NotKept
 from .graph import key_segment, odata_quote

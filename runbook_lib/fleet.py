@@ -50,6 +50,7 @@ from . import (
     verify,
 )
 from . import params as params_mod
+from .checks import Checks
 from .errors import ParamsError, RunbookError
 from .results import Check
 
@@ -215,7 +216,7 @@ def last_verify(archive: Path, tenant: str) -> str:
 def read(step: Step, health: Health) -> Health:
     """Everything fleet health reads of one tenant, through ``step`` (which never makes an executor); fills
     ``health`` and returns it."""
-    checks = verify.Checks(step)
+    checks = Checks(step)
     exchange.check_mailbox_user(step)
     directory = verify.application_drift(step, checks)
     app, sp = directory.app, directory.sp

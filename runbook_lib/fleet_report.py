@@ -25,14 +25,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import paths, records
 from .errors import ParamsError, RunbookError
 from .html_record import page  # the records' page conventions: the same policy and base style
 
-if TYPE_CHECKING:
-    from .fleet import Fleet, Row
+
+class Fleet(Protocol):
+    """What a report reads of a fleet (:class:`runbook_lib.fleet.Fleet`, which shows itself through this module):
+    its rows, each with the tenant's health and judgement, their counts by status, and the rows as records."""
+
+    @property
+    def rows(self) -> list[Any]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def records(self) -> list[dict[str, Any]]: ...
+
+
+#: one row of a fleet (:class:`runbook_lib.fleet.Row`): its ``health`` and ``judgement``
+Row = Any
 
 COLOURS = {"fail": "#b00020", "warn": "#b26a00", "ok": "#1e7d32"}
 #: the chart's size and margins, in SVG units

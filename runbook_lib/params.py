@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from . import registry, strict_yaml, webex
-from .endpoints import CLOUDS
+from .clouds import CLOUDS
 from .errors import ParamsError, quoted
 
 GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)

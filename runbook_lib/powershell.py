@@ -8,13 +8,10 @@ PowerShell accepts as one (including the typographic ones) doubled.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .rbac import Target
+from .rbac import ROLE, SECTION, Target
 
 #: the Exchange role of ``application.mail_send: scoped`` (:mod:`runbook_lib.rbac`), and its section here
-ROLE, SECTION = "Application Mail.Send", "mail_send_scope"
 
 #: PowerShell treats all of these as single quotes inside a single-quoted string
 QUOTES = ("'", "\u2018", "\u2019", "\u201a", "\u201b")

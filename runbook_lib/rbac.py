@@ -27,14 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import exchange
+from . import exchange_admin
 from .changes import Change, Write, unchanged
 from .errors import StepFailed
 from .graph import key_segment
-from .powershell import ROLE, SECTION
 
 if TYPE_CHECKING:
     from .step import Step
+
+#: the role RBAC for Applications grants (Microsoft Graph's app-only Mail.Send), and the section of step 3's
+#: script that applies it
+ROLE, SECTION = "Application Mail.Send", "mail_send_scope"
 
 #: the step 3 script's section for each resource (the role, ``Application Mail.Send``, is in ``ROLE``)
 POINTER, SCOPE, ASSIGNMENT = "Exchange service principal", "management scope", "management role assignment"
@@ -167,7 +170,7 @@ class _Absent(StepFailed):
 
 def _get(step: Step, cmdlet: str, identity: str) -> dict[str, Any] | None:
     try:
-        found = exchange.invoke(step, cmdlet, {"Identity": identity}, missing=_Absent(identity))
+        found = exchange_admin.invoke(step, cmdlet, {"Identity": identity}, missing=_Absent(identity))
     except _Absent:
         return None
     return found[0] if found else None
@@ -191,7 +194,7 @@ def _write(state: RbacState | None, wanted: Target, cmdlet: str, parameters: dic
     about_app = not cmdlet.endswith("ManagementScope")
     if state is None or (about_app and not (wanted.app_id and wanted.sp_object_id)):
         return None
-    return exchange.cmdlet_write(cmdlet, parameters)
+    return exchange_admin.cmdlet_write(cmdlet, parameters)
 
 
 def _remove(state: RbacState | None, wanted: Target, resource: str, name: str, cmdlet: str, why: str) -> Change:
@@ -333,7 +336,7 @@ def authorization(step: Step, app_id: str, mailbox: str) -> list[dict[str, Any]]
     """``Test-ServicePrincipalAuthorization``: each role the application holds in Exchange and whether the
     mailbox is in its scope (Entra ID's grants are not part of it). Read-only; no pointer yet: no roles."""
     try:
-        return exchange.invoke(
+        return exchange_admin.invoke(
             step,
             "Test-ServicePrincipalAuthorization",
             {"Identity": app_id, "Resource": mailbox},

@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import client_secrets, entra, registry, secrets, verify, webex, webex_form
 from .changes import Change, unchanged
+from .checks import Checks
 from .client_secrets import AppSecret, StoredMatch
 from .errors import StepFailed
 from .results import SecretFacts, StepRecord
@@ -325,7 +326,7 @@ def prove(step: Step, state: RotationState) -> Any:
 
         return Markdown("Plan mode: no secret was added or removed, so there is nothing new to prove.")
     kept = step.facts.secret
-    checks = verify.Checks(step)
+    checks = Checks(step)
     verify.secret_and_token(step, checks, state.app)
     if kept is not None and step.facts.secret is not None and kept.key_id == step.facts.secret.key_id:
         step.facts.secret = kept  # with its fingerprint

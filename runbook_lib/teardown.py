@@ -41,7 +41,8 @@ from . import __version__, integrity, journal, paths, powershell, rbac, records,
 from .changes import CHANGED, Change, Write, changes_frame, unchanged
 from .entra import KIT_TAG, NEEDS, SECRET_MARK, grant_scope_write
 from .errors import GraphError, StepFailed
-from .exchange import MailboxState, admin_error, cmdlet_body, cmdlet_write, read_state
+from .exchange import MailboxState, read_state
+from .exchange_admin import admin_error, cmdlet_body, cmdlet_write
 from .graph import key_segment, odata_quote
 
 if TYPE_CHECKING:

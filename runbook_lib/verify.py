@@ -33,51 +33,17 @@ from urllib.parse import urlencode
 import msal
 import pandas as pd
 
-from . import auth, blockers, client_secrets, diagnose, entra, exchange, knowledge, rbac, registry, secrets, smtp
+from . import auth, blockers, client_secrets, diagnose, entra, exchange, rbac, registry, secrets, smtp
 from .changes import Change
+from .checks import Checks
 from .errors import AuthError, StepFailed
 from .params import GUID_RE
-from .results import Check, Finding, SecretFacts, Verdict
+from .results import Check, SecretFacts, Verdict
 
 if TYPE_CHECKING:
     from .step import Step
 
 STEP = registry.VERIFY
-
-
-class Checks:
-    """The verdicts of one verify run, kept in the step's record."""
-
-    def __init__(self, step: Step) -> None:
-        self.step = step
-        self.items = step.result.checks
-
-    def add(
-        self, check: str, verdict: Verdict, detail: str, *, code: str = "", explained: Finding | None = None
-    ) -> Check:
-        """Record a verdict; its fix comes from ``explained`` (a diagnosis) or the knowledge base entry ``code``."""
-        entry: Any = explained or knowledge.lookup("checks", code or check)
-        if verdict != "pass" and code.startswith("AADSTS"):
-            entry = knowledge.lookup("aadsts", code.removeprefix("AADSTS")) or entry
-        show = entry is not None and verdict != "pass"
-        item = Check(check, verdict, detail, entry.fix if show else "", entry.notebook if show else "", code or check)
-        self.items.append(item)
-        return item
-
-    def drift(self, changes: list[Change], code: str, differs: Verdict = "fail") -> None:
-        """A verdict per compared resource: as desired passes, anything that would change fails (or, for what is
-        more than needed rather than wrong, gets ``differs``)."""
-        for change in changes:
-            ok = change.action == "unchanged"
-            self.add(
-                f"{change.resource}: {change.name}",
-                "pass" if ok else differs,
-                change.summary if ok else f"drift: would {change.summary}",
-                code=code,
-            )
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame([c.__dict__ for c in self.items], columns=["check", "verdict", "detail", "fix", "notebook"])
 
 
 @dataclass(frozen=True)

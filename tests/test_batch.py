@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from runbook_lib import batch, cli, integrity, locks, params, records, runner
+from runbook_lib import batch, cli, integrity, locks, params, record_views, records, runner
 from runbook_lib.errors import LockHeld
 from runbook_lib.results import SecretFacts, StepRecord
 
@@ -280,7 +280,7 @@ def test_an_unconfirmed_checklist_says_so_in_every_status(demo_batch, capsys):
     )
     cli.main(["show", str(run)])
     assert "  04_webex_connect_email_app: ok, checklist incomplete" in capsys.readouterr().out.splitlines()
-    assert records.read_manifest(run)["status"] == "ok" and records.history(archive, "contoso-form").loc[
+    assert records.read_manifest(run)["status"] == "ok" and record_views.history(archive, "contoso-form").loc[
         0, "status"
     ] == ("ok, checklist incomplete")
     assert table.loc["contoso-form", "status"] == "ok, checklist incomplete"

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from runbook_lib import diagnose, params, registry, runner, secrets, smtp
-from runbook_lib.endpoints import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
+from runbook_lib.clouds import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
 from runbook_lib.sandbox import state
 from runbook_lib.sandbox.server import Sandbox, serve
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from runbook_lib import auth, entra, exchange, params, records, runner, secrets, verify
+from runbook_lib.checks import Checks
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
 from runbook_lib.step import Step
@@ -133,7 +134,7 @@ def test_a_secret_that_matches_none_of_the_application_is_told_apart_and_not_wai
         assert run(p, tmp_path, [STEP1, STEP2]).ok
         secrets.write(p.secret_store, "Old8Q~a-secret-removed-long-ago-from-the-app")
         step = Step("05_verify", p)
-        checks = verify.Checks(step)
+        checks = Checks(step)
         verify.secret_and_token(step, checks, entra.find_application(step))
         step.finish()
     secret = next(c for c in checks.items if c.check == "client secret")
@@ -150,7 +151,7 @@ def test_a_brand_new_secret_is_waited_for_within_bounds_saying_so(tmp_path, monk
         p = live_params(tmp_path, sandbox.endpoints())
         assert run(p, tmp_path, [STEP1, STEP2]).ok
         step = Step("05_verify", p)
-        checks = verify.Checks(step)
+        checks = Checks(step)
         verify.secret_and_token(step, checks, entra.find_application(step))
         step.finish()
     token = next(c for c in checks.items if c.check == "app-only token")

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from runbook_lib import cli, integrity, params, record_diff, records, registry, runner, secrets
+from runbook_lib import cli, integrity, params, record_diff, record_views, records, registry, runner, secrets
 from runbook_lib.changes import Change
 from runbook_lib.errors import RunbookError
 from runbook_lib.results import Check, StepRecord
-from runbook_lib.sandbox import state
+from runbook_lib.sandbox import mistakes, state
 
 from conftest import ROOT
 
@@ -68,7 +68,7 @@ def fabrikam(kernel: runner.Kernel, tmp_path_factory: pytest.TempPathFactory) ->
     state.reset("fabrikam")
     assert run(kernel, folder / "archive", raw).ok  # the sandbox gives the application secrets of its own
     for fault in ("redirect-uri-typo", "smtp-auth-disabled"):
-        state.break_tenant("fabrikam", fault)
+        mistakes.break_tenant("fabrikam", fault)
     broken = run(kernel, folder / "archive", raw, ["05_verify", "06_troubleshoot"])
     repaired = run(kernel, folder / "archive", raw, ["02_azure_app_registration", "03_office365_mailbox", "05_verify"])
     assert broken.status == "failed" and repaired.ok, repaired.steps[-1].error
@@ -266,7 +266,7 @@ def test_a_later_verify_confirms_the_changes_left_to_the_script(powershell_then_
     out = capsys.readouterr().out
     assert "step 3's script (run by a person): 4 of 4 planned change(s) confirmed" in out
     assert f"authenticated SMTP: support@contoso.onmicrosoft.com: confirmed by record {r3.name} on" in out
-    history = records.history(archive, "ps-trainee").set_index("record")["step 3 script"]
+    history = record_views.history(archive, "ps-trainee").set_index("record")["step 3 script"]
     assert history[r1.name] == f"4 planned, 4 confirmed by {r3.name}" and history[r2.name] == ""
     assert integrity.verify(r1) == []  # a derived view: the sealed record is unchanged
 

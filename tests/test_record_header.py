@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook_lib import params, preflight, records
+from runbook_lib import params, preflight, record_views, records
 from runbook_lib.errors import ParamsError
 from runbook_lib.results import Facts, Identity, SecretFacts, StepRecord, run_status_text
 
@@ -125,7 +125,7 @@ def checklist_step(*done: bool) -> StepRecord:
 def test_show_and_the_manifest_open_with_the_mode_tenant_identity_reason_and_ticket(demo_raw, tmp_path):
     raw = with_change(demo_raw, reason="new mailbox", ticket="CHG0042")
     record = record_of(tmp_path, raw, [checklist_step(True, False)], ADMIN)
-    lines = records.describe(record).splitlines()
+    lines = record_views.describe(record).splitlines()
     assert lines[:5] == [
         records.MODE_MEANING["replay"],
         "tenant: contoso (tenant ID 3c8a5f3e-2b1d-4f4a-9c6e-8d2f7a1b5e90)",
@@ -139,7 +139,7 @@ def test_show_and_the_manifest_open_with_the_mode_tenant_identity_reason_and_tic
     assert manifest["change"] == {"reason": "new mailbox", "ticket": "CHG0042"}
     assert manifest["status"] == "ok" and manifest["status_text"] == "ok, checklist incomplete"
     assert manifest["steps"][0]["status"] == "ok" and manifest["steps"][0]["status_text"] == "ok, checklist incomplete"
-    history = records.history(tmp_path / "archive", "contoso")
+    history = record_views.history(tmp_path / "archive", "contoso")
     assert history.loc[0, "ticket"] == "CHG0042" and history.loc[0, "status"] == "ok, checklist incomplete"
 
 

@@ -18,7 +18,7 @@ import requests
 import yaml
 
 from runbook_lib.errors import RunbookError
-from runbook_lib.sandbox import state
+from runbook_lib.sandbox import mistakes, state
 from runbook_lib.sandbox.server import Sandbox, serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
 
@@ -535,7 +535,7 @@ def test_a_tenant_name_is_never_a_path(tmp_path, monkeypatch, name):
     for action in (
         lambda: state.load(name, SEED),
         lambda: state.reset(name),
-        lambda: state.break_tenant(name, "secret-expired"),
+        lambda: mistakes.break_tenant(name, "secret-expired"),
     ):
         with pytest.raises(RunbookError, match="not a tenant name"):
             action()

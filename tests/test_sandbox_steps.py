@@ -8,7 +8,8 @@ import msal
 import pytest
 import yaml
 
-from runbook_lib import auth, diagnose, entra, exchange, params, registry, verify, webex, webex_form
+from runbook_lib import auth, diagnose, entra, exchange, exchange_admin, params, registry, verify, webex, webex_form
+from runbook_lib.checks import Checks
 from runbook_lib.errors import AuthError, GraphError, StepFailed
 from runbook_lib.results import StepRecord
 from runbook_lib.sandbox import mistakes
@@ -137,7 +138,7 @@ def test_exchange_errors_show_the_nested_message(tmp_path):
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         step = mailbox_step(seed, sandbox, tmp_path)
         with pytest.raises(StepFailed) as caught:
-            exchange.invoke(step, "Get-Mailbox", {"Identity": "nobody@wingtip.onmicrosoft.com"})
+            exchange_admin.invoke(step, "Get-Mailbox", {"Identity": "nobody@wingtip.onmicrosoft.com"})
     assert "couldn't be found" in str(caught.value) and "Invalid Operation" not in str(caught.value)
 
 
@@ -213,7 +214,7 @@ def test_secret_expiry_verdicts(tmp_path, days, verdict):
     seed["applications"][0]["secrets"][0]["expires_in_days"] = days
     with serve(SimulatedTenant(seed, pending_polls=0)) as sandbox:
         step = step_for("fabrikam", sandbox, tmp_path, secret_store={"file": "params/demo/secrets/fabrikam.secret"})
-        checks = verify.Checks(step)
+        checks = Checks(step)
         verify.secret_and_token(step, checks, entra.find_application(step))
     secret = next(c for c in checks.items if c.check == "client secret")
     token = next(c for c in checks.items if c.check == "app-only token")

@@ -14,7 +14,7 @@ import yaml
 
 from runbook_lib import integrity, journal, params, records, registry, runner, secrets, teardown
 from runbook_lib.changes import Change
-from runbook_lib.endpoints import GRAPH_APP_ID
+from runbook_lib.clouds import GRAPH_APP_ID
 from runbook_lib.sandbox import state
 
 from conftest import ROOT, scan

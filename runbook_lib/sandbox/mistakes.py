@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import registry, strict_yaml
 from ..errors import RunbookError
+from . import state
 from .messages import iso, parse_iso
-
-if TYPE_CHECKING:
-    from .state import TraineeTenant
+from .state import TraineeTenant
 
 DATA_FILE = "data/faults.yaml"
 FIELDS = ("breaks", "sees", "codes", "notebook")
@@ -352,3 +351,34 @@ FAULTS: dict[str, Mistake] = {
         Mistake("security-defaults-on", _security_defaults_on, _security_defaults_enabled, _security_defaults_off),
     )
 }
+
+
+def _existing(tenant: str) -> TraineeTenant:
+    if not state.state_file(tenant).exists():
+        raise RunbookError(f"tenant {tenant} has no sandbox yet", fix="run its notebooks in sandbox mode first")
+    return state.read(state.state_file(tenant))
+
+
+def break_tenant(tenant: str, fault: str) -> str:
+    """Inject one classic mistake into the trainee's tenant, remembering which and when; returns what was done."""
+    with state.locked(tenant, holder=f"sandbox break {fault}"):
+        simulated = _existing(tenant)
+        done = FAULTS[fault].inject(simulated)
+        simulated.injected.append({"fault": fault, "at": iso(simulated.now())})
+        state.save(tenant, simulated)
+    return done
+
+
+def repair_tenant(tenant: str, fault: str) -> str:
+    """Make the fix of a fault that an administrator makes in a portal (the kit does not); returns what was done."""
+    repair = FAULTS[fault].repair
+    if repair is None:
+        raise RunbookError(
+            f"the kit repairs {fault} itself: no portal fix to make",
+            fix=f"run notebook {FAULTS[fault].describe.notebook} again (`runbook sandbox break --list` says how)",
+        )
+    with state.locked(tenant, holder=f"sandbox repair {fault}"):
+        simulated = _existing(tenant)
+        done = repair(simulated)
+        state.save(tenant, simulated)
+    return done

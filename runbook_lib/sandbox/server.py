@@ -30,6 +30,9 @@ import trustme
 
 from ..smtp_server import LOOPBACK, LoopbackSMTP
 from . import cloud
+from .exchange import ExchangeAdmin
+from .graph import Graph
+from .identity import Identity
 from .smtp import SandboxSMTP
 from .tenant import SimulatedTenant
 
@@ -173,7 +176,13 @@ class Sandbox:
 
 @contextmanager
 def serve(tenant: SimulatedTenant) -> Iterator[Sandbox]:
-    """Run ``tenant`` behind a loopback HTTPS proxy and on a port per service, for the duration of the block."""
+    """Run ``tenant`` behind a loopback HTTPS proxy and on a port per service, for the duration of the block; its
+    services (sign-in, Graph, Exchange's admin API) are made the first time it is served."""
+    tenant.services = tenant.services or {
+        "login": Identity(tenant),
+        "graph": Graph(tenant),
+        "exchange": ExchangeAdmin(tenant),
+    }
     ca = trustme.CA()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(*cloud.SERVICES, LOOPBACK, "localhost").configure_cert(tls)

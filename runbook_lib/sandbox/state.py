@@ -27,13 +27,12 @@ from typing import Any
 import yaml
 
 from .. import paths
-from ..endpoints import EXCHANGE_APP_ID
+from ..clouds import EXCHANGE_APP_ID
 from ..errors import RunbookError
 from ..locks import flock_within
 from ..secrets import private_folder
 from .identity import mailbox_upn
 from .messages import iso
-from .mistakes import FAULTS
 from .tenant import SimulatedTenant
 
 #: attributes of a SimulatedTenant that make up its state (``salt`` varies its secret values from other trainees')
@@ -223,34 +222,3 @@ def reset(tenant: str) -> bool:
         existed = path.exists()
         path.unlink(missing_ok=True)
     return existed
-
-
-def _existing(tenant: str) -> TraineeTenant:
-    if not state_file(tenant).exists():
-        raise RunbookError(f"tenant {tenant} has no sandbox yet", fix="run its notebooks in sandbox mode first")
-    return read(state_file(tenant))
-
-
-def break_tenant(tenant: str, fault: str) -> str:
-    """Inject one classic mistake into the trainee's tenant, remembering which and when; returns what was done."""
-    with locked(tenant, holder=f"sandbox break {fault}"):
-        simulated = _existing(tenant)
-        done = FAULTS[fault].inject(simulated)
-        simulated.injected.append({"fault": fault, "at": iso(simulated.now())})
-        save(tenant, simulated)
-    return done
-
-
-def repair_tenant(tenant: str, fault: str) -> str:
-    """Make the fix of a fault that an administrator makes in a portal (the kit does not); returns what was done."""
-    repair = FAULTS[fault].repair
-    if repair is None:
-        raise RunbookError(
-            f"the kit repairs {fault} itself: no portal fix to make",
-            fix=f"run notebook {FAULTS[fault].describe.notebook} again (`runbook sandbox break --list` says how)",
-        )
-    with locked(tenant, holder=f"sandbox repair {fault}"):
-        simulated = _existing(tenant)
-        done = repair(simulated)
-        save(tenant, simulated)
-    return done

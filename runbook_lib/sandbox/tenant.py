@@ -23,11 +23,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from ..endpoints import EXCHANGE_APP_ID, GRAPH_APP_ID
+from ..clouds import EXCHANGE_APP_ID, GRAPH_APP_ID
 from . import faults, tokens
-from .exchange import ExchangeAdmin
-from .graph import Graph
-from .identity import Identity
 from .mailboxes import KINDS, kind_name
 from .messages import Request, Response, Service, iso, parse_iso
 
@@ -110,11 +107,8 @@ class SimulatedTenant:
         self.sent: list[dict[str, Any]] = []  # messages accepted by SMTP submission: envelope and subject only
         for app in seed.get("applications", []):
             self._seed_application(app)
-        self.services: dict[str, Service] = {
-            "login": Identity(self),
-            "graph": Graph(self),
-            "exchange": ExchangeAdmin(self),
-        }
+        #: what answers each service's requests: given by :func:`.server.serve`, which knows the services
+        self.services: dict[str, Service] = {}
 
     # --- ids, secrets, time -------------------------------------------------------------------
 
