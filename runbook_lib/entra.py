@@ -833,7 +833,7 @@ def add_secret(step: Step, app: dict[str, Any] | None, change: Change, *, keep_o
     (:meth:`Executor.apply`'s ``keep``); if storing fails all the same, the new secret is removed again,
     journaled, or its Secret ID named. ``keep_old``: where the value the store held goes first."""
     store = step.params.secret_store
-    if change.action == "planned" and change.write is not None and step.params.apply:
+    if change.action == "planned" and change.write is not None and not step.executor.plan_only:
         problem = secrets.problem_writing(store, interactive=step.interactive)
         if problem:
             raise StepFailed(

@@ -66,6 +66,11 @@ class Executor:
             record=step.record,
         )
 
+    @property
+    def plan_only(self) -> bool:
+        """``apply: false``: changes are planned and nothing is sent. The one place a step learns it."""
+        return not self.apply_writes
+
     def apply(self, change: Change, *, keep: Callable[[Any], dict[str, Any]] | None = None) -> tuple[Change, Any]:
         """Apply one change; returns it as it now stands and the write's answer (None when nothing was sent).
 

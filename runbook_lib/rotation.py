@@ -270,7 +270,7 @@ def rotate(step: Step, state: RotationState) -> pd.DataFrame:
     """The phase ``rotation.phase`` names; a plan (``apply: false``) shows both, as the executor records them
     without sending anything. Returns the step's changes."""
     rotation = step.params.rotation
-    if not step.params.apply:
+    if step.executor.plan_only:
         first = step.executor.apply(
             diff_add(
                 state, lifetime_days=step.params.application.secret_lifetime_days, within_days=rotation.within_days
@@ -291,13 +291,13 @@ def webex_connect_changes(step: Step, state: RotationState) -> Any:
     from IPython.display import Markdown
 
     old, now = state.old, step.facts.secret
-    if step.params.apply and step.params.rotation.phase == 2:
+    if not step.executor.plan_only and step.params.rotation.phase == 2:
         return Markdown(
             f"Nothing to change in Webex Connect: {step.params.rotation.confirmed_by} confirmed it uses the secret "
             f"with hint {now.hint if now else '?'}..."
         )
     rotated = now is not None and old is not None and now.key_id != old.key_id
-    if not rotated and step.params.apply:
+    if not rotated and not step.executor.plan_only:
         return Markdown("Nothing to change in Webex Connect: no new secret was added.")
     new = (
         f"{webex_form.client_secret(state.store, now.hint, now.expires)}, fingerprint {now.fingerprint}"
@@ -321,7 +321,7 @@ def webex_connect_changes(step: Step, state: RotationState) -> Any:
 def prove(step: Step, state: RotationState) -> Any:
     """The secret the store holds gets an app-only token carrying Mail.Send: verify's own checks, which wait for a
     brand-new secret within ``network.propagation_wait_seconds``, saying so."""
-    if not step.params.apply:
+    if step.executor.plan_only:
         from IPython.display import Markdown
 
         return Markdown("Plan mode: no secret was added or removed, so there is nothing new to prove.")

@@ -800,7 +800,7 @@ def _outcome(change: Change, plan: bool) -> str:
 
 def summary(step: Step, proof: Proof) -> pd.DataFrame:
     """What happened to each item, in plain words, and what the teardown never touches."""
-    plan = not step.params.apply
+    plan = step.executor.plan_only
     changes = step.result.changes
     done = sum(c.action in CHANGED for c in changes)
     planned = sum(c.action == "planned" for c in changes)
