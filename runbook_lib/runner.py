@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -162,13 +164,19 @@ class Kernel:
     thread one after another): start-up, imports and the client's readiness wait are paid once. Each run tells it
     its journal and stop file (:meth:`use`). Each step still builds its own transport, sign-in and msal objects,
     so recordings stay per step (and nbval, which runs every notebook alone, would catch a step leaning on an
-    earlier one)."""
+    earlier one).
+
+    Its client talks to it over IPC (Unix sockets in a folder of its own, mode 0700, removed when it stops), as
+    ``runbook lab``'s kernels do, never over TCP on loopback, where any account on the machine could listen in."""
 
     def __init__(self) -> None:
         self.env: dict[str, str] = {}
 
     def __enter__(self) -> Kernel:
-        self.manager = AsyncKernelManager(kernel_name=kernel_name())
+        base = "/tmp" if os.path.isdir("/tmp") else None  # a socket's path must stay under about 100 bytes
+        self.sockets = tempfile.mkdtemp(prefix="runbook-kernel-", dir=base)  # mode 0700
+        over_ipc = {"transport": "ipc", "connection_file": os.path.join(self.sockets, "kernel.json")}
+        self.manager = AsyncKernelManager(kernel_name=kernel_name(), **(over_ipc if os.name == "posix" else {}))
         run_sync(self.manager.start_kernel)()
         self.client = self.manager.client()
         self.client.start_channels()
@@ -205,8 +213,11 @@ class Kernel:
         with _RUNNING_LOCK:
             _RUNNING.discard(self)
         self.client.stop_channels()
-        if self.manager.has_kernel:
-            run_sync(self.manager.shutdown_kernel)(now=True)
+        try:
+            if self.manager.has_kernel:
+                run_sync(self.manager.shutdown_kernel)(now=True)
+        finally:
+            shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 class _StepClient(NotebookClient):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from runbook_lib import cli, params, records
+
+from conftest import DEMO
 
 pytestmark = pytest.mark.e2e
 
@@ -91,3 +95,27 @@ def test_replay_without_a_recording_fails_naming_the_request(tmp_path, demo_raw,
     assert "no recorded answer for GET https://login.microsoftonline.com/" in error
     assert "02_azure_app_registration.yaml" in error and "make recordings" in error
     assert "Traceback" not in (next((archive / "contoso").glob("*/02_azure_app_registration.html")).read_text())
+
+
+def test_a_run_talks_to_its_kernel_over_ipc_and_leaves_no_socket_behind(tmp_path):
+    """No kernel of the kit listens on TCP, where any account on the machine could listen in (and ipykernel warns)."""
+    before = set(Path("/tmp").glob("runbook-kernel-*"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runbook_lib.cli",
+            "run",
+            str(DEMO),
+            "--steps",
+            "01_webex_connect_app",
+            "--archive",
+            str(tmp_path / "archive"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "TCP without encryption" not in done.stderr
+    assert set(Path("/tmp").glob("runbook-kernel-*")) == before
