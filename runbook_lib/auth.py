@@ -181,7 +181,9 @@ def device_flow(
     flow = app.initiate_device_flow(scopes=scopes)
     if "user_code" not in flow:
         raise auth_error(flow)
-    show(flow["message"])
+    note = transport.device_code_note(flow["message"])
+    if note:
+        show(note)
     waited = 0.0
     while True:
         with warnings.catch_warnings():  # msal warns when replay polls faster than real time

@@ -177,6 +177,11 @@ class Transport:
     #: open at a time: steps of several tenants read in one process take turns
     process_wide: bool = False
 
+    def device_code_note(self, message: str) -> str | None:
+        """What a device-code sign-in tells the person (``message``: Entra ID's instructions), or None when nobody
+        signs in: a replay's answers were recorded, and nothing is shown that could send someone to a real page."""
+        return message
+
     def __init__(self, params: Params, step: str) -> None:
         self.counts = Counts()
         self.recording = paths.resolve(params.recordings) / f"{step}.yaml"
@@ -293,6 +298,9 @@ class ReplayTransport(Transport):
     """Answers from the recording, in virtual time; SMTP from a loopback server replaying its transcript."""
 
     process_wide = True
+
+    def device_code_note(self, message: str) -> str | None:
+        return None
 
     def __init__(self, params: Params, step: str) -> None:
         super().__init__(params, step)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import cli, params, records
+from runbook_lib import cli, params, records, runner
+from runbook_lib.sandbox import state
 
-from conftest import DEMO
+from conftest import DEMO, ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -119,3 +120,15 @@ def test_a_run_talks_to_its_kernel_over_ipc_and_leaves_no_socket_behind(tmp_path
     assert done.returncode == 0, done.stderr
     assert "TCP without encryption" not in done.stderr
     assert set(Path("/tmp").glob("runbook-kernel-*")) == before
+
+
+def test_no_device_code_text_in_a_replay_and_a_simulated_sign_in_in_the_sandbox(tmp_path, demo_raw, capsys):
+    """A replay signs nobody in; a sandbox signs in by itself: neither may send anyone to Microsoft's real page."""
+    replay = runner.run(params.validate(demo_raw), archive=tmp_path / "a", steps=["02_azure_app_registration"])
+    assert replay.ok and "devicelogin" not in (replay.record / "02_azure_app_registration.ipynb").read_text()
+    trainee = yaml.safe_load((ROOT / "params" / "training" / "trainee.yaml").read_text())
+    trainee.update(tenant="signin-trainee", secret_store={"file": str(tmp_path / "t.secret")})
+    state.reset("signin-trainee")
+    sandbox = runner.run(params.validate(trainee), archive=tmp_path / "a", steps=["02_azure_app_registration"])
+    page = (sandbox.record / "02_azure_app_registration.ipynb").read_text()
+    assert sandbox.ok and "devicelogin" not in page and "Sandbox: a simulated sign-in" in page

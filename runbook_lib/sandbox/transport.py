@@ -39,6 +39,10 @@ class SandboxTransport(Transport):
         self.session.verify = self.ca_bundle = running.ca_bundle
         self._smtp_port = running.smtp_port
 
+    def device_code_note(self, message: str) -> str | None:
+        """The simulated tenant signs the person in by itself: never Microsoft's page, which knows no such code."""
+        return "Sandbox: a simulated sign-in, completed by the simulated tenant itself (no page to open, no code)."
+
     def smtp_target(self, host: str, port: int) -> SmtpTarget:
         return SmtpTarget("127.0.0.1", self._smtp_port, ssl.create_default_context(cafile=self.ca_bundle))
 
