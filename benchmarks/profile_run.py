@@ -35,7 +35,13 @@ import nbformat
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.manager import KernelManager
 
-from runbook_lib import html_record, journal, params, paths, preflight, records, runner, secrets
+from runbook_lib import paths
+from runbook_lib.config import params, secrets
+from runbook_lib.context import preflight
+from runbook_lib.engine import journal
+from runbook_lib.records import html_record
+from runbook_lib.records import store as records
+from runbook_lib.running import runner
 
 SPENT: dict[str, float] = defaultdict(float)
 KERNEL_IMPORTS = [
@@ -47,15 +53,15 @@ KERNEL_IMPORTS = [
     "requests",
     "msal",
     "vcr",
-    "runbook_lib.params",
-    "runbook_lib.ui",
+    "runbook_lib.config.params",
+    "runbook_lib.context.ui",
     "ipywidgets",
-    "runbook_lib.step",
-    "runbook_lib.entra",
-    "runbook_lib.exchange",
-    "runbook_lib.webex_form",
-    "runbook_lib.verify",
-    "runbook_lib.diagnose",
+    "runbook_lib.context.step",
+    "runbook_lib.tenant.entra",
+    "runbook_lib.tenant.exchange",
+    "runbook_lib.tenant.webex_form",
+    "runbook_lib.steps.verify",
+    "runbook_lib.steps.diagnose",
 ]
 
 
@@ -171,13 +177,13 @@ def kernel_imports() -> dict[str, float]:
 def process_imports() -> dict[str, float]:
     """Cumulative import seconds of the modules a ``runbook run`` process loads, by -X importtime."""
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import runbook_lib.cli, runbook_lib.runner"],
+        [sys.executable, "-X", "importtime", "-c", "import runbook_lib.cli, runbook_lib.running.runner"],
         capture_output=True,
         text=True,
         cwd=paths.project_root(),
     )
     wanted = {
-        "runbook_lib.runner",
+        "runbook_lib.running.runner",
         "runbook_lib.cli",
         "nbformat",
         "rfc3987_syntax",

@@ -15,7 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from runbook_lib import params, paths, runner, secrets
+from runbook_lib import paths
+from runbook_lib.config import params, secrets
+from runbook_lib.running import runner
 
 STEP = "02_azure_app_registration"
 COUNTS = ("reads", "writes", "failed_writes", "auth", "retries")

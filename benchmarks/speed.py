@@ -43,7 +43,11 @@ import papermill
 import requests_per_scenario
 import yaml
 
-from runbook_lib import html_record, params, paths, records, runner, secrets
+from runbook_lib import paths
+from runbook_lib.config import params, secrets
+from runbook_lib.records import html_record
+from runbook_lib.records import store as records
+from runbook_lib.running import runner
 
 DEMO = paths.project_root() / "params" / "demo"
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""The ``runbook`` command: a thin layer over :mod:`runbook_lib.runner` and friends.
+"""The ``runbook`` command: a thin layer over :mod:`runbook_lib.running.runner` and friends.
 
 Exit codes: 0 success, 1 a step (or a check of a record) failed, 2 invalid parameters or usage (nothing was
 sent or written), 130 the run was interrupted (its record is sealed, holding every change made).
@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from . import params as params_mod
-from . import paths, registry
+from . import paths
+from .config import params as params_mod
+from .config import registry
 from .errors import ParamsError, RunbookError
 from .sandbox import FAULT_NAMES
 
@@ -38,7 +39,7 @@ def _signing_key(args: argparse.Namespace) -> Path | None:
 def _load(path: str, overrides: dict[str, Any], archive: Path, *, run: bool = False) -> params_mod.Params:
     """The validated file, with command-line overrides on top, and every offline check passed (``run``: those
     of a run too, such as the reason and ticket of a change to a real tenant)."""
-    from . import preflight
+    from .context import preflight
 
     params = params_mod.load(path)
     if overrides:
@@ -68,10 +69,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int:
-    from . import runner
-    from .changes import changes_text
-    from .records import mode_meaning
-    from .results import qualified, run_left_undone
+    from .engine.changes import changes_text
+    from .engine.results import qualified, run_left_undone
+    from .records.store import mode_meaning
+    from .running import runner
 
     if args.mode:
         overrides["mode"] = args.mode
@@ -105,7 +106,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from . import batch
+    from .running import batch
 
     files = list(args.params)
     if args.only_failed:
@@ -134,13 +135,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _seal_abandoned(archive: Path, tenant: str) -> None:
-    from . import records
+    from .records import store as records
 
     records.seal_abandoned(archive, tenant, report=lambda text: print(text, file=sys.stderr))
 
 
 def cmd_records(args: argparse.Namespace) -> int:
-    from . import record_views, records
+    from .records import record_views
+    from .records import store as records
 
     records.tenant_folder(_archive(args), args.tenant)  # a tenant's name, never a path, before anything is done
     _seal_abandoned(_archive(args), args.tenant)
@@ -152,7 +154,8 @@ def cmd_records(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Only reads: a record is checked before it is shown, and one that does not verify is shown as such (exit 1).
     Sealing a killed run's record is the business of the commands that take a tenant, never of a path."""
-    from . import integrity, record_views, records
+    from .records import integrity, record_views
+    from .records import store as records
 
     record = records.require_record(Path(args.record))
     if not records.is_sealed(record):
@@ -169,7 +172,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_record(args: argparse.Namespace) -> int:
-    from . import integrity
+    from .records import integrity
 
     problems = integrity.verify(Path(args.record), public_key=Path(args.public_key) if args.public_key else None)
     signed = " and its signature" if args.public_key else ""
@@ -180,13 +183,13 @@ def cmd_verify_record(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from . import record_diff
+    from .records import record_diff
 
     if (args.tenant is not None) == bool(args.records) or len(args.records) not in (0, 2):
         print("give two records (runbook diff RECORD_A RECORD_B) or a tenant (--tenant T), not both", file=sys.stderr)
         return 2
     if args.tenant is not None:
-        from . import records
+        from .records import store as records
 
         records.tenant_folder(_archive(args), args.tenant, field="--tenant")
         _seal_abandoned(_archive(args), args.tenant)
@@ -198,7 +201,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from . import integrity
+    from .records import integrity
 
     done = integrity.attach(Path(args.record), Path(args.file), note=args.note, signing_key=_signing_key(args))
     print(
@@ -209,7 +212,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from . import integrity
+    from .records import integrity
 
     key_id = integrity.generate_key(Path(args.private), Path(args.public))
     print(
@@ -318,7 +321,7 @@ def _sandbox_status(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from . import diagnose
+    from .steps import diagnose
 
     if args.tenant:
         record = diagnose.latest_record(args.tenant, _archive(args))
@@ -347,7 +350,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     """Every tenant read (never written) and judged, most urgent first; 1 when any is at fail (cron, CI)."""
     from datetime import UTC, datetime
 
-    from . import fleet, fleet_report
+    from .running import fleet, fleet_report
 
     def progress(health: fleet.Health, done: int, total: int) -> None:
         status = fleet.judge(health).status
@@ -367,7 +370,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_record_demos(args: argparse.Namespace) -> int:
-    from . import demos
+    from .running import demos
 
     return 0 if demos.regenerate(args.tenants) else 1
 

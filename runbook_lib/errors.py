@@ -1,6 +1,6 @@
 """Error types with a message a person can act on: what failed, why, and which step fixes it.
 
-Notebooks show these without a stack trace (see ``runbook_lib.step``); the CLI prints them and
+Notebooks show these without a stack trace (see ``runbook_lib.context.step``); the CLI prints them and
 exits non-zero. No message may contain a secret: messages are built from codes, names and
 request IDs only.
 """

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import cli, integrity, powershell, records
-from runbook_lib.changes import Change
+from runbook_lib import cli
+from runbook_lib.engine.changes import Change
+from runbook_lib.engine.results import StepRecord
 from runbook_lib.errors import RunbookError
-from runbook_lib.results import StepRecord
+from runbook_lib.records import integrity
+from runbook_lib.records import store as records
+from runbook_lib.tenant import powershell
 
 from conftest import CANARY
 

@@ -17,9 +17,14 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from runbook_lib import batch, cli, integrity, locks, params, record_views, records, runner
+from runbook_lib import cli
+from runbook_lib.config import params
+from runbook_lib.engine import locks
+from runbook_lib.engine.results import SecretFacts, StepRecord
 from runbook_lib.errors import LockHeld
-from runbook_lib.results import SecretFacts, StepRecord
+from runbook_lib.records import integrity, record_views
+from runbook_lib.records import store as records
+from runbook_lib.running import batch, runner
 
 from conftest import DEMO, ROOT
 

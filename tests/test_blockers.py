@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runbook_lib import blockers
+from runbook_lib.tenant import blockers
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,9 @@ import papermill
 import pytest
 import yaml
 
-from runbook_lib import cli, integrity, paths, records
+from runbook_lib import cli, paths
+from runbook_lib.records import integrity
+from runbook_lib.records import store as records
 from runbook_lib.sandbox import state
 
 from conftest import ROOT

@@ -6,9 +6,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from runbook_lib import cli, diagnose, knowledge, records
+from runbook_lib import cli
+from runbook_lib.config import knowledge
+from runbook_lib.engine.results import StepRecord
 from runbook_lib.errors import ParamsError
-from runbook_lib.results import StepRecord
+from runbook_lib.records import store as records
+from runbook_lib.steps import diagnose
 
 from conftest import ROOT
 

@@ -15,19 +15,21 @@ from typing import Any
 
 import pytest
 
-from runbook_lib import entra, exchange, journal, rbac, rotation, teardown
-from runbook_lib.changes import Change, Confirm, Write, unchanged
-from runbook_lib.client_secrets import AppSecret, StoredMatch
-from runbook_lib.clouds import EXCHANGE_APP_ID, GRAPH_APP_ID
-from runbook_lib.entra import KIT_TAG, NEEDS, UPSERT, Delegated, DesiredApp, Permissions
+from runbook_lib.config.client_secrets import AppSecret, StoredMatch
+from runbook_lib.config.clouds import EXCHANGE_APP_ID, GRAPH_APP_ID
+from runbook_lib.engine import journal
+from runbook_lib.engine.changes import Change, Confirm, Write, unchanged
+from runbook_lib.engine.executor import Executor, NotKept
 from runbook_lib.errors import GraphError, OutcomeUnknown, StepFailed
-from runbook_lib.exchange import MailboxState
-from runbook_lib.exchange_admin import EXCHANGE_ADMIN_NEEDS
-from runbook_lib.executor import Executor, NotKept
-from runbook_lib.powershell import Settings
-from runbook_lib.rbac import RbacState, Target
-from runbook_lib.rotation import RotationState
-from runbook_lib.teardown import Directory, Made, Proof
+from runbook_lib.steps import rotation, teardown
+from runbook_lib.steps.rotation import RotationState
+from runbook_lib.steps.teardown import Directory, Made, Proof
+from runbook_lib.tenant import entra, exchange, rbac
+from runbook_lib.tenant.entra import KIT_TAG, NEEDS, UPSERT, Delegated, DesiredApp, Permissions
+from runbook_lib.tenant.exchange import MailboxState
+from runbook_lib.tenant.exchange_admin import EXCHANGE_ADMIN_NEEDS
+from runbook_lib.tenant.powershell import Settings
+from runbook_lib.tenant.rbac import RbacState, Target
 
 pytestmark = pytest.mark.unit
 

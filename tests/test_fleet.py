@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import cli, demos, fleet, fleet_report, params, registry, secrets
-from runbook_lib.fleet import Health, Problem
+from runbook_lib import cli
+from runbook_lib.config import params, registry, secrets
+from runbook_lib.running import demos, fleet, fleet_report
+from runbook_lib.running.fleet import Health, Problem
 from runbook_lib.sandbox import mistakes, state
 from runbook_lib.sandbox.state import TraineeTenant
 
@@ -273,7 +275,7 @@ def test_the_notebook_shows_the_fleet_it_is_given(demo_fleet, tmp_path):
     import nbformat
     import papermill
 
-    from runbook_lib import runner
+    from runbook_lib.running import runner
 
     files = [str(demo_fleet / "params" / f"{t}.yaml") for t in ("fabrikam", "vanarsdel")]
     output = tmp_path / "07.ipynb"
@@ -293,7 +295,7 @@ def test_the_notebook_shows_the_fleet_it_is_given(demo_fleet, tmp_path):
 
 
 def test_a_run_of_the_step_reads_its_own_tenant(demo_fleet, tmp_path):
-    from runbook_lib import runner
+    from runbook_lib.running import runner
 
     loaded = params.load(demo_fleet / "params" / "coho.yaml")
     raw = loaded.public() | {"steps": [registry.FLEET_HEALTH]}

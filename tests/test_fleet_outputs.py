@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import cli, fleet, fleet_report
+from runbook_lib import cli
 from runbook_lib.errors import RunbookError
-from runbook_lib.fleet import Health
+from runbook_lib.running import fleet, fleet_report
+from runbook_lib.running.fleet import Health
 
 pytestmark = pytest.mark.unit
 
@@ -142,8 +143,9 @@ def test_good_outputs_are_written_whole_into_a_folder_made_for_them(tmp_path, in
 
 FAILING_WRITE = """
 import resource, signal, sys
-from runbook_lib import cli, fleet, fleet_report
-from runbook_lib.fleet import Health
+from runbook_lib import cli
+from runbook_lib.running import fleet, fleet_report
+from runbook_lib.running.fleet import Health
 
 health = Health(tenant="t", params_file="p.yaml", mode="replay", warn_days=30, configured=True, days_left=200)
 fleet.read_fleet = lambda files, **_: fleet._rows([health])

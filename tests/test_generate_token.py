@@ -17,10 +17,13 @@ import pytest
 import requests
 import yaml
 
-from runbook_lib import diagnose, params, registry, runner, secrets, smtp
-from runbook_lib.clouds import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
+from runbook_lib.config import params, registry, secrets
+from runbook_lib.config.clouds import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
+from runbook_lib.running import runner
 from runbook_lib.sandbox import state
 from runbook_lib.sandbox.server import Sandbox, serve
+from runbook_lib.steps import diagnose
+from runbook_lib.tenant import smtp
 
 from conftest import ROOT
 

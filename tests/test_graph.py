@@ -9,11 +9,11 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from runbook_lib import params
+from runbook_lib.config import params
+from runbook_lib.config.params import Network
 from runbook_lib.errors import GraphError, OutcomeUnknown
-from runbook_lib.graph import Graph, odata_quote
-from runbook_lib.params import Network
-from runbook_lib.transport import LiveTransport, ReplayClock
+from runbook_lib.wire.graph import Graph, odata_quote
+from runbook_lib.wire.transport import LiveTransport, ReplayClock
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from runbook_lib import html_record, paths
-from runbook_lib.changes import Change
-from runbook_lib.results import Facts, StepRecord
+from runbook_lib import paths
+from runbook_lib.engine.changes import Change
+from runbook_lib.engine.results import Facts, StepRecord
+from runbook_lib.records import html_record
 
 pytestmark = pytest.mark.unit
 

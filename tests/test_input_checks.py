@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook_lib import params
+from runbook_lib.config import params
 from runbook_lib.errors import ParamsError
 
 from conftest import ROOT

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from runbook_lib import integrity
 from runbook_lib.errors import RunbookError
+from runbook_lib.records import integrity
 
 pytestmark = pytest.mark.unit
 

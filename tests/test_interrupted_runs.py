@@ -18,8 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import batch, cli, journal, locks, params, records, runner
+from runbook_lib import cli
+from runbook_lib.config import params
+from runbook_lib.engine import journal, locks
 from runbook_lib.errors import LockHeld
+from runbook_lib.records import store as records
+from runbook_lib.running import batch, runner
 from runbook_lib.sandbox import state
 
 from conftest import ROOT

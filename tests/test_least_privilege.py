@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from runbook_lib import entra, exchange, params, powershell, rbac, registry, verify
+from runbook_lib.config import params, registry
+from runbook_lib.context.step import Step
 from runbook_lib.sandbox import state
 from runbook_lib.sandbox.tenant import SimulatedTenant
-from runbook_lib.step import Step
+from runbook_lib.steps import verify
+from runbook_lib.tenant import entra, exchange, powershell, rbac
 
 from conftest import ROOT
 
@@ -283,7 +285,7 @@ def test_the_sandbox_keeps_exchange_rbac_objects_between_steps_and_reads_older_s
 
 def test_the_notebooks_run_scoped_end_to_end_and_a_second_run_writes_nothing(tmp_path):
     """The same through `runbook run` (the notebooks in one kernel): steps 1 to 5, twice."""
-    from runbook_lib import runner
+    from runbook_lib.running import runner
 
     raw = sandbox_raw(tmp_path, "lp-notebooks", "scoped")
     run = lambda: runner.run(params.validate(raw), archive=tmp_path / "archive", progress=lambda _: None)  # noqa: E731

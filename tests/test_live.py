@@ -10,11 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import auth, entra, exchange, params, records, runner, secrets, verify
-from runbook_lib.checks import Checks
+from runbook_lib.config import params, secrets
+from runbook_lib.context.checks import Checks
+from runbook_lib.context.step import Step
+from runbook_lib.records import store as records
+from runbook_lib.running import runner
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
-from runbook_lib.step import Step
+from runbook_lib.steps import verify
+from runbook_lib.tenant import entra, exchange
+from runbook_lib.wire import auth
 
 from conftest import ROOT
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook_lib import locks, params
+from runbook_lib.config import params
+from runbook_lib.engine import locks
 from runbook_lib.errors import LockHeld, RunbookError
 
 from conftest import DEMO
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.unit
 #: holds the demo tenant's lock until its stdin closes, or for argv[1] seconds when given
 HOLDER = """
 import sys, time
-from runbook_lib import locks, params
+from runbook_lib.config import params
+from runbook_lib.engine import locks
 with locks.tenant_lock(params.load(sys.argv[1]), command="batch"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2])) if len(sys.argv) > 2 else sys.stdin.read()

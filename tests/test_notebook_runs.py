@@ -17,8 +17,14 @@ import pytest
 import yaml
 from jupyter_client.manager import KernelManager
 
-from runbook_lib import cli, fleet, integrity, journal, locks, params, paths, records, registry, runner, session
+from runbook_lib import cli, paths
+from runbook_lib.config import params, registry
+from runbook_lib.context import session
+from runbook_lib.engine import journal, locks
 from runbook_lib.errors import LockHeld
+from runbook_lib.records import integrity
+from runbook_lib.records import store as records
+from runbook_lib.running import fleet, runner
 from runbook_lib.sandbox import state
 
 from conftest import CANARY, ROOT, scan
@@ -146,7 +152,7 @@ def test_a_hand_run_kernel_killed_mid_step_is_sealed_by_the_next_command_with_ev
         client.wait_for_ready(timeout=120)
         cells = [
             f"params_file = {str(file)!r}",
-            "import runbook_lib.step as rb\nfrom runbook_lib import entra",
+            "import runbook_lib.context.step as rb\nfrom runbook_lib.tenant import entra",
             "step = rb.start('02_azure_app_registration', globals())",
             "perms = entra.permissions(step)",
             "change, app = entra.ensure_application(step, perms, entra.find_application(step))",

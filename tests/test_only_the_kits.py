@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import cli, integrity, journal, records
-from runbook_lib.changes import Change
+from runbook_lib import cli
+from runbook_lib.engine import journal
+from runbook_lib.engine.changes import Change
+from runbook_lib.records import integrity
+from runbook_lib.records import store as records
 
 from conftest import ROOT
 

@@ -99,7 +99,8 @@ def test_notebook_parameters_match_the_demo_tenant():
     that changes the tenant (rotation, teardown) opens as a plan of it."""
     import nbformat
 
-    from runbook_lib import params, registry, ui
+    from runbook_lib.config import params, registry
+    from runbook_lib.context import ui
 
     demo = params.load(ROOT / "params" / "demo" / "contoso.yaml")
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -119,7 +120,7 @@ def test_no_notebook_cell_rebinds_a_parameter_name():
 
     import nbformat
 
-    from runbook_lib.params import Params
+    from runbook_lib.config.params import Params
 
     names = set(Params.model_fields)
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):

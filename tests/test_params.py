@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import params
+from runbook_lib.config import params
 from runbook_lib.errors import ParamsError
 
 from conftest import DEMO

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runbook_lib import params, powershell
+from runbook_lib.config import params
+from runbook_lib.tenant import powershell
 
 pytestmark = pytest.mark.unit
 

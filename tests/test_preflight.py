@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import trustme
 
-from runbook_lib import params, paths, preflight, secrets
+from runbook_lib import paths
+from runbook_lib.config import params, secrets
+from runbook_lib.config.params import SecretRef
+from runbook_lib.context import preflight
 from runbook_lib.errors import ParamsError
-from runbook_lib.params import SecretRef
 
 from conftest import DEMO, ROOT
 

@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
-from runbook_lib import cli, integrity, params, record_diff, record_views, records, registry, runner, secrets
-from runbook_lib.changes import Change
+from runbook_lib import cli
+from runbook_lib.config import params, registry, secrets
+from runbook_lib.engine.changes import Change
+from runbook_lib.engine.results import Check, StepRecord
 from runbook_lib.errors import RunbookError
-from runbook_lib.results import Check, StepRecord
+from runbook_lib.records import integrity, record_diff, record_views
+from runbook_lib.records import store as records
+from runbook_lib.running import runner
 from runbook_lib.sandbox import mistakes, state
 
 from conftest import ROOT

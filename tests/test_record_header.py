@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook_lib import params, preflight, record_views, records
+from runbook_lib.config import params
+from runbook_lib.context import preflight
+from runbook_lib.engine.results import Facts, Identity, SecretFacts, StepRecord, run_status_text
 from runbook_lib.errors import ParamsError
-from runbook_lib.results import Facts, Identity, SecretFacts, StepRecord, run_status_text
+from runbook_lib.records import record_views
+from runbook_lib.records import store as records
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from runbook_lib.recording import SCRUBBED_SIGNATURE, Scrubber
 from runbook_lib.sandbox import tokens
+from runbook_lib.wire.recording import SCRUBBED_SIGNATURE, Scrubber
 
 pytestmark = pytest.mark.unit
 

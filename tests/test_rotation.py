@@ -15,12 +15,17 @@ import yaml
 from keyring.backend import KeyringBackend
 from keyring.errors import PasswordDeleteError
 
-from runbook_lib import auth, batch, cli, client_secrets, params, records, registry, rotation, runner, secrets, verify
+from runbook_lib import cli
+from runbook_lib.config import client_secrets, params, registry, secrets
+from runbook_lib.config.params import SecretRef
+from runbook_lib.context.step import Step
 from runbook_lib.errors import ParamsError, StepFailed
-from runbook_lib.params import SecretRef
+from runbook_lib.records import store as records
+from runbook_lib.running import batch, runner
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
-from runbook_lib.step import Step
+from runbook_lib.steps import rotation, verify
+from runbook_lib.wire import auth
 
 from conftest import CANARY, ROOT, scan
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import cli, params, records, runner
+from runbook_lib import cli
+from runbook_lib.config import params
+from runbook_lib.records import store as records
+from runbook_lib.running import runner
 from runbook_lib.sandbox import state
 
 from conftest import DEMO, ROOT

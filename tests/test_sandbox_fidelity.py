@@ -651,7 +651,7 @@ def test_exchange_accepts_a_message_only_from_the_authenticated_mailbox(seed):
     import smtplib
     import ssl
 
-    from runbook_lib import smtp
+    from runbook_lib.tenant import smtp
 
     _webex_app(seed, service_principal=True)
     seed["users"][0]["smtp_auth_disabled"] = False

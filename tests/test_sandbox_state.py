@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import cli, params, registry
+from runbook_lib import cli
+from runbook_lib.config import params, registry
 from runbook_lib.errors import RunbookError
 from runbook_lib.sandbox import state
 from runbook_lib.sandbox.transport import SandboxTransport

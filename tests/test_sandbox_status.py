@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import cli, diagnose, params, records, registry, runner
-from runbook_lib.results import StepRecord
+from runbook_lib import cli
+from runbook_lib.config import params, registry
+from runbook_lib.engine.results import StepRecord
+from runbook_lib.records import store as records
+from runbook_lib.running import runner
 from runbook_lib.sandbox import FAULT_NAMES, mistakes, state
+from runbook_lib.steps import diagnose
 
 from conftest import CANARY, ROOT
 

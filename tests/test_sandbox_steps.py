@@ -8,15 +8,18 @@ import msal
 import pytest
 import yaml
 
-from runbook_lib import auth, diagnose, entra, exchange, exchange_admin, params, registry, verify, webex, webex_form
-from runbook_lib.checks import Checks
+from runbook_lib.config import params, registry, webex
+from runbook_lib.context.checks import Checks
+from runbook_lib.context.step import Step
+from runbook_lib.engine.results import StepRecord
 from runbook_lib.errors import AuthError, GraphError, StepFailed
-from runbook_lib.results import StepRecord
 from runbook_lib.sandbox import mistakes
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.state import TraineeTenant
 from runbook_lib.sandbox.tenant import SimulatedTenant
-from runbook_lib.step import Step
+from runbook_lib.steps import diagnose, verify
+from runbook_lib.tenant import entra, exchange, exchange_admin, webex_form
+from runbook_lib.wire import auth
 
 from conftest import ROOT
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from runbook_lib import demos
+from runbook_lib.running import demos
 
 from conftest import ROOT
 

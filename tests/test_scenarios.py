@@ -14,8 +14,10 @@ import nbformat
 import pytest
 import yaml
 
-from runbook_lib import batch, params, records, registry, runner, secrets
-from runbook_lib.results import StepRecord
+from runbook_lib.config import params, registry, secrets
+from runbook_lib.engine.results import StepRecord
+from runbook_lib.records import store as records
+from runbook_lib.running import batch, runner
 
 from conftest import ROOT
 

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook_lib import auth, entra, params, registry, secrets
+from runbook_lib.config import params, registry, secrets
+from runbook_lib.context.step import Step
+from runbook_lib.engine.executor import Executor
 from runbook_lib.errors import StepFailed
-from runbook_lib.executor import Executor
 from runbook_lib.sandbox.server import serve
 from runbook_lib.sandbox.tenant import SimulatedTenant
-from runbook_lib.step import Step
+from runbook_lib.tenant import entra
+from runbook_lib.wire import auth
 
 from conftest import ROOT
 

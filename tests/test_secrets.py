@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib import batch, demos, params, secrets
+from runbook_lib.config import params, secrets
+from runbook_lib.running import batch, demos
 
 from conftest import CANARY, ROOT, scan
 

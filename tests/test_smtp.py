@@ -7,9 +7,10 @@ import base64
 import pytest
 import yaml
 
-from runbook_lib import params, smtp
+from runbook_lib.config import params
+from runbook_lib.context.step import Step
 from runbook_lib.errors import ReplayMissError
-from runbook_lib.step import Step
+from runbook_lib.tenant import smtp
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import params, strict_yaml
+from runbook_lib.config import params, strict_yaml
 from runbook_lib.errors import ParamsError
 
 from conftest import DEMO

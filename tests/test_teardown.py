@@ -12,10 +12,15 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook_lib import integrity, journal, params, records, registry, runner, secrets, teardown
-from runbook_lib.changes import Change
-from runbook_lib.clouds import GRAPH_APP_ID
+from runbook_lib.config import params, registry, secrets
+from runbook_lib.config.clouds import GRAPH_APP_ID
+from runbook_lib.engine import journal
+from runbook_lib.engine.changes import Change
+from runbook_lib.records import integrity
+from runbook_lib.records import store as records
+from runbook_lib.running import runner
 from runbook_lib.sandbox import state
+from runbook_lib.steps import teardown
 
 from conftest import ROOT, scan
 

@@ -13,7 +13,9 @@ import shlex
 import pytest
 import yaml
 
-from runbook_lib import cli, paths, runner, ui
+from runbook_lib import cli, paths
+from runbook_lib.context import ui
+from runbook_lib.running import runner
 
 from conftest import ROOT
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from runbook_lib import cli, params, registry, runner
+from runbook_lib import cli
+from runbook_lib.config import params, registry
 from runbook_lib.errors import RunbookError
+from runbook_lib.running import runner
 from runbook_lib.sandbox import FAULT_NAMES, state
 from runbook_lib.sandbox.mistakes import catalogue
 

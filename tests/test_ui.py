@@ -19,9 +19,11 @@ import nbformat
 import pytest
 import yaml
 
-from runbook_lib import cli, params, ui
+from runbook_lib import cli
+from runbook_lib.config import params
+from runbook_lib.context import ui
+from runbook_lib.engine.journal import JOURNAL_ENV
 from runbook_lib.errors import ParamsError
-from runbook_lib.journal import JOURNAL_ENV
 
 from conftest import ROOT
 

@@ -1,6 +1,6 @@
 import pytest
 
-from runbook_lib import webex
+from runbook_lib.config import webex
 
 pytestmark = pytest.mark.unit
 

@@ -26,10 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from .. import params as params_mod
-from .. import records, registry
+from ..config import params as params_mod
+from ..config import registry
+from ..engine.results import StepRecord, Verdict
 from ..errors import ParamsError, RunbookError
-from ..results import StepRecord, Verdict
+from ..records import store as records
 from . import mistakes, state
 from .messages import parse_iso
 

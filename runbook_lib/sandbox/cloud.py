@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..clouds import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
+from ..config.clouds import CLOUDS, EXCHANGE_APP_ID, GRAPH_APP_ID
 
 _GLOBAL = CLOUDS["global"]
 LOGIN_HOST: str = _GLOBAL["authority_host"]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..clouds import OIDC_SCOPES as OIDC
+from ..config.clouds import OIDC_SCOPES as OIDC
 from . import cloud
 from .mailboxes import KINDS
 from .messages import Request, Response, parse_iso

@@ -19,7 +19,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from .. import registry, strict_yaml
+from ..config import registry, strict_yaml
 from ..errors import RunbookError
 from . import state
 from .messages import iso, parse_iso
@@ -175,8 +175,8 @@ def _no_valid_secret(t: TraineeTenant) -> bool:
 
 
 def _secret_id_pasted(t: TraineeTenant) -> str:
-    from .. import secrets
-    from ..params import SecretRef
+    from ..config import secrets
+    from ..config.params import SecretRef
 
     creds = _app(t)["passwordCredentials"]
     if not creds or not t.store:
@@ -188,8 +188,8 @@ def _secret_id_pasted(t: TraineeTenant) -> str:
 def _stored(t: TraineeTenant) -> str | None:
     """The value in the trainee's secret store, to compare and never to show; None when this account cannot
     read it (another account's file, an environment variable of the trainee's session)."""
-    from .. import secrets
-    from ..params import SecretRef
+    from ..config import secrets
+    from ..config.params import SecretRef
 
     try:
         return secrets.read(SecretRef(**t.store)) if t.store else None

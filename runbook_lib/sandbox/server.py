@@ -28,7 +28,7 @@ from typing import Any
 
 import trustme
 
-from ..smtp_server import LOOPBACK, LoopbackSMTP
+from ..wire.smtp_server import LOOPBACK, LoopbackSMTP
 from . import cloud
 from .exchange import ExchangeAdmin
 from .graph import Graph

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import AuthResult
 
-from ..smtp_server import ehlo_lines
+from ..wire.smtp_server import ehlo_lines
 from . import cloud
 
 if TYPE_CHECKING:

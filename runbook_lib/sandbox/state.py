@@ -27,10 +27,10 @@ from typing import Any
 import yaml
 
 from .. import paths
-from ..clouds import EXCHANGE_APP_ID
+from ..config.clouds import EXCHANGE_APP_ID
+from ..config.secrets import private_folder
+from ..engine.locks import flock_within
 from ..errors import RunbookError
-from ..locks import flock_within
-from ..secrets import private_folder
 from .identity import mailbox_upn
 from .messages import iso
 from .tenant import SimulatedTenant

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-from ..clouds import EXCHANGE_APP_ID, GRAPH_APP_ID
+from ..config.clouds import EXCHANGE_APP_ID, GRAPH_APP_ID
 from . import faults, tokens
 from .mailboxes import KINDS, kind_name
 from .messages import Request, Response, Service, iso, parse_iso

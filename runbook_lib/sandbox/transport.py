@@ -2,7 +2,7 @@
 
 The tenant is loaded from its state file (or its seed), served as an HTTPS proxy with a throwaway CA
 for the length of the step, and saved afterwards, so the notebooks can be run in any order and re-run.
-It plugs into :data:`runbook_lib.transport.TRANSPORTS` by name: the sandbox depends on the transport
+It plugs into :data:`runbook_lib.wire.transport.TRANSPORTS` by name: the sandbox depends on the transport
 interface, never the reverse.
 """
 
@@ -12,8 +12,8 @@ import ssl
 from contextlib import ExitStack
 
 from .. import paths
-from ..params import Params
-from ..transport import SmtpTarget, Transport
+from ..config.params import Params
+from ..wire.transport import SmtpTarget, Transport
 from . import state
 from .server import serve
 
