@@ -53,6 +53,10 @@ check: lint demo-secrets
 
 demo: $(VENV)/.installed demo-secrets
 	$(BIN)/runbook run params/demo/contoso.yaml
+	@echo
+	@echo "Open each step's HTML in the Record folder above (02_azure_app_registration.html, ...)."
+	@echo "The runbook command is $(BIN)/runbook: run 'source $(VENV)/bin/activate' to call it as runbook."
+	@echo "Next: runbook --help, runbook lab (the notebooks in JupyterLab), runbook fleet params/demo/*.yaml"
 
 # The JupyterLab browser test drives Debian's chromium; install it where we can (root with apt-get).
 browser:

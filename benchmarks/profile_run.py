@@ -12,7 +12,6 @@ make, one after another, and the imports of a whole ``runbook run`` process (``p
 from __future__ import annotations
 
 import argparse
-import copy
 import cProfile
 import functools
 import io
@@ -24,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
@@ -98,26 +96,42 @@ class TimedClient(runner._StepClient):
         super().__init__(nb, **{**kwargs, "record_timing": True})
 
 
+#: every function the profiler times, by the object that holds it: a renamed one fails ``points_missing`` (a unit
+#: test), never a run half way
+POINTS: list[tuple[Any, str, str]] = [
+    (runner.Kernel, "__enter__", "kernel start (launch process)"),
+    (runner.Kernel, "__exit__", "kernel shutdown"),
+    (runner, "_template", "read the template (once per process)"),
+    (runner, "parameterize_notebook", "parameterize_notebook"),
+    (runner, "step_record", "read the step record"),
+    (nbformat, "write", "nbformat.write (validates)"),
+    (html_record, "summary_html", "summary HTML (pandas to_html)"),
+    (html_record, "render", "html_record.render"),
+    (records, "write_text", "write HTML and artifacts"),
+    (preflight, "require", "preflight"),
+    (records, "seal_abandoned", "seal_abandoned (scan)"),
+    (records, "open_record", "open record"),
+    (journal.Journal, "append", "journal appends (fsync)"),
+    (journal, "read", "journal read"),
+    (records, "manifest_for", "manifest"),
+    (records, "seal", "seal (hash files, sign)"),
+]
+
+
+def points_missing() -> list[str]:
+    """The timed functions that no longer exist where the profiler looks for them."""
+    return [f"{getattr(holder, '__name__', holder)}.{name}" for holder, name, _ in POINTS if not hasattr(holder, name)]
+
+
 def instrument() -> None:
-    runner._Kernel.__enter__ = timer("kernel start (launch process)", runner._Kernel.__enter__)  # type: ignore[method-assign]
-    runner._Kernel.__exit__ = timer("kernel shutdown", runner._Kernel.__exit__)  # type: ignore[method-assign]
+    missing = points_missing()
+    if missing:
+        raise SystemExit(f"the profiler's timing points are gone: {', '.join(missing)} (update POINTS)")
+    for holder, name, label in POINTS:
+        setattr(holder, name, timer(label, getattr(holder, name)))
     AsyncKernelClient.wait_for_ready = async_timer("wait_for_ready", AsyncKernelClient.wait_for_ready)
-    runner.copy = types.SimpleNamespace(deepcopy=timer("deepcopy of the template", copy.deepcopy))  # type: ignore[assignment]
-    runner.parameterize_notebook = timer("parameterize_notebook", runner.parameterize_notebook)
     TimedClient.execute = timer("nbclient execute", TimedClient.execute)
     runner._StepClient = TimedClient  # type: ignore[misc,assignment]
-    runner.step_record = timer("read the step record", runner.step_record)
-    nbformat.write = timer("nbformat.write (validates)", nbformat.write)
-    html_record.summary_html = timer("summary HTML (pandas to_html)", html_record.summary_html)
-    html_record.render = timer("html_record.render", html_record.render)
-    records.write_text = timer("write HTML and artifacts", records.write_text)
-    preflight.require = timer("preflight", preflight.require)
-    records.seal_abandoned = timer("seal_abandoned (scan)", records.seal_abandoned)
-    records.open_record = timer("open record", records.open_record)
-    journal.Journal.append = timer("journal appends (fsync)", journal.Journal.append)  # type: ignore[method-assign]
-    journal.read = timer("journal read", journal.read)
-    records.manifest_for = timer("manifest", records.manifest_for)
-    records.seal = timer("seal (hash files, sign)", records.seal)
 
 
 def contoso(folder: Path) -> params.Params:
@@ -215,11 +229,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cprofile", action="store_true", help="also one run under cProfile")
+    parser.add_argument("--smoke", action="store_true", help="one cold run and its breakdown only (the test's)")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = 1
     instrument()
     with tempfile.TemporaryDirectory(prefix="runbook-profile-") as tmp:
         os.environ["RUNBOOK_STATE"] = str(Path(tmp) / "state")
-        runner.run(contoso(Path(tmp) / "warm"), archive=Path(tmp) / "warm" / "archive", progress=lambda _: None)
+        if not args.smoke:
+            runner.run(contoso(Path(tmp) / "warm"), archive=Path(tmp) / "warm" / "archive", progress=lambda _: None)
         kit, cells, walls = [], [], []
         for i in range(args.runs):
             SPENT.clear()
@@ -238,9 +256,9 @@ def main() -> None:
             kit.append(spent)
             cells.append(times)
         total = statistics.median(walls)
+        warmth = "one cold run (smoke)" if args.smoke else f"{args.runs} runs after a warm-up (caches warm)"
         print(
-            f"one in-process run of contoso (6 steps), {args.runs} runs after a warm-up: "
-            f"wall {total:.2f} s [{min(walls):.2f}-{max(walls):.2f}]"
+            f"one in-process run of contoso (6 steps), {warmth}: wall {total:.2f} s [{min(walls):.2f}-{max(walls):.2f}]"
         )
         median_table(
             "kit side (wrapped functions; 'nbclient execute': what is left of it after ready-waits and cells):",
@@ -263,6 +281,8 @@ def main() -> None:
             f"  {statistics.median(len(s) for s in small)} cells under 15 ms each take "
             f"{statistics.median(sum(s) for s in small):.3f} s together (the per-cell cost of IPython and nbclient)"
         )
+        if args.smoke:
+            return
         median_table(
             "kernel-side imports in a fresh kernel, incremental, in notebook order:",
             [kernel_imports() for _ in range(args.runs)],

@@ -1,7 +1,8 @@
 """The ``runbook`` command: a thin layer over :mod:`runbook_lib.running.runner` and friends.
 
 Exit codes: 0 success, 1 a step (or a check of a record) failed, 2 invalid parameters or usage (nothing was
-sent or written), 130 the run was interrupted (its record is sealed, holding every change made).
+sent or written), 130 the run was interrupted (its record is sealed, holding every change made). ``plan
+--detailed-exitcode`` follows Terraform: 0 nothing to do, 2 changes pending, 1 any error (invalid input included).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from . import paths
+from . import __version__, paths
 from .config import params as params_mod
 from .config import registry
 from .errors import ParamsError, RunbookError
@@ -21,6 +22,8 @@ from .sandbox import FAULT_NAMES
 
 SIGNING_KEY_ENV = "RUNBOOK_SIGNING_KEY"
 EXIT_INTERRUPTED = 130
+#: `plan --detailed-exitcode`: the plan holds changes to make (Terraform's convention, for schedulers)
+EXIT_PENDING = 2
 
 
 def _archive(args: argparse.Namespace) -> Path:
@@ -69,7 +72,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int:
-    from .engine.changes import changes_text
+    from .engine.changes import changes_text, pending, summary_line
     from .engine.results import qualified, run_left_undone
     from .records.store import mode_meaning
     from .running import runner
@@ -87,6 +90,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int
     print(f"\n{mode_meaning(params.mode, params.apply)}")
     print("\nChanges:")
     print(changes_text(changes) if changes else "  (none)")
+    print(summary_line(changes))
     failed = sum(int(s.counts.get("failed_writes", 0)) for s in result.steps)
     print(f"\nRecord: {result.record} (manifest sha256 {result.manifest_sha256})")
     status = qualified(result.status.upper(), run_left_undone(result.status, result.steps))
@@ -94,7 +98,10 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int
     for step in result.steps:
         if step.error and step.status in ("failed", "interrupted"):
             print(f"\n{step.step} {step.status}:\n{step.error}", file=sys.stderr)
-    return {"ok": 0, "interrupted": EXIT_INTERRUPTED}.get(result.status, 1)
+    code = {"ok": 0, "interrupted": EXIT_INTERRUPTED}.get(result.status, 1)
+    if code == 0 and getattr(args, "detailed_exitcode", False) and pending(changes):
+        return EXIT_PENDING
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -424,6 +431,7 @@ def parser() -> argparse.ArgumentParser:
         description="Configure the Webex Connect Email app with "
         "Office 365 OAuth 2.0, step by step, with a record of every run.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check parameter files offline; print every bad field")
     p.add_argument("params", nargs="+")
@@ -437,6 +445,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("params")
         p.add_argument("--mode", choices=get_args(params_mod.Mode), help="override the file's mode")
         p.add_argument("--steps", nargs="+", choices=registry.NAMES, help="run only these steps, in this order")
+        if name == "plan":
+            p.add_argument(
+                "--detailed-exitcode",
+                action="store_true",
+                help="exit 2 when changes are pending, 0 when there is nothing to do, 1 on an error (as Terraform)",
+            )
         _record_options(p)
         p.set_defaults(func=func)
     p = sub.add_parser("batch", help="run many tenants in parallel; summary table and a batch record")
@@ -534,12 +548,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    # with --detailed-exitcode, 2 means "changes pending" alone: usage and parameter errors exit 1
+    invalid = 1 if "--detailed-exitcode" in words else 2
+    try:
+        args = parser().parse_args(words)
+    except SystemExit as exit_:
+        if exit_.code == 2 and invalid != 2:
+            raise SystemExit(invalid) from None
+        raise
     try:
         return int(args.func(args))
     except ParamsError as exc:
         print(exc.explain(), file=sys.stderr)
-        return 2
+        return invalid
     except RunbookError as exc:
         print(exc.explain(), file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ import pytest
 from runbook_lib.config.client_secrets import AppSecret, StoredMatch
 from runbook_lib.config.clouds import EXCHANGE_APP_ID, GRAPH_APP_ID
 from runbook_lib.engine import journal
-from runbook_lib.engine.changes import Change, Confirm, Write, unchanged
+from runbook_lib.engine.changes import Change, Confirm, Write, changes_text, pending, summary_line, unchanged
 from runbook_lib.engine.executor import Executor, NotKept
 from runbook_lib.errors import GraphError, OutcomeUnknown, StepFailed
 from runbook_lib.steps import rotation, teardown
@@ -1087,3 +1087,33 @@ def test_exchange_writes_go_through_the_exchange_client(tmp_path: Path) -> None:
     applied, _ = executor.apply(change)
     assert graph.calls == [] and [(c.method, c.path) for c in admin.calls] == [("POST", "/InvokeCommand")]
     assert admin.calls[0].body == change.write.body and applied.action == "updated"
+
+
+# --- the plan's summary, as Terraform gives it ------------------------------------------------------------------
+
+
+def _planned(name: str, outcome: str) -> Change:
+    return Change("item", name, "planned", "do it", None, {"x": 1}, Write("graph", "POST", "/x"), outcome=outcome)  # type: ignore[arg-type]
+
+
+def test_a_plan_counts_what_it_would_create_update_and_remove_and_marks_each_line():
+    changes = [_planned("a", "created"), _planned("b", "updated"), _planned("c", "removed")]
+    changes.append(unchanged("item", "d", "ok"))
+    assert summary_line(changes) == "Plan: 1 to create, 1 to update, 1 to remove; 1 unchanged."
+    assert [line[0] for line in changes_text(changes).splitlines()[1:]] == ["+", "~", "-", " "]
+    assert pending(changes) and not pending(changes[3:])
+    assert summary_line([]) == "Plan: 0 to create, 0 to update, 0 to remove; 0 unchanged."
+
+
+def test_a_run_counts_what_it_did_and_a_half_done_run_both():
+    done = [_planned("a", "created").applied, _planned("b", "removed").applied]
+    assert summary_line(done) == "Applied: 1 created, 0 updated, 1 removed; 0 unchanged."
+    assert summary_line([*done, _planned("c", "updated")]) == (
+        "Plan: 0 to create, 1 to update, 0 to remove; Applied: 1 created, 0 updated, 1 removed; 0 unchanged."
+    )
+
+
+def test_a_planned_change_keeps_what_it_would_do_through_its_record():
+    planned = _planned("a", "removed")
+    assert Change.from_dict(planned.as_dict()).marker == "-"
+    assert "outcome" not in planned.applied.as_dict()  # a change made says it in its action

@@ -75,6 +75,28 @@ def test_plan_sends_no_write(tmp_path, demo_raw):
     assert {c["action"] for c in step2["changes"]} == {"planned"}
 
 
+def test_plan_summarizes_with_terraforms_markers_and_its_detailed_exit_code(tmp_path, demo_raw, capsys):
+    code, _ = run_cli(tmp_path, demo_raw, "--detailed-exitcode", command="plan")
+    out = capsys.readouterr().out
+    assert code == 2  # changes pending
+    assert "Plan: 6 to create, 2 to update, 0 to remove; 0 unchanged." in out
+    assert any(line.startswith("+  application ") for line in out.splitlines())
+    assert any(line.startswith("~  authenticated SMTP ") for line in out.splitlines())
+    configured = yaml.safe_load((ROOT / "params/demo/fabrikam.yaml").read_text())  # already configured: nothing to do
+    code, _ = run_cli(tmp_path, configured, "--detailed-exitcode", command="plan")
+    assert code == 0 and "Plan: 0 to create, 0 to update, 0 to remove; 8 unchanged." in capsys.readouterr().out
+    demo_raw["tenant_id"] = "nope"  # an error is 1, never the 2 of pending changes
+    assert run_cli(tmp_path, demo_raw, "--detailed-exitcode", command="plan")[0] == 1
+    assert run_cli(tmp_path, demo_raw, command="plan")[0] == 2  # without the flag, invalid input stays 2
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["plan", "--detailed-exitcode", "--no-such-option"])
+    assert stopped.value.code == 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.startswith("runbook 0.")
+
+
 def test_bad_parameter_file_sends_and_writes_nothing(tmp_path, live_raw, sandbox, capsys):
     live_raw["tenant_id"] = "nope"
     live_raw["webex"]["callback_url"] = "https://contoso.us.webexconnect.io/callbak"

@@ -21,6 +21,7 @@ Outcome = Literal["created", "updated", "removed"]
 Service = Literal["graph", "exchange"]
 #: the actions that changed the tenant
 CHANGED: tuple[Action, ...] = ("created", "updated", "removed")
+MARKERS: dict[str, str] = {"created": "+", "updated": "~", "removed": "-"}
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,31 @@ class Change:
         return replace(self, action=self.outcome, write=None)
 
     def as_dict(self) -> dict[str, Any]:
+        """The change as a record holds it: a planned change keeps what it would do (``outcome``)."""
         data = asdict(self)
         data.pop("write")
-        data.pop("outcome")
+        if self.action != "planned":
+            data.pop("outcome")
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Change:
         return cls(
-            data["resource"], data["name"], data["action"], data["summary"], data.get("before"), data.get("after")
+            data["resource"],
+            data["name"],
+            data["action"],
+            data["summary"],
+            data.get("before"),
+            data.get("after"),
+            outcome=data.get("outcome", "updated"),
         )
+
+    @property
+    def marker(self) -> str:
+        """Terraform's mark: ``+`` creates, ``~`` updates, ``-`` removes (planned or done), blank unchanged."""
+        if self.action == "unchanged":
+            return " "
+        return MARKERS[self.outcome if self.action == "planned" else self.action]
 
     def _repr_html_(self) -> str:
         return changes_frame([self]).to_html(index=False)
@@ -110,12 +126,35 @@ def changes_frame(changes: list[Change]) -> pd.DataFrame:
 
 
 def changes_text(changes: list[Change]) -> str:
-    """The changes as aligned plain text, for the command line (no table library on a run's critical path)."""
-    rows = [COLUMNS, *((c.resource, c.name, c.action, c.summary) for c in changes)]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    """The changes as aligned plain text, each marked ``+``/``~``/``-`` as Terraform does, for the command line
+    (no table library on a run's critical path)."""
+    rows = [(" ", *COLUMNS), *((c.marker, c.resource, c.name, c.action, c.summary) for c in changes)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(
-        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[3] for row in rows
+        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[4] for row in rows
     )
+
+
+def summary_line(changes: list[Change]) -> str:
+    """One line of counts, as Terraform ends a plan: what a plan would do, or what a run did."""
+    planned = [c for c in changes if c.action == "planned"]
+    done = [c for c in changes if c.action in CHANGED]
+    unchanged_count = sum(c.action == "unchanged" for c in changes)
+    parts = []
+    if planned or not done:
+        counts = {o: sum(c.outcome == o for c in planned) for o in MARKERS}
+        parts.append(
+            f"Plan: {counts['created']} to create, {counts['updated']} to update, {counts['removed']} to remove"
+        )
+    if done:
+        counts = {o: sum(c.action == o for c in done) for o in MARKERS}
+        parts.append(f"Applied: {counts['created']} created, {counts['updated']} updated, {counts['removed']} removed")
+    return "; ".join(parts) + f"; {unchanged_count} unchanged."
+
+
+def pending(changes: list[Change]) -> bool:
+    """Whether anything is left to do: a plan's ``--detailed-exitcode`` answers 2 when it is."""
+    return any(c.action == "planned" for c in changes)
 
 
 def changes_html(changes: list[Change]) -> str:

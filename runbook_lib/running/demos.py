@@ -9,8 +9,11 @@ that nbval compares. Nothing is edited by hand.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import nbformat
 import papermill
 import yaml
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from .. import paths
@@ -138,32 +142,45 @@ def refresh_outputs() -> None:
                 os.environ[paths.ARCHIVE_ENV] = previous
 
 
+@contextlib.contextmanager
+def _ipc() -> Iterator[AsyncKernelManager]:
+    """A kernel manager over IPC for one notebook, as ``runbook run``'s, its sockets' folder removed after."""
+    sockets = runner.sockets_folder()
+    try:
+        yield runner.ipc_manager(sockets)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
 def _refresh(scratch: Path) -> None:
     notebooks = paths.project_root() / "notebooks"
     for path in sorted(notebooks.glob("*.ipynb")):
         os.environ[paths.ARCHIVE_ENV] = str(scratch / path.stem)
         nb = nbformat.read(path, as_version=4)
-        NotebookClient(
-            nb,
-            kernel_name=runner.kernel_name(),
-            timeout=runner.CELL_TIMEOUT,
-            record_timing=False,
-            resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
+        with _ipc() as km:
+            NotebookClient(
+                nb,
+                km=km,
+                timeout=runner.CELL_TIMEOUT,
+                record_timing=False,
+                resources={"metadata": {"path": str(path.parent)}},
+            ).execute()
         nbformat.write(nb, path)
         print(f"refreshed outputs of {path.name}")
     for step, tenant in SCENARIO_NOTEBOOKS:
         os.environ[paths.ARCHIVE_ENV] = str(scratch / f"{step}.{tenant}")
         target = scenario_notebook(step, tenant)
         target.parent.mkdir(parents=True, exist_ok=True)
-        papermill.execute_notebook(
-            str(notebooks / f"{step}.ipynb"),
-            str(target),
-            parameters={"params_file": f"params/demo/{tenant}.yaml"},
-            kernel_name=runner.kernel_name(),
-            cwd=str(target.parent),
-            progress_bar=False,
-        )
+        with _ipc() as km:
+            papermill.execute_notebook(
+                str(notebooks / f"{step}.ipynb"),
+                str(target),
+                parameters={"params_file": f"params/demo/{tenant}.yaml"},
+                kernel_name=runner.kernel_name(),
+                km=km,
+                cwd=str(target.parent),
+                progress_bar=False,
+            )
         executed = nbformat.read(target, as_version=4)
         for where in ("input_path", "output_path"):  # papermill's absolute paths: no machine path in the kit
             executed.metadata.papermill[where] = paths.shown(executed.metadata.papermill[where])

@@ -83,9 +83,11 @@ def kernel_name() -> str:
 @cache
 def _template(path: Path) -> str:
     """A notebook as papermill reads it (every cell with its tags), without the outputs stored in it (a cell
-    a failure leaves unexecuted must not show an old run's output, least of all an old step record); read once
-    per process and kept as JSON, from which each step makes its own copy."""
+    a failure leaves unexecuted must not show an old run's output, least of all an old step record) nor the
+    widget state a JupyterLab save left (an old session's, and most of a record's bytes); read once per process
+    and kept as JSON, from which each step makes its own copy."""
     nb = load_notebook_node(str(path))
+    nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -164,6 +166,19 @@ def _quiet_dead_kernel() -> None:
     loop.set_exception_handler(handler)
 
 
+def sockets_folder() -> str:
+    """A private folder (mode 0700) for a kernel's IPC sockets; whoever makes it removes it when the kernel stops."""
+    base = "/tmp" if os.path.isdir("/tmp") else None  # a socket's path must stay under about 100 bytes
+    return tempfile.mkdtemp(prefix="runbook-kernel-", dir=base)
+
+
+def ipc_manager(sockets: str) -> AsyncKernelManager:
+    """The kit's kernel, talking over IPC in ``sockets`` (on POSIX): never TCP on loopback, where any account on
+    the machine could listen in, and so no warning about it."""
+    over_ipc = {"transport": "ipc", "connection_file": os.path.join(sockets, "kernel.json")}
+    return AsyncKernelManager(kernel_name=kernel_name(), **(over_ipc if os.name == "posix" else {}))
+
+
 class Kernel:
     """One kernel, and one client talking to it, for all the steps of a run (and, in a batch, for the runs of one
     thread one after another): start-up, imports and the client's readiness wait are paid once. Each run tells it
@@ -178,10 +193,8 @@ class Kernel:
         self.env: dict[str, str] = {}
 
     def __enter__(self) -> Kernel:
-        base = "/tmp" if os.path.isdir("/tmp") else None  # a socket's path must stay under about 100 bytes
-        self.sockets = tempfile.mkdtemp(prefix="runbook-kernel-", dir=base)  # mode 0700
-        over_ipc = {"transport": "ipc", "connection_file": os.path.join(self.sockets, "kernel.json")}
-        self.manager = AsyncKernelManager(kernel_name=kernel_name(), **(over_ipc if os.name == "posix" else {}))
+        self.sockets = sockets_folder()
+        self.manager = ipc_manager(self.sockets)
         run_sync(self.manager.start_kernel)()
         self.client = self.manager.client()
         self.client.start_channels()
@@ -281,6 +294,7 @@ def _execute(
             kernel_name=kernel_name(),
             timeout=cell_timeout,
             record_timing=False,
+            store_widget_state=False,  # a headless run shows no widget: its state would be most of the record
             allow_errors=False,
         )
         client.kc = kernel.client
