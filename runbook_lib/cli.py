@@ -81,6 +81,8 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], plan: bool) -> int
         overrides["mode"] = args.mode
     if args.steps:  # the run's parameters name the steps it runs (a reason and ticket depend on them)
         overrides["steps"] = args.steps
+    if args.confirm_rotation is not None:  # phase 2 without editing the file
+        overrides["rotation"] = {"phase": 2, "confirmed_by": args.confirm_rotation}
     params = _load(args.params, {**overrides, **_change(args)}, _archive(args), run=True)
     steps = args.steps or (registry.plan_steps(params.steps) if plan else None)
     result = runner.run(
@@ -445,6 +447,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("params")
         p.add_argument("--mode", choices=get_args(params_mod.Mode), help="override the file's mode")
         p.add_argument("--steps", nargs="+", choices=registry.NAMES, help="run only these steps, in this order")
+        p.add_argument(
+            "--confirm-rotation",
+            metavar="NAME",
+            help="rotation phase 2: NAME confirmed Webex Connect uses the new secret (sets rotation.phase 2 and "
+            "rotation.confirmed_by for this run)",
+        )
         if name == "plan":
             p.add_argument(
                 "--detailed-exitcode",

@@ -46,7 +46,9 @@ def test_every_entry_is_reachable_names_a_fixing_notebook_and_its_source(key):
     kind, code = key
     entry = knowledge.entries()[key]
     for each in (entry, *(variant for _, variant in entry.when)):
-        assert each.notebook in FIXING and each.meaning and each.fix
+        assert (each.notebook in FIXING or each.notebook == "") and each.meaning and each.fix
+        if each.notebook == "":  # a portal setting: its fix says where, in which admin center or portal
+            assert any(w in each.fix for w in ("admin center", "portal", "Restricted entities")), each.fix
         assert from_vendor(each.source), each.source
     findings = diagnose.diagnose(SAMPLE[kind].format(code=sample_code(kind, code)))
     assert [(f.kind, f.code.removeprefix("AADSTS")) for f in findings][:1] == [(kind, sample_code(kind, code))]
@@ -82,7 +84,7 @@ REAL_MESSAGES = {
         '9bdf8b2c-5649-499a-a85a-db48deaa1900\\r\\nCorrelation ID: 1da0ba1d-a424-471b-9db4-74ab74ed7fab",'
         '"error_codes":[50057]}',
         "AADSTS50057",
-        "03_office365_mailbox",
+        "",  # a portal setting
         "shared mailbox",
     ),
     "expired password": (
@@ -98,7 +100,7 @@ REAL_MESSAGES = {
         "blocked because they are not a direct member of a group with access, nor had access directly assigned "
         "by an administrator. Please contact your administrator to assign access to this application.",
         "AADSTS50105",
-        "02_azure_app_registration",
+        "",  # a portal setting
         "Assignment required",
     ),
     "response type not enabled": (
@@ -203,7 +205,7 @@ REAL_MESSAGES = {
     "bad outbound sender": (
         "Remote Server returned '550 5.1.8 Access denied, bad outbound sender AS(42004)'",
         "5.1.8",
-        "03_office365_mailbox",
+        "",  # a portal setting
         "blocked from sending",
     ),
     "spam abuse": (
@@ -277,7 +279,7 @@ REAL_MESSAGES = {
         "compliant device, and the device is not compliant. The user must enroll their device with an approved MDM "
         "provider like Intune.",
         "AADSTS53000",
-        "02_azure_app_registration",
+        "",  # a portal setting
         "compliant",
     ),
     "external challenge": (
@@ -292,7 +294,7 @@ REAL_MESSAGES = {
         "indicate that a subscription within the tenant has lapsed, or that the administrator for this tenant has "
         "disabled the application, preventing tokens from being issued for it.",
         "AADSTS500014",
-        "02_azure_app_registration",
+        "",  # a portal setting
         "is disabled",
     ),
     "misconfigured application": (
@@ -377,7 +379,7 @@ def test_variants_refine_by_the_words_around_the_code():
     defaults = diagnose.diagnose(
         "535 5.7.139 Authentication unsuccessful, user is locked by your organization's security defaults policy."
     )
-    assert tenant[0].notebook == defaults[0].notebook == "03_office365_mailbox"
+    assert tenant[0].notebook == "03_office365_mailbox" and defaults[0].notebook == ""  # defaults: a portal setting
     assert "security defaults" in defaults[0].meaning and "security defaults" not in tenant[0].meaning
     assert defaults[0].source.endswith("/security-defaults") and tenant[0].source != defaults[0].source
 
@@ -408,7 +410,7 @@ REPLIES_5_7_139 = {
     "SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more "
     "information.": ("03_office365_mailbox", "tenant-wide", "/authenticated-client-smtp-submission"),
     "user is locked by your organization's security defaults policy. Contact your administrator.": (
-        "03_office365_mailbox",
+        "",
         "security defaults are on",
         "/security-defaults",
     ),
@@ -596,3 +598,11 @@ def test_a_code_given_twice_is_refused_not_silently_replaced():
     twice = GOOD + GOOD.removeprefix("smtp:\n")
     with pytest.raises(ParamsError, match="appears twice"):
         knowledge.parse(twice)
+
+
+def test_a_fix_in_a_portal_names_no_notebook_and_suggests_no_run():
+    [defaults] = diagnose.diagnose("AADSTS530035")
+    assert defaults.notebook == "" and "Microsoft Entra admin center" in defaults.fix
+    assert diagnose.table([defaults])["notebook"].tolist() == [diagnose.PORTAL_SETTING]
+    [pasted] = diagnose.diagnose("[secret_id_pasted] client secret")  # the store holds a Secret ID: step 2 repairs
+    assert pasted.notebook == "02_azure_app_registration"

@@ -42,7 +42,7 @@ def health(**facts) -> Health:
         ({"days_left": 0}, "fail", "runbook run p.yaml --steps 08_rotate_secret"),
         ({"days_left": None, "stored": "empty", "hint": ""}, "fail", "--steps 02_azure_app_registration"),
         ({"days_left": None, "stored": "no match", "hint": ""}, "fail", "--steps 02_azure_app_registration"),
-        ({"days_left": None, "stored": "secret id", "hint": ""}, "fail", "--steps 04_webex_connect_email_app"),
+        ({"days_left": None, "stored": "secret id", "hint": ""}, "fail", "--steps 02_azure_app_registration"),
         ({"configured": False}, "fail", "configure the tenant: runbook run p.yaml"),
         ({"error": "sign-in failed: AADSTS50076", "error_fix": "sign in again"}, "fail", "sign in again"),
         (
@@ -180,7 +180,7 @@ def test_the_demo_fleet_gives_each_tenant_its_status_and_exits_1(demo_fleet, dem
     by_tenant = {r["tenant"]: r for r in rows}
     assert "08_rotate_secret" in by_tenant["vanarsdel"]["next_action"] and by_tenant["vanarsdel"]["days_left"] < 0
     assert (
-        "Secret ID" in by_tenant["trey"]["reason"] and "04_webex_connect_email_app" in by_tenant["trey"]["next_action"]
+        "Secret ID" in by_tenant["trey"]["reason"] and "02_azure_app_registration" in by_tenant["trey"]["next_action"]
     )
     assert "admin consent: Mail.Send" in by_tenant["coho"]["reason"]
     assert by_tenant["alpine"]["mailbox"].startswith("drift") and by_tenant["fabrikam"]["mailbox"] == "as desired"

@@ -79,20 +79,21 @@ def fabrikam(kernel: runner.Kernel, tmp_path_factory: pytest.TempPathFactory) ->
     return folder / "archive", broken.record, repaired.record
 
 
-def test_a_plan_then_a_run_of_northwind_lists_the_repaired_items(northwind, capsys):
+def test_a_plan_then_a_run_of_northwind_lists_what_the_run_made_of_the_plan(northwind, capsys):
     plan, first, _ = northwind
     assert cli.main(["diff", str(first), str(plan)]) == 0  # either order: the older record is A
     out = capsys.readouterr().out
     diff = record_diff.diff_records(plan, first)
     assert diff.a == plan and diff.b == first
-    repaired = [i.item for i in diff.of_kind("repaired")]
-    assert repaired[:2] == ["application: Webex Connect Email", "admin consent: Mail.Send"]
-    assert repaired[2].startswith("client secret: file:")
-    assert repaired[3:] == [m.replace("contoso", "northwind") for m in MAILBOX_ITEMS]
+    made = [i.item for i in diff.of_kind("made")]  # A planned them, B made them: not "repaired"
+    assert made[:2] == ["application: Webex Connect Email", "admin consent: Mail.Send"]
+    assert made[2].startswith("client secret: file:")
+    assert made[3:] == [m.replace("contoso", "northwind") for m in MAILBOX_ITEMS]
     assert [i.item for i in diff.of_kind("unchanged")] == ["service principal: Webex Connect Email"]
-    assert not diff.of_kind("drifted") and not diff.of_kind("still failing")
-    assert "7 repaired, 0 drifted, 0 still failing, 0 changed, 1 unchanged" in out
-    assert "(a plan: apply false)" in out and "REPLAY of recorded answers" in out
+    assert not diff.of_kind("drifted") and not diff.of_kind("still failing") and not diff.of_kind("repaired")
+    assert "7 made, 0 repaired, 0 drifted, 0 still failing, 0 left to the script, 0 changed, 1 unchanged" in out
+    assert "a PLAN (apply: false)" in out and "REPLAY of recorded answers" in out
+    assert "{" not in out  # values read field by field, never as raw JSON
     assert (
         "web.redirectUris: was [https://intranet.northwind.example/signin, https://localhost:5001/callback] in A, "
         "[https://intranet.northwind.example/signin, https://localhost:5001/callback, "
@@ -102,23 +103,24 @@ def test_a_plan_then_a_run_of_northwind_lists_the_repaired_items(northwind, caps
     assert "A: planned (enable SMTP AUTH for the mailbox)\n    B: updated (as in A)\n" in out
     frame = diff.frame()
     assert list(frame.columns) == ["kind", "resource", "name", "A", "B", "differences"]
-    assert (frame["kind"] == "repaired").sum() == 7
+    assert (frame["kind"] == "made").sum() == 7
 
 
-def test_the_same_replay_twice_shows_the_tenant_changed_between_the_runs(northwind, capsys):
+def test_the_same_replay_twice_says_the_recordings_differ_never_outside_the_kit(northwind, capsys):
     _, first, again = northwind
     archive = first.parent.parent
     assert cli.main(["diff", "--tenant", "northwind", "--archive", str(archive)]) == 0
     out = capsys.readouterr().out
     diff = record_diff.diff_records(first, again)
-    drifted = {i.item: i for i in diff.of_kind("drifted")}
-    # a replay starts from the recorded state every time: B found what A had repaired undone
+    assert not diff.of_kind("drifted") and "outside the kit" not in out  # a replay reads no tenant
+    changed = {i.item: i for i in diff.of_kind("changed")}
+    # a replay starts from the recorded state every time: B's recording starts where A started, not where it ended
     assert (
-        "application: Webex Connect Email" in drifted
-        and "authenticated SMTP: support@northwind.onmicrosoft.com" in (drifted)
+        "application: Webex Connect Email" in changed
+        and "authenticated SMTP: support@northwind.onmicrosoft.com" in (changed)
     )
     assert "SmtpClientAuthenticationDisabled: was false when A ended, true when B started" in out
-    assert "B found it changed since A ended, outside the kit" in drifted["application: Webex Connect Email"].in_b
+    assert "B's recording starts from another value than A left" in changed["application: Webex Connect Email"].in_b
 
 
 def test_fabrikam_broken_then_repaired_lists_the_repaired_items(fabrikam, capsys):
@@ -223,6 +225,32 @@ def test_drifted_still_failing_changed_and_uncompared_items(tmp_path):
     d = sealed(tmp_path, "20261130T130000Z", [mailbox("unchanged", before=False), verify("warn")])
     [item] = record_diff.diff_records(c, d).items
     assert item.kind == "changed" and item.in_b == "unchanged (as in A); verify warn: as read"
+
+
+def test_what_a_plan_planned_is_made_by_a_run_or_left_to_step_3s_script(tmp_path):
+    plan = sealed(tmp_path, "20261130T100000Z", [mailbox("planned")], apply=False)
+    scripted = sealed(tmp_path, "20261130T110000Z", [mailbox("planned")])  # powershell: a person runs the script
+    [item] = record_diff.diff_records(plan, scripted).items
+    assert item.kind == "left to the script"  # not "still failing": the kit never runs the script
+    made = sealed(tmp_path, "20261130T120000Z", [mailbox("updated")], apply_with="adminapi")
+    [item] = record_diff.diff_records(plan, made).items
+    assert item.kind == "made" and item.differences() == ["SmtpClientAuthenticationDisabled: was true in A, false in B"]
+    failed = sealed(tmp_path, "20261130T113000Z", [mailbox("planned")], apply_with="adminapi")  # a run that failed
+    [item] = record_diff.diff_records(failed, made).items
+    assert item.kind == "repaired"  # a run's leftover, not a plan's
+
+
+def test_a_value_absent_on_one_side_is_listed_field_by_field_and_bounded():
+    item = record_diff.ItemDiff(
+        "application",
+        "x",
+        "made",
+        "planned",
+        "created",
+        record_diff._fields(None, {f"f{i}": i for i in range(10)} | {"web": {"redirectUris": ["https://a"]}}),
+    )
+    lines = item.differences()
+    assert lines[0] == "f0: was absent in A, 0 in B" and lines[-1] == "(and 3 more values)" and len(lines) == 9
 
 
 def test_records_of_two_tenants_are_compared_only_when_asked(tmp_path, capsys):

@@ -160,7 +160,12 @@ def test_a_header_says_when_there_is_no_ticket_no_reason_or_nobody_signed_in(dem
         ("sandbox", True, "SANDBOX: a simulated training tenant on this machine; no real tenant was touched"),
         ("live", True, "LIVE: these changes were made to the real tenant"),
         ("live", False, "LIVE PLAN (apply: false): the real tenant was read, and nothing was changed"),
-        ("replay", False, "REPLAY of recorded answers: nothing was sent to any tenant"),
+        (
+            "replay",
+            False,
+            "REPLAY of recorded answers: nothing was sent to any tenant; "
+            "a PLAN (apply: false): no change was even attempted",
+        ),
     ],
 )
 def test_the_mode_line_never_lets_a_replay_or_a_plan_read_as_a_change(mode, apply, first):

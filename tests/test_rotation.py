@@ -19,6 +19,7 @@ from runbook_lib import cli
 from runbook_lib.config import client_secrets, params, registry, secrets
 from runbook_lib.config.params import SecretRef
 from runbook_lib.context.step import Step
+from runbook_lib.engine.changes import Change
 from runbook_lib.errors import ParamsError, StepFailed
 from runbook_lib.records import store as records
 from runbook_lib.running import batch, runner
@@ -118,6 +119,8 @@ def test_phase_one_then_two_leaves_one_secret_the_stored_one_and_verify_passes_t
         assert previous.read_text() == first_value and stat.S_IMODE(previous.stat().st_mode) == 0o600
         [added] = one.steps[0].changes
         assert added.action == "created" and added.after["keyId"] == new_key and added.after["fingerprint"]
+        assert f"the new secret: hint {store.read_text()[:3]}..." in added.summary  # what goes into Webex Connect
+        assert "checks: " in one.steps[0].summary() and " 0 fail" in one.steps[0].summary()  # rotation's proof
         assert {c.check: c.verdict for c in one.steps[0].checks}["app-only token"] == "pass"
         assert passes(verify_verdicts(p))  # both secrets work: Webex Connect may still use the old one
 
@@ -125,16 +128,21 @@ def test_phase_one_then_two_leaves_one_secret_the_stored_one_and_verify_passes_t
         assert again.ok and again.writes == 0
         assert [c.action for c in again.steps[0].changes] == ["unchanged"] and len(app_secrets(sandbox)) == 2
 
-        two = run(rotation={"phase": 2, "confirmed_by": "Ana Lima"})
-        assert two.ok and two.writes == 1, [s.error for s in two.steps]
+        # phase 2 by the command's flag, as an operator runs it: no edit of the parameter file
+        file = tmp_path / "contoso.yaml"
+        file.write_text(yaml.safe_dump(raw_params(sandbox, store)))
+        code = cli.main(
+            ["run", str(file), "--steps", ROTATE, "--confirm-rotation", "Ana Lima", "--archive", str(archive)]
+        )
+        assert code == 0
+        manifest = records.read_manifest(records.record_dirs(archive, "contoso")[-1])
         [left] = app_secrets(sandbox)
         assert left.key_id == new_key == stored_key(store, [left]) and not previous.exists()
-        [removed] = two.steps[0].changes
+        [removed] = [Change.from_dict(c) for c in manifest["steps"][0]["changes"]]
         assert removed.action == "removed" and removed.before["keyId"] == first.key_id
         assert removed.after == {"confirmed_by": "Ana Lima"}
         assert passes(verify_verdicts(p))
 
-    manifest = records.read_manifest(two.record)
     assert manifest["parameters"]["rotation"]["confirmed_by"] == "Ana Lima"
     assert [s["status"] for s in manifest["steps"]] == ["ok"]
     assert CANARY in store.read_text()

@@ -11,6 +11,7 @@ import yaml
 
 from runbook_lib import cli
 from runbook_lib.config import params
+from runbook_lib.records import record_views
 from runbook_lib.records import store as records
 from runbook_lib.running import runner
 from runbook_lib.sandbox import state
@@ -73,6 +74,13 @@ def test_plan_sends_no_write(tmp_path, demo_raw):
     step2 = m["steps"][1]
     assert step2["counts"]["writes"] == 0
     assert {c["action"] for c in step2["changes"]} == {"planned"}
+    assert run_cli(tmp_path, demo_raw)[0] == 0  # then a run: the history tells them apart, and show says which
+    table = record_views.history(archive, "contoso")
+    assert table["kind"].tolist() == ["plan", "run"] and set(table["seal"]) == {"intact, unsigned"}
+    plan, run = records.record_dirs(archive, "contoso")
+    assert "a PLAN (apply: false)" in record_views.describe(plan).splitlines()[0]
+    assert "kind: plan; seal: intact, unsigned" in record_views.describe(plan)
+    assert "PLAN" not in record_views.describe(run).splitlines()[0] and "kind: run;" in record_views.describe(run)
 
 
 def test_plan_summarizes_with_terraforms_markers_and_its_detailed_exit_code(tmp_path, demo_raw, capsys):

@@ -45,12 +45,19 @@ def test_a_trainee_breaks_diagnoses_and_repairs_each_classic_mistake(tmp_path, c
             ).steps
 
         state.reset("trainee-test")
-        assert [s.status for s in run(list(params.STEP_NAMES))] == ["ok"] * 6
+        configured = run(list(params.STEP_NAMES))
+        assert [s.status for s in configured] == ["ok"] * 6
+        verified = configured[4].summary()  # exercise E4 asks which checks pass: the step's line counts them
+        assert "; checks: " in verified and " 0 fail, " in verified and " pass, " in verified
         for fault, described in catalogue().items():
             assert cli.main(["sandbox", "break", str(trainee), fault]) == 0
             verify, troubleshoot = run(VERIFY)
             explained = {f.code for f in troubleshoot.findings}
             assert verify.status == "failed" and explained & set(described.codes), (fault, explained)
+            # the trainer guide's exercises as written: the trainee repairs with the notebook the diagnosis names
+            # (none for a portal setting, which the trainer makes as the administrator)
+            named = {f.notebook for f in troubleshoot.findings if f.code == described.codes[0]}
+            assert named == {"" if described.portal else described.notebook}, (fault, named)
             if described.portal:  # an administrator's fix in a portal: the trainer plays the administrator
                 assert cli.main(["sandbox", "repair", str(trainee), fault]) == 0
             repair = [described.notebook] if described.notebook != "05_verify" else []

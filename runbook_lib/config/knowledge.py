@@ -3,7 +3,9 @@ Microsoft or Cisco says so.
 
 Every entry names its ``source``, the public page its meaning comes from, so an operator can read the
 vendor's own words and a maintainer can re-check the entry when the vendor changes its behaviour. An
-entry's ``notebook`` is the step that applies the fix; troubleshooting only explains, so it is never named.
+entry's ``notebook`` is the step that applies the fix; troubleshooting only explains, so it is never named. A
+fix that is a setting in a Microsoft portal (security defaults, Conditional Access, a blocked sign-in) names
+``portal``: no step applies it, so none is named and no ``runbook run`` is suggested.
 The file is read strictly (no duplicate keys) and checked when first used: a bad entry fails naming it.
 """
 
@@ -27,6 +29,8 @@ ENTRY_KEYS = frozenset({*REQUIRED, "when"})
 VARIANT_KEYS = frozenset({*REQUIRED, "contains"})
 #: the steps a fix can point at: every step but troubleshooting itself
 FIXING_STEPS = tuple(name for name in registry.NAMES if name != registry.TROUBLESHOOT)
+#: what an entry names when its fix is a portal setting; its ``Entry.notebook`` is then empty
+PORTAL = "portal"
 #: an SMTP entry may stand for a range Microsoft documents as one ("4.7.500-699"): its last number, low to high
 SMTP_RANGE_RE = re.compile(r"^([245]\.\d{1,3})\.(\d{1,3})-(\d{1,3})$")
 
@@ -41,6 +45,7 @@ class Entry:
     code: str
     meaning: str
     fix: str
+    #: the step that applies the fix; empty when the fix is a portal setting no notebook changes
     notebook: str
     #: the Microsoft or Cisco page the meaning comes from (an https URL)
     source: str
@@ -61,8 +66,10 @@ def _problems(row: Any, required: tuple[str, ...], allowed: frozenset[str]) -> l
     source, notebook = row.get("source"), row.get("notebook")
     if isinstance(source, str) and not source.startswith("https://"):
         found.append(f"source {source!r} is not an https URL")
-    if notebook is not None and notebook not in FIXING_STEPS:
-        found.append(f"notebook {notebook!r} is not a step that applies a fix ({', '.join(FIXING_STEPS)})")
+    if notebook is not None and notebook not in (*FIXING_STEPS, PORTAL):
+        found.append(
+            f"notebook {notebook!r} is not a step that applies a fix ({', '.join(FIXING_STEPS)}) nor {PORTAL!r}"
+        )
     if "contains" in allowed:
         words = row.get("contains")
         if not (isinstance(words, list) and words and all(isinstance(w, str) and w for w in words)):
@@ -92,11 +99,16 @@ def _entry(kind: str, code: str, row: dict[str, Any]) -> Entry:
     variants = tuple(
         (
             tuple(v["contains"]),
-            Entry(kind, code, v["meaning"], v["fix"], v["notebook"], v.get("source", row["source"])),
+            Entry(kind, code, v["meaning"], v["fix"], _step(v["notebook"]), v.get("source", row["source"])),
         )
         for v in row.get("when", [])
     )
-    return Entry(kind, code, row["meaning"], row["fix"], row["notebook"], row["source"], variants)
+    return Entry(kind, code, row["meaning"], row["fix"], _step(row["notebook"]), row["source"], variants)
+
+
+def _step(notebook: str) -> str:
+    """The step an entry names, empty for a portal setting."""
+    return "" if notebook == PORTAL else notebook
 
 
 def parse(text: str, where: str = DATA_FILE) -> dict[tuple[str, str], Entry]:

@@ -155,6 +155,9 @@ class StepRecord:
             f"{c.get('writes', 0)} writes ({c.get('failed_writes', 0)} failed attempts), "
             f"{c.get('auth', 0)} sign-in, {c.get('retries', 0)} retries"
         )
+        if self.checks:  # verify's (and rotation's proof's) verdicts, counted as exercise E4 asks
+            counts = {v: sum(c.verdict == v for c in self.checks) for v in ("pass", "warn", "fail", "not tested")}
+            text += "; checks: " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
         return text + (f"\nError: {self.error}" if self.error else "")
 
     def to_json(self) -> dict[str, Any]:

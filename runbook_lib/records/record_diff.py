@@ -10,11 +10,14 @@ change: ``before``, ``after`` and its action) and what verify said at the end (v
 * its health: verify's verdict when verify judged it; otherwise applied or unchanged is good, and planned is
   bad (the tenant still differs from what is wanted).
 
-Between the older record A and the newer B an item is **repaired** (bad in A, good in B), **drifted** (good
-in A, bad in B; or B found another value than A left: the tenant was changed between the runs, outside the
-kit), **still failing**, **changed** (its value or verdict differs), or **unchanged** (counted, not listed);
-items only one record has are named apart. A diff reads the two sealed manifests and nothing else; they hold
-no secret (references, hints and fingerprints only).
+Between the older record A and the newer B an item is **made** (A, a plan, planned it; B made it),
+**repaired** (bad in A, good in B), **drifted** (good in A, bad in B; or B found another value than A left: the
+tenant was changed between the runs, outside the kit), **still failing**, **left to the script** (B left it to
+step 3's PowerShell script, which the kit does not run), **changed** (its value or verdict differs), or
+**unchanged** (counted, not listed); items only one record has are named apart. A replay reads no tenant: where
+either record is one, nothing "drifted outside the kit"; a value B's recording starts from that differs from
+what A left is **changed**, and said to come from the recordings. A diff reads the two sealed manifests and
+nothing else; they hold no secret (references, hints and fingerprints only).
 
 The same records close step 3's PowerShell path: with ``mailbox.apply_with: powershell`` a run leaves the
 mailbox changes ``planned`` (a person runs the script); a later verify through the admin API that finds a
@@ -39,9 +42,21 @@ from . import store as records
 if TYPE_CHECKING:
     import pandas as pd
 
-Kind = Literal["repaired", "drifted", "still failing", "changed", "unchanged", "only in A", "only in B"]
+Kind = Literal[
+    "made",
+    "repaired",
+    "drifted",
+    "still failing",
+    "left to the script",
+    "changed",
+    "unchanged",
+    "only in A",
+    "only in B",
+]
 #: the kinds a diff lists item by item, in this order; unchanged items are only counted
-LISTED: tuple[Kind, ...] = ("repaired", "drifted", "still failing", "changed")
+LISTED: tuple[Kind, ...] = ("made", "repaired", "drifted", "still failing", "left to the script", "changed")
+#: at most this many values of one item are listed (an application holds dozens); the rest are counted
+MAX_FIELDS = 8
 UNCOMPARED: tuple[Kind, ...] = ("only in A", "only in B")
 _HEALTH = {"pass": "good", "warn": "good", "fail": "bad"}  # "not tested" says nothing either way
 
@@ -74,7 +89,11 @@ class ItemDiff:
 
     def differences(self) -> list[str]:
         was, now = self.sides
-        return [f"{f.path or 'the item'}: was {_show(f.was)} {was}, {_show(f.now)} {now}" for f in self.fields]
+        lines = [
+            f"{f.path or 'the item'}: was {_show(f.was)} {was}, {_show(f.now)} {now}" for f in self.fields[:MAX_FIELDS]
+        ]
+        more = len(self.fields) - MAX_FIELDS
+        return lines + ([f"(and {more} more values)"] if more > 0 else [])
 
 
 @dataclass(frozen=True)
@@ -172,8 +191,14 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _fields(was: Any, now: Any) -> tuple[Field, ...]:
+    """The values that differ, one per field: an item that exists on one side only is compared with nothing
+    field by field, never shown as one raw object."""
+    if isinstance(now, dict) and was is None:
+        was = {}
+    if isinstance(was, dict) and now is None:
+        now = {}
     if isinstance(was, dict) and isinstance(now, dict):
-        a, b = _flat(was), _flat(now)
+        a, b = (_flat(side) if side else {} for side in (was, now))
         return tuple(Field(p, a.get(p), b.get(p)) for p in dict.fromkeys([*a, *b]) if a.get(p) != b.get(p))
     return (Field("", was, now),) if was != now else ()
 
@@ -185,6 +210,8 @@ def _show(value: Any) -> str:
         return value
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "[" + ", ".join(value) + "]"
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):  # readable, not JSON
+        return shorten("[" + "; ".join(", ".join(f"{k}={_show(v)}" for k, v in d.items()) for d in value) + "]", 200)
     return shorten(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False), 200)
 
 
@@ -207,7 +234,19 @@ def _items(steps: list[StepRecord]) -> dict[tuple[str, str], _Item]:
     return items
 
 
-def _compare(resource: str, name: str, a: _Item | None, b: _Item | None) -> ItemDiff:
+@dataclass(frozen=True)
+class _Pair:
+    """What the two records are, which changes how an item between them reads."""
+
+    #: A is a plan (``apply: false``): what it planned, B may have made
+    a_plan: bool = False
+    #: either record replayed recordings: no tenant was read, so nothing changed "outside the kit"
+    replayed: bool = False
+    #: the items B left to step 3's PowerShell script
+    script: frozenset[tuple[str, str]] = frozenset()
+
+
+def _compare(resource: str, name: str, a: _Item | None, b: _Item | None, pair: _Pair = _Pair()) -> ItemDiff:
     if a is None or b is None:
         return ItemDiff(
             resource, name, "only in B" if a is None else "only in A", a.words() if a else "", b.words() if b else ""
@@ -219,16 +258,25 @@ def _compare(resource: str, name: str, a: _Item | None, b: _Item | None) -> Item
     elif b.read:
         fields, sides = _fields(b.before, b.end), ("when B started", "when B ended")
     between = _fields(a.end, b.before) if a.read and b.read else ()  # changed after A, before B, outside the kit
-    in_b = b.words(a) + ("; B found it changed since A ended, outside the kit" if between else "")
+    said = (
+        "B's recording starts from another value than A left"
+        if pair.replayed
+        else "B found it changed since A ended, outside the kit"
+    )
+    in_b = b.words(a) + (f"; {said}" if between else "")
     kind: Kind
-    if a.health == "bad" and b.health == "good":
+    if pair.a_plan and a.action == "planned" and b.action in CHANGED:
+        kind = "made"
+    elif (resource, name) in pair.script and b.action == "planned" and b.health != "good" and not b.verdict:
+        kind = "left to the script"
+    elif a.health == "bad" and b.health == "good":
         kind = "repaired"
     elif a.health == "good" and b.health == "bad":
-        kind = "drifted"
+        kind = "changed" if pair.replayed else "drifted"
     elif a.health == b.health == "bad":
         kind = "still failing"
     elif between:
-        kind, fields, sides = "drifted", between, ("when A ended", "when B started")
+        kind, fields, sides = "changed" if pair.replayed else "drifted", between, ("when A ended", "when B started")
     elif fields or (a.verdict and b.verdict and a.verdict != b.verdict):
         kind = "changed"
     else:
@@ -276,9 +324,8 @@ def _heading(label: str, run: _Run) -> str:
     m = run.manifest
     applied = (m.get("parameters") or {}).get("apply") is not False
     mode = records.mode_meaning(str(m.get("mode")), applied)
-    plan = "" if applied else " (a plan: apply false)"
-    steps = " ".join(s.step[:2] for s in run.steps)
-    return f"  {label} {run.record.name}: {m.get('status')}, steps {steps}{plan}; started {m.get('started')}; {mode}"
+    steps = " ".join(s.step[:2] for s in run.steps)  # the mode's words say a plan is one
+    return f"  {label} {run.record.name}: {m.get('status')}, steps {steps}; started {m.get('started')}; {mode}"
 
 
 def diff_records(a: Path, b: Path, *, any_tenant: bool = False) -> RecordDiff:
@@ -299,12 +346,17 @@ def diff_records(a: Path, b: Path, *, any_tenant: bool = False) -> RecordDiff:
         (first, second), key=lambda r: (str(r.manifest.get("started") or ""), integrity.record_order(r.record.name))
     )
     items_a, items_b = _items(older.steps), _items(newer.steps)
+    pair = _Pair(
+        a_plan=(older.manifest.get("parameters") or {}).get("apply") is False,
+        replayed="replay" in (older.world[1], newer.world[1]),
+        script=frozenset(newer.script),
+    )
     return RecordDiff(
         str(newer.manifest.get("tenant")),
         older.record,
         newer.record,
         (_heading("A", older), _heading("B", newer)),
-        tuple(_compare(*key, items_a.get(key), items_b.get(key)) for key in dict.fromkeys([*items_a, *items_b])),
+        tuple(_compare(*key, items_a.get(key), items_b.get(key), pair) for key in dict.fromkeys([*items_a, *items_b])),
     )
 
 

@@ -24,7 +24,8 @@ def _operator(manifest: dict[str, Any]) -> str:
 
 
 def history(archive: Path, tenant: str) -> pd.DataFrame:
-    """Every record of a tenant, sealed or not: when, mode, who, under which ticket, how it ended, accepted writes."""
+    """Every record of a tenant, sealed or not: when, how started, plan or run, mode, who, under which ticket, how it
+    ended, accepted writes, its seal."""
     rows: list[dict[str, Any]] = []
     for record in records.record_dirs(archive, tenant):
         if not records.is_sealed(record):
@@ -33,6 +34,7 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                     "record": record.name,
                     "started": "",
                     "started by": "",
+                    "kind": "",
                     "mode": "",
                     "operator": "",
                     "ticket": "",
@@ -54,6 +56,7 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
                 "record": record.name,
                 "started": m.get("started"),
                 "started by": m.get("started_by") or "runbook run",
+                "kind": records.run_kind(m),
                 "mode": m.get("mode"),
                 "operator": _operator(m),
                 "ticket": (m.get("change") or {}).get("ticket", ""),
@@ -67,6 +70,7 @@ def history(archive: Path, tenant: str) -> pd.DataFrame:
         "record",
         "started",
         "started by",
+        "kind",
         "mode",
         "operator",
         "ticket",
@@ -97,6 +101,7 @@ def describe(record: Path) -> str:
         f"{m.get('started')} to {m.get('finished')})",
         f"requests: {totals.get('reads', 0)} reads, {totals.get('writes', 0)} accepted writes, "
         f"{totals.get('failed_writes', 0)} failed write attempts, {totals.get('retries', 0)} retries",
+        f"kind: {records.run_kind(m)}; seal: {integrity.seal_text(record)}",
     ]
     if m.get("note"):
         lines.append(f"note: {m['note']}")

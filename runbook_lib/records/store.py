@@ -266,12 +266,18 @@ MODE_MEANING = {
 REAL_TENANT_MODES = ("live", "record")
 
 
+def run_kind(manifest: Mapping[str, Any]) -> str:
+    """``plan`` for a record of ``runbook plan`` or any run with ``apply: false``, else ``run``."""
+    return "plan" if (manifest.get("parameters") or {}).get("apply") is False else "run"
+
+
 def mode_meaning(mode: str, apply: bool = True) -> str:
     """What a run's mode meant for the tenant, said first; a plan (``apply: false``) of a real tenant changed
     nothing, and says so."""
     if not apply and mode in REAL_TENANT_MODES:
         return f"{mode.upper()} PLAN (apply: false): the real tenant was read, and nothing was changed"
-    return MODE_MEANING.get(mode, f"mode {mode}")
+    meaning = MODE_MEANING.get(mode, f"mode {mode}")
+    return meaning if apply else f"{meaning}; a PLAN (apply: false): no change was even attempted"
 
 
 def header(run: Mapping[str, Any], identity: Identity | None) -> list[tuple[str, str]]:

@@ -30,6 +30,8 @@ COLLECT_NEXT = (
     "Correlation ID or request-id in it, and which step or action produced it; then run "
     "notebook 05_verify for the tenant"
 )
+#: what the notebook column says of a fix that is a setting in a Microsoft portal (the fix names which)
+PORTAL_SETTING = "none: a portal setting"
 #: the columns of a diagnosis, in the notebook and on the command line
 COLUMNS = ["code", "meaning", "fix", "notebook", "source"]
 
@@ -83,7 +85,11 @@ def table(findings: list[Finding]) -> pd.DataFrame:
             ],
             columns=COLUMNS,
         )
-    return pd.DataFrame([[getattr(f, column) for column in COLUMNS] for f in findings], columns=COLUMNS)
+    rows = [[getattr(f, column) for column in COLUMNS] for f in findings]
+    where = COLUMNS.index("notebook")
+    for row in rows:  # a fix no step applies: the portal the fix names
+        row[where] = row[where] or PORTAL_SETTING
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def explain(step: Step, error_text: str = "", run_errors: list[str] | None = None) -> pd.DataFrame:

@@ -169,8 +169,8 @@ def diff_add(state: RotationState, *, lifetime_days: int, within_days: int | Non
         "client secret",
         state.store,
         "planned",
-        f"phase 1: add a new secret beside the stored one (hint {stored.hint}..., expires {facts['expires']}), "
-        "which keeps working until phase 2",
+        f"phase 1: add a new secret beside the stored one (hint {stored.hint}..., which expires {facts['expires']} "
+        "and keeps working until phase 2)",
         facts,
         {"store": state.store},
         entra.add_password(state.app, state.now, lifetime_days),

@@ -878,7 +878,8 @@ def secret_keeper(
     store = step.params.secret_store
 
     def keep(answer: dict[str, Any]) -> dict[str, Any]:
-        notes = []
+        expires = client_secrets.parse_time(answer["endDateTime"]).date().isoformat()
+        notes = [f"the new secret: hint {answer['hint']}..., expires {expires}"]  # what goes into Webex Connect
         if keep_old is not None:
             kept = secrets.write(keep_old, secrets.read(store) or "")
             notes.append(f"the value the store held kept beside it: {kept}")
@@ -886,7 +887,7 @@ def secret_keeper(
         app.setdefault("passwordCredentials", []).append({k: v for k, v in answer.items() if k != "secretText"})
         step.facts.secret = SecretFacts(
             answer["hint"],
-            client_secrets.parse_time(answer["endDateTime"]).date().isoformat(),
+            expires,
             answer["keyId"],
             store.describe(),
             secrets.fingerprint(answer["secretText"]),
