@@ -8,7 +8,7 @@ KERNEL := runbook-kit
 LOCK   := requirements.lock
 LINTED := runbook_lib tests benchmarks
 
-.PHONY: demo test check lint lock recordings lab bench clean demo-secrets browser
+.PHONY: fleet-picture demo test check lint lock recordings lab bench clean demo-secrets browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,18 @@ test: lint demo-secrets browser
 # Regenerate every recording from the simulated tenants, then refresh the notebooks' stored outputs.
 recordings: $(VENV)/.installed demo-secrets
 	$(BIN)/runbook record-demos
+	$(MAKE) --no-print-directory fleet-picture
+
+# The README's fleet picture, made by the command the README documents over the demo tenants (a replay), drawn
+# by headless chromium (`make browser` installs it). The page runs no script (its CSP forbids any), hence
+# --no-sandbox is safe here, and needed as root. `runbook fleet` exits 1 when a tenant fails: only 2+ is an error.
+fleet-picture: $(VENV)/.installed demo-secrets
+	@command -v chromium >/dev/null 2>&1 || { echo "fleet-picture: no chromium (make browser installs it)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  { $(BIN)/runbook fleet params/demo/*.yaml --archive "$$tmp/archive" --html "$$tmp/fleet.html" >/dev/null; [ $$? -le 1 ]; } && \
+	  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,900 \
+	    --screenshot=docs/fleet-report.png "file://$$tmp/fleet.html" >/dev/null 2>&1 && \
+	  echo "refreshed docs/fleet-report.png"
 
 lab: $(VENV)/.installed
 	$(BIN)/runbook lab

@@ -188,6 +188,9 @@ def test_the_demo_fleet_gives_each_tenant_its_status_and_exits_1(demo_fleet, dem
     assert by_tenant["contoso"]["mailbox"] == "not read"  # mailbox.apply_with: powershell
     assert list(csv.DictReader((out / "fleet.csv").open()))[0]["tenant"] == rows[0]["tenant"]
     assert "20 fail, 1 warn, 1 ok" in printed
+    # the README's words under its fleet picture say what this command gives (`make fleet-picture` draws it)
+    readme = (ROOT / "README.md").read_text()
+    assert f"over the {len(rows)} demo tenants (20 fail, 1 warn, 1 ok" in readme.replace("\n", " ")
 
     page = (out / "fleet.html").read_text()
     assert "<script" not in page.lower() and 'http-equiv="Content-Security-Policy"' in page
