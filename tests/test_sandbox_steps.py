@@ -280,7 +280,7 @@ def what_verify_shows(sandbox, tmp_path: Path) -> tuple[list, str, str]:
         stopped = ""
     except StepFailed as error:
         stopped = error.explain()
-    _, refused = verify.mailbox_token(step, entra.find_application(step))
+    _, refused, _ = verify.mailbox_token(step, entra.find_application(step))
     step.finish()
     return step.result.checks, stopped, refused
 

@@ -49,6 +49,10 @@ def test_a_trainee_breaks_diagnoses_and_repairs_each_classic_mistake(tmp_path, c
         assert [s.status for s in configured] == ["ok"] * 6
         verified = configured[4].summary()  # exercise E4 asks which checks pass: the step's line counts them
         assert "; checks: " in verified and " 0 fail, " in verified and " pass, " in verified
+        # the trainee's SMTP AUTH test says why it is not tested: the application allows no public client flows
+        smtp_auth = {c.check: c for c in configured[4].checks}["SMTP AUTH XOAUTH2"]
+        assert smtp_auth.verdict == "not tested" and smtp_auth.code == "smtp_public_client_off", smtp_auth
+        assert "Allow public client flows" in smtp_auth.fix and smtp_auth.notebook == ""
         for fault, described in catalogue().items():
             assert cli.main(["sandbox", "break", str(trainee), fault]) == 0
             verify, troubleshoot = run(VERIFY)

@@ -310,14 +310,22 @@ def secret_and_token(step: Step, checks: Checks, app: dict[str, Any] | None) -> 
         checks.add("token's tenant", "pass" if same else "fail", f"tid {claims.get('tid')}", code="tenant_mismatch")
 
 
-def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, str]:
+#: the code of an SMTP AUTH test nobody signed in for
+NOT_TRIED = "smtp_not_tried"
+#: AADSTS7000218: a public client sign-in through an application that does not allow public client flows
+PUBLIC_CLIENT_OFF = 7000218
+
+
+def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, str, str]:
     """A delegated SMTP.Send token for the mailbox, signed in through the customer's own application (as
     Generate Token does); Microsoft's first-party clients are not preauthorized for SMTP.Send. Returns the
-    token, or None and why the sign-in could not be tried."""
+    token, or None, why the sign-in could not be tried and the code whose fix applies: an application that
+    does not allow public client flows (the kit leaves them off) is told apart from a refused sign-in."""
     if not step.params.verify.mailbox_sign_in:
-        return None, "set verify.mailbox_sign_in to sign in as the mailbox, or use Generate Token in Webex Connect"
+        why = "set verify.mailbox_sign_in to sign in as the mailbox, or use Generate Token in Webex Connect"
+        return None, why, NOT_TRIED
     if app is None:
-        return None, "there is no application to sign in through (run step 2)"
+        return None, "there is no application to sign in through (run step 2)", NOT_TRIED
     client = msal.PublicClientApplication(  # msal asks for openid and offline_access whatever: never profile too
         app["appId"],
         authority=step.endpoints.authority,
@@ -328,21 +336,28 @@ def mailbox_token(step: Step, app: dict[str, Any] | None) -> tuple[str | None, s
     try:
         result = auth.device_flow(client, [step.endpoints.smtp_scope], step.transport, print)
         if "access_token" in result:
-            return str(result["access_token"]), ""
+            return str(result["access_token"]), "", ""
         error = auth.auth_error(result)
     except AuthError as refused:
         error = refused
-    return None, (
-        f"the mailbox could not sign in through the application ({error.message}); Generate Token in "
-        "Webex Connect is the test, or allow public client flows on the application for this check"
-    )
+    if PUBLIC_CLIENT_OFF in error.codes:  # the kit's own choice, not a fault: say so, and what the test would need
+        return (
+            None,
+            (
+                "the mailbox could not sign in through the application: it does not allow public client flows "
+                f"(AADSTS{PUBLIC_CLIENT_OFF}), which the kit leaves off; Generate Token in Webex Connect is the test"
+            ),
+            "smtp_public_client_off",
+        )
+    code = f"AADSTS{error.codes[0]}" if error.codes else NOT_TRIED
+    return None, f"the mailbox could not sign in through the application ({error.message})", code
 
 
 def smtp_checks(step: Step, checks: Checks, directory: Directory) -> None:
     """STARTTLS and XOAUTH2 offered; then, if the mailbox signed in, AUTH XOAUTH2 itself (and the optional
     test message). A consent the sign-in made (a grant read before it, ``directory.grants``, that is new or wider
     afterwards) is one Generate Token needs too, and it is recorded."""
-    token, why_not = mailbox_token(step, directory.app)
+    token, why_not, why_code = mailbox_token(step, directory.app)
     if token is not None:
         known = {(g.get("id"), g.get("scope")) for g in directory.grants}
         after = mailbox_user_grants(step, entra.delegated_grants(step, directory.sp))
@@ -379,7 +394,7 @@ def smtp_checks(step: Step, checks: Checks, directory: Directory) -> None:
     )
     reply = transcript["auth"]
     if reply is None:
-        checks.add("SMTP AUTH XOAUTH2", "not tested", why_not, code="smtp_not_tried")
+        checks.add("SMTP AUTH XOAUTH2", "not tested", why_not, code=why_code or NOT_TRIED)
         return
     text = f"{reply['code']} {reply['message']}"
     if reply["code"] == 235:
