@@ -301,8 +301,8 @@ class _Run:
     @property
     def script(self) -> list[tuple[str, str]]:
         """The changes step 3 left to its PowerShell script: planned, in a run that applies."""
-        parameters = self.manifest.get("parameters") or {}
-        if (parameters.get("mailbox") or {}).get("apply_with") != "powershell" or parameters.get("apply") is False:
+        mailbox_section = (self.manifest.get("parameters") or {}).get("mailbox") or {}
+        if mailbox_section.get("apply_with") != "powershell" or records.run_kind(self.manifest) == "plan":
             return []
         mailbox = [c for s in self.steps if s.step == registry.MAILBOX for c in s.changes]
         return [(c.resource, c.name) for c in mailbox if c.action == "planned"]
@@ -322,7 +322,7 @@ def _run(record: Path) -> _Run:
 
 def _heading(label: str, run: _Run) -> str:
     m = run.manifest
-    applied = (m.get("parameters") or {}).get("apply") is not False
+    applied = records.run_kind(m) == "run"
     mode = records.mode_meaning(str(m.get("mode")), applied)
     steps = " ".join(s.step[:2] for s in run.steps)  # the mode's words say a plan is one
     return f"  {label} {run.record.name}: {m.get('status')}, steps {steps}; started {m.get('started')}; {mode}"
@@ -347,7 +347,7 @@ def diff_records(a: Path, b: Path, *, any_tenant: bool = False) -> RecordDiff:
     )
     items_a, items_b = _items(older.steps), _items(newer.steps)
     pair = _Pair(
-        a_plan=(older.manifest.get("parameters") or {}).get("apply") is False,
+        a_plan=records.run_kind(older.manifest) == "plan",
         replayed="replay" in (older.world[1], newer.world[1]),
         script=frozenset(newer.script),
     )

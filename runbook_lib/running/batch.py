@@ -85,7 +85,7 @@ def _diagnosis(result: runner.RunResult) -> tuple[str, str]:
         return "", ""
     found = [f for s in result.steps for f in s.findings] or diagnose.diagnose(failed.error or "")
     if found:
-        where = found[0].notebook or "a portal setting"
+        where = found[0].notebook or diagnose.PORTAL_SETTING
         return failed.step, f"{found[0].code}: {found[0].fix} ({where})"
     lines = [line.strip() for line in (failed.error or "").splitlines() if line.strip()]
     message = " ".join(line for line in lines if not line.startswith(("Fix:", "Step:", *AFTERWORD)))

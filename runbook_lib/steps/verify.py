@@ -394,7 +394,7 @@ def smtp_checks(step: Step, checks: Checks, directory: Directory) -> None:
     )
     reply = transcript["auth"]
     if reply is None:
-        checks.add("SMTP AUTH XOAUTH2", "not tested", why_not, code=why_code or NOT_TRIED)
+        checks.add("SMTP AUTH XOAUTH2", "not tested", why_not, code=why_code)
         return
     text = f"{reply['code']} {reply['message']}"
     if reply["code"] == 235:
